@@ -1,0 +1,1 @@
+"""deepresearch: a single ReAct research agent that writes long reports with verifiable citations."""

@@ -1,0 +1,1 @@
+"""The research agent: one ReAct loop, its context policy, prompts, events and budgets."""

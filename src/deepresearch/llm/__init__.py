@@ -1,0 +1,1 @@
+"""Chat clients for OpenAI-compatible endpoints."""

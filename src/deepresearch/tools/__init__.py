@@ -1,0 +1,1 @@
+"""The agent's tools: ``batch_web_surfer``, ``file``, ``todo`` and ``shell``."""
