@@ -37,8 +37,11 @@ def normalize_url(url: str) -> str:
     path = re.sub(r"/{2,}", "/", parts.path or "/")
     if len(path) > 1:
         path = path.rstrip("/")
-    query = urlencode(sorted((k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
-                             if not _TRACKING_PARAMS.match(k)))
+    query = urlencode(
+        sorted(
+            (k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if not _TRACKING_PARAMS.match(k)
+        )
+    )
     fragment = "" if parts.fragment.startswith(":~:") else parts.fragment
     return urlunsplit(("https", netloc, path, query, fragment))
 
@@ -70,7 +73,9 @@ class SourceRegistry:
         self._by_key: dict[str, Source] = {}
         self._by_norm: dict[str, Source] = {}
 
-    def add(self, url: str, *, title: str = "", snippet: str = "", fetched: bool = False, step: int = 0) -> Source:
+    def add(
+        self, url: str, *, title: str = "", snippet: str = "", fetched: bool = False, step: int = 0
+    ) -> Source:
         """Register a sighting; a known URL keeps its key and gains a better title, snippet or ``fetched``."""
         norm = normalize_url(url)
         source = self._by_norm.get(norm)
@@ -80,7 +85,9 @@ class SourceRegistry:
             while key in self._by_key:  # a 32-bit collision: lengthen deterministically
                 length += 2
                 key = cite_key(url, length)
-            source = Source(key=key, url=url.strip(), title=title, snippet=snippet, fetched=fetched, step=step)
+            source = Source(
+                key=key, url=url.strip(), title=title, snippet=snippet, fetched=fetched, step=step
+            )
             self._by_key[key] = source
             self._by_norm[norm] = source
             return source
@@ -100,8 +107,13 @@ class SourceRegistry:
     def extend(self, records: Iterable[dict[str, Any]]) -> None:
         """Replay sightings recorded in events (resume): same order, hence the same keys."""
         for record in records:
-            self.add(record["url"], title=record.get("title", ""), snippet=record.get("snippet", ""),
-                     fetched=bool(record.get("fetched")), step=int(record.get("step", 0)))
+            self.add(
+                record["url"],
+                title=record.get("title", ""),
+                snippet=record.get("snippet", ""),
+                fetched=bool(record.get("fetched")),
+                step=int(record.get("step", 0)),
+            )
 
     def __iter__(self) -> Iterator[Source]:
         return iter(self._by_key.values())

@@ -72,6 +72,8 @@ class ToolContext:
     fetcher: Fetcher | None = None
     shell: ShellConfig = field(default_factory=ShellConfig)
     new_sources: list[Source] = field(default_factory=list)
+    state_changed: bool = False
+    """Set by a tool that changed ``state``, so the new state is recorded with its result."""
 
     def add_source(self, url: str, *, title: str = "", snippet: str = "", fetched: bool = False) -> Source:
         """Register a URL the model is about to see; the sighting is recorded with the call's result."""
@@ -96,13 +98,18 @@ class Tool:
         """The OpenAI ``tools`` entry for this tool."""
         return {
             "type": "function",
-            "function": {"name": self.name, "description": self.description, "parameters": json_schema(self.args)},
+            "function": {
+                "name": self.name,
+                "description": self.description,
+                "parameters": json_schema(self.args),
+            },
         }
 
 
 def json_schema(model: type[BaseModel]) -> dict[str, Any]:
     """The argument model's JSON schema without pydantic's ``title`` noise."""
-    return _strip_titles(model.model_json_schema())
+    schema: dict[str, Any] = _strip_titles(model.model_json_schema())
+    return schema
 
 
 def _strip_titles(node: Any) -> Any:

@@ -55,5 +55,7 @@ def clip(text: str, limit: int, workspace: Path, relpath: str) -> tuple[str, boo
 
 
 def truncation_marker(shown: int, total: int, relpath: str) -> str:
-    return (f"\n… [truncated: showing {shown} of {total} characters; the full text is in the workspace at "
-            f"{relpath} — read more with file(action=\"read\", path=\"{relpath}\", offset={shown})]")
+    return (
+        f"\n… [truncated: showing {shown} of {total} characters; the full text is in the workspace at "
+        f'{relpath} — read more with file(action="read", path="{relpath}", offset={shown})]'
+    )

@@ -1,0 +1,160 @@
+"""The conversation as the agent keeps it: every message, encoded and counted once.
+
+The full history is never edited (it is the trajectory in ``messages.json``). What the model is sent
+is a *view* of it in which the context policy has swapped some tool results for their compact form
+or hidden whole search cycles. Each entry caches its JSON encodings and its token count when it is
+appended, so building a step's request and checking the context limit cost O(new messages) work,
+not a re-encode and re-tokenise of the whole conversation (what made the reference agent slow down
+as runs grew).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from deepresearch.llm.messages import Encoded, Message
+
+MESSAGE_OVERHEAD_TOKENS = 4
+"""Role and separator tokens every chat template adds per message (an estimate)."""
+
+
+def _encode(message: Message) -> str:
+    return json.dumps(message, ensure_ascii=False, separators=(",", ":"))
+
+
+@dataclass(slots=True)
+class Entry:
+    message: Message
+    record: str
+    """JSON for ``messages.json`` (reasoning included)."""
+    wire: Encoded
+    """JSON sent to the model."""
+    tokens: int
+    cycle: int
+    """Index of the assistant message whose tool calls this entry answers (its own index for that message)."""
+    compact: Message | None = None
+    compact_wire: Encoded | None = None
+    compact_tokens: int = 0
+    compressed: bool = False
+    dropped: bool = False
+
+    @property
+    def visible_tokens(self) -> int:
+        if self.dropped:
+            return 0
+        return self.compact_tokens if self.compressed else self.tokens
+
+
+class History:
+    """Append-only messages plus the view the model gets."""
+
+    def __init__(self, count_tokens: Callable[[str], int], *, replay_reasoning: bool = False) -> None:
+        self._count = count_tokens
+        self._replay_reasoning = replay_reasoning
+        self.entries: list[Entry] = []
+        self.view_tokens = 0
+        self._last_assistant = -1
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __iter__(self) -> Iterator[Entry]:
+        return iter(self.entries)
+
+    def append(self, message: Message, *, compact: str | None = None) -> int:
+        """Add a message (``compact`` is a shorter content the policy may substitute); returns its index."""
+        index = len(self.entries)
+        wire_message = self._wire(message)
+        if message["role"] == "assistant":
+            self._last_assistant = index
+        cycle = self._last_assistant if message["role"] == "tool" else index
+        record = _encode(message)
+        entry = Entry(
+            message=message,
+            record=record,
+            wire=Encoded(record if wire_message is message else _encode(wire_message)),
+            tokens=self.count_message(wire_message),
+            cycle=cycle,
+        )
+        if compact is not None and message["role"] == "tool":
+            entry.compact = {**message, "content": compact}
+            entry.compact_wire = Encoded(_encode(entry.compact))
+            entry.compact_tokens = self.count_message(entry.compact)
+        self.entries.append(entry)
+        self.view_tokens += entry.tokens
+        return index
+
+    def _wire(self, message: Message) -> Message:
+        if message["role"] == "assistant" and "reasoning_content" in message and not self._replay_reasoning:
+            return {k: v for k, v in message.items() if k != "reasoning_content"}
+        return message
+
+    def count_message(self, message: Message) -> int:
+        text = message.get("content") or ""
+        total = self._count(text) if isinstance(text, str) else self._count(json.dumps(text))
+        if message.get("reasoning_content"):
+            total += self._count(message["reasoning_content"])
+        for call in message.get("tool_calls") or ():
+            function = call.get("function", {})
+            total += self._count(function.get("name", "")) + self._count(function.get("arguments", "")) + 3
+        return total + MESSAGE_OVERHEAD_TOKENS
+
+    # --- the policy's levers
+
+    def compress(self, index: int) -> None:
+        entry = self.entries[index]
+        if entry.compact is None or entry.compressed or entry.dropped:
+            return
+        self.view_tokens += entry.compact_tokens - entry.tokens
+        entry.compressed = True
+
+    def drop(self, index: int) -> None:
+        entry = self.entries[index]
+        if not entry.dropped:
+            self.view_tokens -= entry.visible_tokens
+            entry.dropped = True
+
+    def cycle_members(self, assistant_index: int) -> list[int]:
+        """The assistant message at ``assistant_index`` and the tool results that answer it."""
+        members = [assistant_index]
+        for i in range(assistant_index + 1, len(self.entries)):
+            if self.entries[i].cycle != assistant_index or self.entries[i].message["role"] != "tool":
+                break
+            members.append(i)
+        return members
+
+    # --- what is sent and what is saved
+
+    def view(self) -> list[Encoded]:
+        """The messages the model gets, pre-encoded (native tool mode)."""
+        return [
+            e.compact_wire if e.compressed and e.compact_wire else e.wire
+            for e in self.entries
+            if not e.dropped
+        ]
+
+    def view_messages(self) -> list[Message]:
+        """The same view as dicts (text tool mode converts them before sending)."""
+        out: list[Message] = []
+        for e in self.entries:
+            if e.dropped:
+                continue
+            message = e.compact if e.compressed and e.compact is not None else e.message
+            out.append(self._wire(message))
+        return out
+
+    def records(self) -> list[str]:
+        """``messages.json`` items: the full conversation, reasoning included, nothing compacted."""
+        return [e.record for e in self.entries]
+
+    def messages(self) -> list[Message]:
+        return [e.message for e in self.entries]
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "compressed": [i for i, e in enumerate(self.entries) if e.compressed],
+            "dropped": [i for i, e in enumerate(self.entries) if e.dropped],
+        }

@@ -1,0 +1,154 @@
+"""The run's state as a fold over its events.
+
+The loop records an event and then *applies* it; resume applies the recorded events to a fresh state.
+Because both go through ``RunState.apply``, a resumed run sees exactly the conversation, sources,
+todo list, usage and compaction decisions the interrupted one had, and ``messages.json`` can always
+be rebuilt from ``events.jsonl``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from deepresearch.agent.events import (
+    ContextCompacted,
+    Event,
+    FinalAnswerForced,
+    LLMCall,
+    Nudge,
+    ReportWritten,
+    RunFinished,
+    RunResumed,
+    RunStarted,
+    ToolResultEvent,
+)
+from deepresearch.agent.history import History
+from deepresearch.errors import RunCorrupted
+from deepresearch.llm.messages import ToolCall, Usage
+from deepresearch.sources import SourceRegistry
+
+
+@dataclass
+class RunState:
+    history: History
+    sources: SourceRegistry = field(default_factory=SourceRegistry)
+    tool_state: dict[str, Any] = field(default_factory=dict)
+    usage: Usage = field(default_factory=Usage)
+    step: int = 0
+    """Number of the last model call made."""
+    forced: str | None = None
+    """Why the final answer was forced, once it was."""
+    calls: list[ToolCall] = field(default_factory=list)
+    """Tool calls of the latest model reply."""
+    results: dict[str, ToolResultEvent] = field(default_factory=dict)
+    """Their recorded results, until all are in and they join the history in call order."""
+    answer_parts: list[str] = field(default_factory=list)
+    """Earlier pieces of an answer that hit the output limit and was continued."""
+    nudges: int = 0
+    """Consecutive replies that were neither a tool call nor an answer."""
+    finished: bool = False
+    question: str = ""
+    language: str = "en"
+    run_id: str = ""
+    elapsed_before: float = 0.0
+    """Wall time spent by earlier sessions of this run."""
+    _segment_start: datetime | None = None
+    _last_ts: datetime | None = None
+
+    @property
+    def pending_calls(self) -> list[ToolCall]:
+        return [c for c in self.calls if c.id not in self.results]
+
+    def apply(self, event: Event) -> None:
+        self._track_time(event)
+        match event:
+            case RunStarted():
+                self.run_id, self.question, self.language = event.run_id, event.question, event.language
+                for message in event.messages:
+                    self.history.append(message)
+            case LLMCall():
+                self._flush_results()
+                self.history.append(event.message)
+                self.usage.add(
+                    Usage(
+                        prompt_tokens=int(event.usage.get("prompt_tokens", 0)),
+                        completion_tokens=int(event.usage.get("completion_tokens", 0)),
+                        cost_usd=float(event.usage.get("cost_usd", 0.0)),
+                    )
+                )
+                self.step = event.step
+                self.calls = [
+                    ToolCall(c["id"], c["function"]["name"], c["function"].get("arguments", ""))
+                    for c in event.message.get("tool_calls") or ()
+                ]
+                self.results = {}
+                if self.calls:
+                    self.nudges = 0
+            case ToolResultEvent():
+                self.results[event.call_id] = event
+                self.sources.extend(event.sources)
+                if event.state is not None:
+                    snapshot = json.loads(json.dumps(event.state))
+                    self.tool_state.clear()  # same dict object: live tool contexts keep seeing it
+                    self.tool_state.update(snapshot)
+                self._flush_results()
+            case ContextCompacted():
+                for i in event.compressed:
+                    self.history.compress(i)
+                for i in event.dropped:
+                    self.history.drop(i)
+            case FinalAnswerForced():
+                self.forced = event.reason
+                self.history.append(event.message)
+            case Nudge():
+                if event.reason == "length":
+                    self.answer_parts.append(self._last_content())
+                else:
+                    self.nudges += 1
+                self.history.append(event.message)
+            case ReportWritten() | RunFinished():
+                self.finished = self.finished or (isinstance(event, RunFinished) and event.status == "done")
+            case RunResumed():
+                pass
+
+    def _flush_results(self) -> None:
+        """Once every call of the latest reply has a result, add the tool messages in call order."""
+        if not self.calls or len(self.results) < len(self.calls) or self.pending_calls:
+            return
+        for call in self.calls:
+            result = self.results[call.id]
+            self.history.append(
+                {"role": "tool", "tool_call_id": call.id, "content": result.content}, compact=result.compact
+            )
+        self.calls, self.results = [], {}
+
+    def _last_content(self) -> str:
+        for entry in reversed(self.history.entries):
+            if entry.message["role"] == "assistant":
+                return str(entry.message.get("content") or "")
+        return ""
+
+    def _track_time(self, event: Event) -> None:
+        ts = datetime.fromisoformat(event.ts.replace("Z", "+00:00"))
+        if isinstance(event, RunStarted | RunResumed):
+            if self._segment_start is not None and self._last_ts is not None:
+                self.elapsed_before += (self._last_ts - self._segment_start).total_seconds()
+            self._segment_start = ts
+        self._last_ts = ts
+
+
+def replay(events: list[Event], history: History, *, path: Path) -> RunState:
+    """The state a run had after ``events`` (resume); ``path`` names the log in errors."""
+    if not events or not isinstance(events[0], RunStarted):
+        raise RunCorrupted(path, 1, "the first event is not run_started")
+    state = RunState(history=history)
+    for event in events:
+        state.apply(event)
+    if state._segment_start is not None and state._last_ts is not None:
+        state.elapsed_before += (state._last_ts - state._segment_start).total_seconds()
+        state._segment_start = None
+    return state

@@ -1,0 +1,25 @@
+"""Control-flow exceptions that end the loop, each carrying what the run delivers.
+
+The loop raises them from deep inside a step; ``Agent.run`` catches them, records and finishes. Any
+other exception is a failure: recorded as an ``error`` event, then raised again.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+
+class RunStopped(Exception):
+    """Base of the loop's normal endings."""
+
+
+class Finished(RunStopped):
+    """The model delivered its final answer (``origin`` says whether it was asked to)."""
+
+    def __init__(
+        self, answer: str, origin: Literal["answer", "forced", "fallback"] = "answer", reason: str = ""
+    ) -> None:
+        super().__init__(origin)
+        self.answer = answer
+        self.origin: Literal["answer", "forced", "fallback"] = origin
+        self.reason = reason

@@ -1,0 +1,264 @@
+"""The ``deepresearch`` command: parse, call one function, print.
+
+Each sub-command's work lives in its package; this module only maps flags onto ``Settings`` (flags
+win over ``DEEPRESEARCH_*`` over ``deepresearch.toml``), picks the live or line view, and turns a
+``DeepResearchError`` into one line on stderr and a non-zero exit (a traceback only with ``--debug``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from deepresearch.errors import DeepResearchError
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Deep research with a single ReAct agent: plan, search, read, cross-check, write a cited report.",
+)
+index_app = typer.Typer(
+    no_args_is_help=True, help="Manage the local document index (the default search backend)."
+)
+app.add_typer(index_app, name="index")
+
+T = TypeVar("T")
+_state: dict[str, bool] = {"debug": False}
+
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", help="deepresearch.toml to read (default: ./deepresearch.toml).")
+]
+BaseUrlOpt = Annotated[
+    str | None, typer.Option("--base-url", help="OpenAI-compatible endpoint [env DEEPRESEARCH_BASE_URL].")
+]
+ModelOpt = Annotated[str | None, typer.Option("--model", help="Model name [env DEEPRESEARCH_MODEL].")]
+ApiKeyOpt = Annotated[
+    str | None, typer.Option("--api-key", help="API key [env DEEPRESEARCH_API_KEY, OPENAI_API_KEY].")
+]
+SearchOpt = Annotated[
+    str | None, typer.Option("--search", help="Search backend: local [env DEEPRESEARCH_SEARCH].")
+]
+IndexOpt = Annotated[Path | None, typer.Option("--index", help="Local index file [env DEEPRESEARCH_INDEX].")]
+MaxStepsOpt = Annotated[
+    int | None, typer.Option("--max-steps", help="Steps before the final answer is forced (30).")
+]
+MaxCostOpt = Annotated[float | None, typer.Option("--max-cost", help="USD budget for the run.")]
+MaxTokensOpt = Annotated[
+    int | None, typer.Option("--max-tokens", help="Token budget for the run (all calls).")
+]
+MaxTimeOpt = Annotated[float | None, typer.Option("--max-time", help="Wall-clock budget in seconds.")]
+
+
+def _setup_logging(debug: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING,
+        stream=sys.stderr,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    try:
+        return asyncio.run(coro)
+    except DeepResearchError as exc:
+        if _state["debug"]:
+            raise
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(1) from None
+
+
+def _settings(config: Path | None, **flags: Any) -> Any:
+    from deepresearch.config import load_settings
+
+    try:
+        return load_settings(flags, config_file=config)
+    except DeepResearchError as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from None
+
+
+def _view(max_steps: int, quiet: bool) -> Any:
+    from deepresearch.display import LineView, LiveView, Progress
+
+    if quiet:
+        return None
+    progress = Progress(max_steps)
+    return LiveView(progress) if sys.stderr.isatty() else LineView(progress)
+
+
+@app.callback()
+def main_options(
+    debug: Annotated[bool, typer.Option("--debug", help="Debug logs and full tracebacks.")] = False,
+) -> None:
+    _state["debug"] = debug
+    _setup_logging(debug)
+
+
+@app.command()
+def research(
+    question: Annotated[str, typer.Argument(help="The research question.")],
+    base_url: BaseUrlOpt = None,
+    model: ModelOpt = None,
+    api_key: ApiKeyOpt = None,
+    search: SearchOpt = None,
+    index: IndexOpt = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Run directory (default runs/<run-id>).")] = None,
+    max_steps: MaxStepsOpt = None,
+    max_cost: MaxCostOpt = None,
+    max_tokens: MaxTokensOpt = None,
+    max_time: MaxTimeOpt = None,
+    tool_mode: Annotated[str | None, typer.Option("--tool-mode", help="native or text tool calls.")] = None,
+    stream: Annotated[bool | None, typer.Option("--stream/--no-stream", help="Stream model replies.")] = None,
+    language: Annotated[str | None, typer.Option("--language", help="auto, en or zh.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Research QUESTION and write a cited report into a new run directory."""
+    from deepresearch.research import research as run_research
+
+    settings = _settings(
+        config,
+        base_url=base_url,
+        model=model,
+        api_key=api_key,
+        search=search,
+        index=index,
+        out=out,
+        max_steps=max_steps,
+        max_cost=max_cost,
+        max_total_tokens=max_tokens,
+        max_wall_time=max_time,
+        tool_mode=tool_mode,
+        stream=stream,
+        language=language,
+    )
+    view = _view(settings.max_steps, quiet)
+    result = _run(run_research(question, settings, on_event=view))
+    _print_result(result)
+
+
+@app.command()
+def resume(
+    run_dir: Annotated[Path, typer.Argument(help="The run directory to continue.")],
+    api_key: ApiKeyOpt = None,
+    base_url: BaseUrlOpt = None,
+    max_steps: MaxStepsOpt = None,
+    max_cost: MaxCostOpt = None,
+    max_tokens: MaxTokensOpt = None,
+    max_time: MaxTimeOpt = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Continue an interrupted run from its last completed step."""
+    from deepresearch.research import resume as run_resume
+
+    settings = _settings(
+        config,
+        api_key=api_key,
+        base_url=base_url,
+        max_steps=max_steps,
+        max_cost=max_cost,
+        max_total_tokens=max_tokens,
+        max_wall_time=max_time,
+    )
+    view = _view(max_steps or settings.max_steps, quiet)
+    result = _run(run_resume(run_dir, settings, on_event=view))
+    _print_result(result)
+
+
+def _print_result(result: Any) -> None:
+    c = result.citations
+    typer.echo(
+        f"report: {result.report_path}  ({result.steps} steps, "
+        f"{result.usage.get('total_tokens', 0):,} tokens, "
+        f"${result.usage.get('cost_usd', 0):.4f}; {c.get('resolved', 0)} sources cited, "
+        f"{c.get('unresolved', 0)} unresolved citations removed)"
+    )
+
+
+@app.command()
+def runs(
+    runs_dir: Annotated[Path, typer.Option("--dir", help="Folder holding run directories.")] = Path("runs"),
+) -> None:
+    """List runs, newest first."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from deepresearch.runs import iter_runs
+
+    table = Table("run", "status", "steps", "tokens", "cost", "question")
+    for path, info in iter_runs(runs_dir):
+        if isinstance(info, Exception):
+            table.add_row(str(path), "[red]unreadable[/red]", "", "", "", str(info))
+            continue
+        table.add_row(
+            str(path),
+            info.status,
+            str(info.steps),
+            f"{info.usage.get('total_tokens', 0):,}",
+            f"${info.usage.get('cost_usd', 0):.4f}",
+            info.question[:70],
+        )
+    Console().print(table)
+
+
+@index_app.command("add")
+def index_add(
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders to index.")],
+    index: IndexOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Index documents (Markdown, text, HTML, PDF, JSONL) into the local index."""
+    from deepresearch.research import open_local_index
+
+    settings = _settings(config, index=index)
+    store = open_local_index(settings)
+    try:
+        report = store.add_paths(paths)
+    except DeepResearchError as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        store.close()
+    typer.echo(str(report))
+
+
+@index_app.command("stats")
+def index_stats(index: IndexOpt = None, config: ConfigOpt = None) -> None:
+    """Documents and passages in the local index."""
+    from deepresearch.research import open_local_index
+
+    store = open_local_index(_settings(config, index=index))
+    try:
+        typer.echo(str(store.stats()))
+    finally:
+        store.close()
+
+
+@app.command("search")
+def search_command(
+    query: Annotated[str, typer.Argument(help="What to search for.")],
+    k: Annotated[int, typer.Option("-k", help="Number of hits.")] = 10,
+    search: SearchOpt = None,
+    index: IndexOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Print search hits — the way to check what the agent will find."""
+    from deepresearch.research import search_once
+
+    hits = _run(search_once(query, _settings(config, search=search, index=index), limit=k))
+    if not hits:
+        typer.echo("no results")
+    for hit in hits:
+        typer.echo(f"{hit.rank:>3}. {hit.title}\n     {hit.url}\n     {hit.snippet[:200]}")
+
+
+def main() -> None:
+    app()

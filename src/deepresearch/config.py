@@ -1,0 +1,208 @@
+"""Settings: one object built from flags, then ``DEEPRESEARCH_*`` (falling back to ``OPENAI_*``), then
+an optional ``deepresearch.toml``, then defaults — in that order of precedence.
+
+This is the only module that reads ``os.environ``. Every setting has an environment twin (the field
+name in upper case behind ``DEEPRESEARCH_``) and a key of the same name in the TOML file, so a
+setting found in one place is found in all three. Components never see ``Settings``; they receive
+the typed config object they need (``LLMConfig``, ``ShellConfig``, …) built here.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from deepresearch.errors import ConfigError
+
+ENV_PREFIX = "DEEPRESEARCH_"
+CONFIG_FILE_NAME = "deepresearch.toml"
+_OPENAI_FALLBACKS = {"base_url": "OPENAI_BASE_URL", "model": "OPENAI_MODEL", "api_key": "OPENAI_API_KEY"}
+OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+
+class PriceOverride(BaseModel):
+    """USD per million tokens for one model (``[prices."model-name"]`` in the TOML file)."""
+
+    input: float
+    output: float
+
+
+class Settings(BaseModel):
+    """Everything a run can be told. Field names are the TOML keys and, upper-cased, the env twins."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    # --- the model endpoint
+    base_url: str | None = None
+    """OpenAI-compatible endpoint, e.g. ``http://localhost:8000/v1`` (vLLM, SGLang, llama.cpp, Ollama…)."""
+    model: str | None = None
+    """Model name sent to the endpoint."""
+    api_key: SecretStr | None = None
+    """Bearer key for the endpoint; never written to the run directory or printed."""
+    tool_mode: Literal["native", "text"] = "native"
+    """``native`` OpenAI tool calls, or ``text`` for models that only write ``<tool_call>`` blocks."""
+    stream: bool = True
+    """Stream replies (SSE); usage is requested in both modes."""
+    temperature: float | None = None
+    """Sampling temperature; unset leaves the server's default."""
+    max_output_tokens: int | None = 16384
+    """Per-reply output cap (``max_tokens``); the report's evaluation used 16k per turn."""
+    request_timeout: float = 300.0
+    """Seconds one model call may take, streaming included."""
+    max_retries: int = 6
+    """Retries on 429, 5xx, timeouts and cut streams, with exponential backoff and jitter."""
+    retry_base_delay: float = 1.0
+    """First backoff step in seconds (doubles each retry, capped by ``retry_max_delay``)."""
+    retry_max_delay: float = 60.0
+    """Longest backoff between two retries unless the server's ``Retry-After`` asks for more."""
+    replay_reasoning: bool = False
+    """Send earlier reasoning back to the model (``reasoning_content``); most APIs reject or ignore it."""
+
+    # --- search and reading
+    search: str = "local"
+    """Search backend: ``local`` (the embedded index) for now."""
+    index: Path | None = None
+    """Local index file; default ``$XDG_DATA_HOME/deepresearch/index.sqlite``."""
+    fetch_timeout: float = 20.0
+    """Seconds to connect to and read from a web server."""
+    fetch_max_bytes: int = 10_000_000
+    """Largest page body read (after decompression)."""
+    allow_private_urls: bool = False
+    """Let ``batch_open`` reach loopback and private addresses (intranets; tests). Off: SSRF guard."""
+
+    # --- the agent
+    max_steps: int = Field(default=30, ge=1)
+    """Model calls with tools before a final answer is forced (the report evaluated with 30)."""
+    max_total_tokens: int | None = None
+    """Token budget for the whole run (prompt + completion, all calls)."""
+    max_cost: float | None = None
+    """USD budget for the whole run; needs a known price for the model."""
+    max_wall_time: float | None = None
+    """Seconds of wall-clock time before a final answer is forced."""
+    context_upper: int = 80_000
+    """Context tokens above which old evidence is compacted (reference policy)."""
+    context_lower: int = 60_000
+    """Compaction continues until the context is under this many tokens."""
+    tool_result_max_chars: int = 20_000
+    """Longer tool results are cut at a paragraph boundary; the whole text is kept in the workspace."""
+    language: Literal["auto", "en", "zh"] = "auto"
+    """Report and prompt language; ``auto`` follows the question."""
+
+    # --- the shell tool
+    shell_sandbox: Literal["auto", "bwrap", "unshare", "none"] = "auto"
+    """How ``shell`` is isolated; ``auto`` uses bubblewrap when it works here."""
+    shell_memory_mb: int = 2048
+    """Address-space limit of shell commands."""
+    shell_max_timeout: int = 600
+    """Longest timeout the model may give a shell command."""
+
+    # --- where runs go
+    runs_dir: Path = Path("runs")
+    """Parent folder of run directories when ``out`` is not given."""
+    out: Path | None = None
+    """Run directory for this run (default ``runs_dir/<run-id>``)."""
+
+    prices: dict[str, PriceOverride] = Field(default_factory=dict)
+    """Per-model prices that override the shipped table."""
+
+    @model_validator(mode="after")
+    def _check_context_limits(self) -> Settings:
+        if self.context_lower >= self.context_upper:
+            raise ValueError(
+                f"context_lower ({self.context_lower}) must be below context_upper ({self.context_upper})"
+            )
+        return self
+
+    def public(self) -> dict[str, Any]:
+        """The settings as recorded in ``run.json``/events: JSON-able, without the key."""
+        data = self.model_dump(mode="json", exclude={"api_key"})
+        data["api_key_set"] = self.api_key is not None
+        return data
+
+
+def env_name(field: str) -> str:
+    return ENV_PREFIX + field.upper()
+
+
+def find_config_file(explicit: Path | None, env: Mapping[str, str]) -> Path | None:
+    """``--config``, else ``DEEPRESEARCH_CONFIG``, else ``./deepresearch.toml``, else the user config dir."""
+    if explicit is not None:
+        if not explicit.is_file():
+            raise ConfigError(f"config file not found: {explicit}")
+        return explicit
+    if env.get("DEEPRESEARCH_CONFIG"):
+        path = Path(env["DEEPRESEARCH_CONFIG"])
+        if not path.is_file():
+            raise ConfigError(f"DEEPRESEARCH_CONFIG points to a missing file: {path}")
+        return path
+    local = Path(CONFIG_FILE_NAME)
+    if local.is_file():
+        return local
+    config_home = Path(env.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    user = config_home / "deepresearch" / CONFIG_FILE_NAME
+    return user if user.is_file() else None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    unknown = set(data) - set(Settings.model_fields)
+    if unknown:
+        raise ConfigError(f"{path}: unknown setting(s): {', '.join(sorted(unknown))}")
+    return data
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, tuple[str, str]]:
+    """field → (raw value, the variable it came from)."""
+    values: dict[str, tuple[str, str]] = {}
+    for field in Settings.model_fields:
+        for name in (env_name(field), _OPENAI_FALLBACKS.get(field)):
+            if name and env.get(name):
+                values[field] = (env[name], name)
+                break
+    return values
+
+
+def load_settings(
+    flags: Mapping[str, Any] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    config_file: Path | None = None,
+) -> Settings:
+    """Merge defaults < TOML file < environment < flags (``None`` flags mean "not given")."""
+    env = os.environ if env is None else env
+    merged: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    path = find_config_file(config_file, env)
+    if path is not None:
+        for key, value in _read_toml(path).items():
+            merged[key], origin[key] = value, str(path)
+    for key, (value, variable) in _from_env(env).items():
+        merged[key], origin[key] = value, variable
+    for key, value in (flags or {}).items():
+        if value is not None:
+            merged[key], origin[key] = value, f"--{key.replace('_', '-')}"
+    if origin.get("api_key") == "OPENAI_API_KEY" and not merged.get("base_url"):
+        merged["base_url"] = OPENAI_DEFAULT_BASE_URL  # an OpenAI key alone means the OpenAI API
+    try:
+        return Settings.model_validate(merged)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else ""
+            problems.append(f"{field} (from {origin.get(field, 'settings')}): {error['msg']}")
+        raise ConfigError("invalid settings: " + "; ".join(problems)) from exc
+
+
+def default_data_dir(env: Mapping[str, str] | None = None) -> Path:
+    """Where the index and downloaded models live: ``$XDG_DATA_HOME/deepresearch``."""
+    env = os.environ if env is None else env
+    return Path(env.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "deepresearch"

@@ -1,0 +1,180 @@
+"""What a person watching a run sees: a live panel on a terminal, one line per event otherwise.
+
+Both views are fed the same events the run directory records; neither is the record.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import IO, Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from deepresearch.agent.events import (
+    ContextCompacted,
+    ErrorEvent,
+    Event,
+    FinalAnswerForced,
+    LLMCall,
+    Nudge,
+    ReportWritten,
+    RunFinished,
+    RunResumed,
+    RunStarted,
+    ToolCallEvent,
+    ToolResultEvent,
+)
+
+
+def describe_call(name: str, arguments: str) -> str:
+    """A short human label for a tool call."""
+    try:
+        args: dict[str, Any] = json.loads(arguments) if arguments.strip() else {}
+    except json.JSONDecodeError:
+        return f"{name} (unparsable arguments)"
+    if not isinstance(args, dict):
+        return name
+    if name == "batch_web_surfer":
+        items = args.get("queries") or args.get("urls") or []
+        items = items if isinstance(items, list) else [items]
+        shown = ", ".join(f'"{str(i)[:50]}"' for i in items[:3]) + (" …" if len(items) > 3 else "")
+        return f"{args.get('action', '?')} {shown}"
+    if name == "shell":
+        return f"shell: {str(args.get('cmd', ''))[:70]}"
+    if name == "file":
+        return f"file {args.get('action', '?')} {args.get('path', '')}"
+    if name == "todo":
+        return "todo " + ("read" if not args.get("updates") else f"update {len(args['updates'])} step(s)")
+    return name
+
+
+class Progress:
+    """Counters shared by both views."""
+
+    def __init__(self, max_steps: int) -> None:
+        self.max_steps = max_steps
+        self.step = 0
+        self.action = "starting"
+        self.sources_seen: set[str] = set()
+        self.sources_read: set[str] = set()
+        self.tokens = 0
+        self.cost = 0.0
+        self.started = time.monotonic()
+        self.run_dir = ""
+
+    def update(self, event: Event) -> None:
+        self.step = max(self.step, event.step)
+        match event:
+            case LLMCall():
+                self.tokens += int(event.usage.get("total_tokens", 0))
+                self.cost += float(event.usage.get("cost_usd", 0.0))
+                calls = event.message.get("tool_calls") or []
+                self.action = "running tools" if calls else "writing the report"
+            case ToolCallEvent():
+                self.action = describe_call(event.name, event.arguments)
+            case ToolResultEvent():
+                for source in event.sources:
+                    self.sources_seen.add(source["key"])
+                    if source.get("fetched"):
+                        self.sources_read.add(source["key"])
+                self.action = "thinking"
+            case FinalAnswerForced():
+                self.action = f"final answer forced ({event.reason})"
+            case ReportWritten():
+                self.action = "report written"
+            case _:
+                pass
+
+
+class LiveView:
+    """A rich panel redrawn on every event (and four times a second for the clock)."""
+
+    def __init__(self, progress: Progress, console: Console | None = None) -> None:
+        self.progress = progress
+        self.console = console or Console(stderr=True)
+        self.live = Live(self, console=self.console, refresh_per_second=4, transient=False)
+
+    def __rich__(self) -> Group:
+        p = self.progress
+        table = Table.grid(padding=(0, 2))
+        table.add_column(style="bold")
+        table.add_column()
+        table.add_row("step", f"{p.step}/{p.max_steps}")
+        table.add_row("now", Text(p.action, overflow="ellipsis", no_wrap=True))
+        table.add_row("sources", f"{len(p.sources_read)} read · {len(p.sources_seen)} seen")
+        table.add_row("tokens", f"{p.tokens:,}")
+        table.add_row("cost", f"${p.cost:.4f}")
+        table.add_row("elapsed", f"{time.monotonic() - p.started:.0f}s")
+        return Group(Text(f"deepresearch · {p.run_dir}", style="dim"), table)
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, RunStarted | RunResumed):
+            self.live.start()
+        self.progress.update(event)
+        self.live.refresh()
+        if isinstance(event, RunFinished):
+            self.live.stop()
+
+    def stop(self) -> None:
+        self.live.stop()
+
+
+class LineView:
+    """One plain line per event, for logs and pipes."""
+
+    def __init__(self, progress: Progress, stream: IO[str] | None = None) -> None:
+        self.progress = progress
+        self.stream = stream or sys.stderr
+
+    def __call__(self, event: Event) -> None:
+        self.progress.update(event)
+        line = self.format(event)
+        if line:
+            print(f"[step {event.step}] {line}", file=self.stream, flush=True)
+
+    def format(self, event: Event) -> str:
+        match event:
+            case RunStarted():
+                return f"run {event.run_id} started · model {event.model} · search {event.search}"
+            case RunResumed():
+                return f"resumed · {len(event.pending_calls)} tool call(s) to redo"
+            case LLMCall():
+                calls = len(event.message.get("tool_calls") or [])
+                what = f"{calls} tool call(s)" if calls else "answer"
+                return (
+                    f"model: {what} · {event.usage.get('total_tokens', 0)} tokens · "
+                    f"{event.duration_s:.1f}s · finish {event.finish_reason}"
+                )
+            case ToolCallEvent():
+                return describe_call(event.name, event.arguments)
+            case ToolResultEvent():
+                status = f"error ({event.error_type})" if event.is_error else "ok"
+                return f"  ↳ {event.name} {status} · {len(event.content)} chars · {event.duration_s:.1f}s"
+            case ContextCompacted():
+                return (
+                    f"context compacted {event.tokens_before:,} → {event.tokens_after:,} tokens "
+                    f"({len(event.compressed)} compressed, {len(event.dropped)} hidden)"
+                )
+            case FinalAnswerForced():
+                return f"final answer forced: {event.reason}"
+            case Nudge():
+                return f"nudge: {event.reason}"
+            case ReportWritten():
+                c = event.citations
+                return (
+                    f"report written ({event.origin}) · {c.get('resolved', 0)} sources cited"
+                    f" · {c.get('unresolved', 0)} unresolved citations removed"
+                )
+            case RunFinished():
+                return (
+                    f"run {event.status} · {event.usage.get('total_tokens', 0)} tokens · "
+                    f"${float(event.usage.get('cost_usd', 0)):.4f}"
+                )
+            case ErrorEvent():
+                return f"error: {event.error_type}: {event.message}"
+        return ""

@@ -1,0 +1,327 @@
+"""The HTTP fetcher: one URL in, one readable ``Page`` out, within limits the model cannot talk past.
+
+``batch_open`` hands this fetcher URLs the model picked, so every request is treated as hostile input:
+the SSRF guard checks the first URL and every redirect hop (we follow redirects ourselves for that
+reason), the body is read in a stream and abandoned at ``max_bytes`` *after* decompression (a gzip
+bomb stops at the cap, with memory bounded by it), each request runs under a per-read timeout and
+each fetch under an overall deadline, and concurrency is capped globally and per host so one step
+of many ``batch_open`` calls cannot hammer a single site. httpx errors are translated into
+``FetchError`` subclasses here, at the one boundary, with the URL and status in the message.
+
+``file://`` URLs are refused: local documents are opened through the local index
+(``DocumentStore.get_document``), never by letting the model read arbitrary paths.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import zlib
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from types import TracebackType
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field
+
+from deepresearch.errors import ContentTooLarge, FetchError, FetchTimeout, URLBlocked
+from deepresearch.fetch import Page
+from deepresearch.fetch.extract import extract
+from deepresearch.fetch.guard import check_url
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_USER_AGENT = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/131.0.0.0 Safari/537.36"
+)
+DEFAULT_ACCEPT = "text/html,application/xhtml+xml,application/pdf;q=0.9,text/plain;q=0.8,*/*;q=0.5"
+RETRY_STATUSES = frozenset({502, 503, 504})
+# We decode bodies ourselves (to cap their decompressed size), so we only ask for codings zlib reads.
+_ACCEPT_ENCODING = "gzip, deflate"
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+class FetchConfig(BaseModel):
+    """Limits and identity of the HTTP fetcher."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    timeout_s: float = Field(default=20.0, gt=0)
+    """Seconds allowed to connect, and between two reads of the body."""
+    total_timeout_s: float = Field(default=60.0, gt=0)
+    """Seconds allowed for a whole fetch (redirects and the retry included), so a server that drips
+    bytes cannot hold a slot forever."""
+    max_bytes: int = Field(default=10_000_000, gt=0)
+    """Largest body read, counted after decompression; a larger one raises ``ContentTooLarge``."""
+    max_redirects: int = Field(default=5, ge=0)
+    """Redirect hops followed (each one checked by the SSRF guard) before giving up."""
+    allow_private: bool = False
+    """Allow loopback and private addresses (tests, intranets); the scheme check still applies."""
+    user_agent: str = DEFAULT_USER_AGENT
+    """Sent as ``User-Agent``; a desktop browser's, because many sites refuse unknown clients."""
+    max_concurrency: int = Field(default=8, ge=1)
+    """Requests in flight at once, across all hosts."""
+    per_host_concurrency: int = Field(default=2, ge=1)
+    """Requests in flight at once to one host (host and port)."""
+    retry_backoff_s: float = Field(default=0.5, ge=0)
+    """Pause before the single retry after a connection error or a 502/503/504."""
+
+
+@dataclass(slots=True)
+class _Body:
+    url: str
+    status: int
+    content_type: str
+    data: bytes
+
+
+class _Transient(FetchError):
+    """A failure worth one more try (connection trouble, 502/503/504); never leaves this module."""
+
+
+class HttpFetcher:
+    """Fetches http(s) URLs into ``Page``s; one instance (one connection pool) per event loop."""
+
+    def __init__(
+        self, config: FetchConfig | None = None, *, transport: httpx.AsyncBaseTransport | None = None
+    ) -> None:
+        self._config = config or FetchConfig()
+        self._client = httpx.AsyncClient(
+            transport=transport,
+            timeout=httpx.Timeout(self._config.timeout_s),
+            follow_redirects=False,
+            headers={
+                "User-Agent": self._config.user_agent,
+                "Accept": DEFAULT_ACCEPT,
+                "Accept-Encoding": _ACCEPT_ENCODING,
+                "Accept-Language": "en-US,en;q=0.9,zh-CN;q=0.8",
+            },
+        )
+        self._slots = asyncio.Semaphore(self._config.max_concurrency)
+        self._host_slots = _HostSlots(self._config.per_host_concurrency)
+
+    @property
+    def config(self) -> FetchConfig:
+        return self._config
+
+    async def __aenter__(self) -> HttpFetcher:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._client.aclose()
+
+    async def fetch(self, url: str) -> Page:
+        """Fetch ``url`` (following checked redirects) and extract its text."""
+        if url.strip().lower().startswith("file:"):
+            raise URLBlocked(f"refused {url}: local files are opened through the local index, not fetched")
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(self._config.total_timeout_s):
+                body = await self._get_with_retry(url)
+        except TimeoutError as exc:
+            raise FetchTimeout(
+                f"no complete answer from {url} within {self._config.total_timeout_s:g}s"
+            ) from exc
+        title, text = await asyncio.to_thread(extract, body.data, body.content_type, body.url)
+        logger.info(
+            "fetched %s: %d %s, %d bytes in %.2fs",
+            body.url,
+            body.status,
+            body.content_type or "-",
+            len(body.data),
+            time.monotonic() - started,
+        )
+        return Page(
+            url=body.url,
+            title=title or body.url,
+            text=text,
+            content_type=body.content_type,
+            status=body.status,
+        )
+
+    async def _get_with_retry(self, url: str) -> _Body:
+        try:
+            return await self._follow_redirects(url)
+        except _Transient as first:
+            logger.info("retrying %s after: %s", url, first)
+        await asyncio.sleep(self._config.retry_backoff_s)
+        try:
+            return await self._follow_redirects(url)
+        except _Transient as second:
+            raise FetchError(str(second)) from second
+
+    async def _follow_redirects(self, url: str) -> _Body:
+        """GET ``url``, following redirects by hand so that the guard sees every hop."""
+        current = url
+        for _ in range(self._config.max_redirects + 1):
+            await check_url(current, allow_private=self._config.allow_private)
+            result = await self._get_once(current)
+            if isinstance(result, _Body):
+                return result
+            logger.debug("redirect %s -> %s", current, result)
+            current = result
+        raise FetchError(f"too many redirects (more than {self._config.max_redirects}) starting at {url}")
+
+    async def _get_once(self, url: str) -> _Body | str:
+        """One request: the body, or the absolute URL a redirect points to."""
+        parsed = httpx.URL(url)
+        async with self._host_slots.hold(f"{parsed.host}:{parsed.port}"), self._slots:
+            with _translate_errors(url, self._config.timeout_s):
+                response = await self._client.send(self._client.build_request("GET", url), stream=True)
+                try:
+                    if response.is_redirect:
+                        return str(response.url.join(response.headers["location"]))
+                    status = response.status_code
+                    if status >= 400:
+                        error = _Transient if status in RETRY_STATUSES else FetchError
+                        reason = f" {response.reason_phrase}" if response.reason_phrase else ""
+                        raise error(f"HTTP {status}{reason} for {url}")
+                    data = await _read_capped(response, self._config.max_bytes, url)
+                finally:
+                    await response.aclose()
+        return _Body(
+            url=str(response.url),
+            status=status,
+            content_type=response.headers.get("content-type", ""),
+            data=data,
+        )
+
+
+@contextlib.contextmanager
+def _translate_errors(url: str, timeout_s: float) -> Iterator[None]:
+    """The one place where httpx exceptions become ours."""
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        raise FetchTimeout(f"timed out after {timeout_s:g}s waiting for {url}") from exc
+    except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:
+        raise _Transient(f"could not fetch {url}: {exc or type(exc).__name__}") from exc
+    except (httpx.HTTPError, httpx.InvalidURL, zlib.error) as exc:
+        raise FetchError(f"could not fetch {url}: {exc or type(exc).__name__}") from exc
+
+
+async def _read_capped(response: httpx.Response, max_bytes: int, url: str) -> bytes:
+    """Read the body, undoing its Content-Encoding, and stop as soon as it passes ``max_bytes``."""
+    declared = response.headers.get("content-length", "")
+    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+    if encoding in ("", "identity") and declared.isdigit() and int(declared) > max_bytes:
+        raise ContentTooLarge(f"{url} declares {int(declared)} bytes, more than the {max_bytes}-byte limit")
+    if response.is_stream_consumed:
+        # A transport that buffered the body already (httpx.MockTransport given ``content=``): httpx
+        # has decoded it, so only the size is left to check.
+        if len(response.content) > max_bytes:
+            raise ContentTooLarge(f"{url} is larger than the {max_bytes}-byte limit")
+        return response.content
+    decoder = _CappedDecoder(encoding, max_bytes, url)
+    chunks: list[bytes] = []
+    async for raw in response.aiter_raw():
+        chunks.append(decoder.feed(raw))
+    chunks.append(decoder.flush())
+    return b"".join(chunks)
+
+
+class _CappedDecoder:
+    """Undo gzip/deflate with a hard cap on the output.
+
+    httpx's own decoders inflate each network chunk in full, so a 64 KiB chunk of a gzip bomb could
+    become tens of megabytes before any size check runs; here zlib is asked for at most the bytes
+    still allowed, so memory never exceeds the cap.
+    """
+
+    def __init__(self, encoding: str, limit: int, url: str) -> None:
+        if encoding not in ("", "identity", "gzip", "x-gzip", "deflate"):
+            raise FetchError(f"unsupported Content-Encoding {encoding!r} from {url}")
+        self._encoding = encoding
+        self._limit = limit
+        self._url = url
+        self._produced = 0
+        self._inflater: zlib._Decompress | None = (
+            self._new_inflater() if encoding not in ("", "identity") else None
+        )
+        self._started = False
+        self._done = False
+        self._held = b""
+        """Bytes kept until there are enough to decide something (the deflate flavour, a next gzip member)."""
+
+    def _new_inflater(self, raw_deflate: bool = False) -> zlib._Decompress:
+        if self._encoding in ("gzip", "x-gzip"):
+            return zlib.decompressobj(16 + zlib.MAX_WBITS)
+        return zlib.decompressobj(-zlib.MAX_WBITS if raw_deflate else zlib.MAX_WBITS)
+
+    def _count(self, produced: int) -> None:
+        self._produced += produced
+        if self._produced > self._limit:
+            raise ContentTooLarge(f"{self._url} is larger than the {self._limit}-byte limit")
+
+    def feed(self, data: bytes) -> bytes:
+        if self._inflater is None:
+            self._count(len(data))
+            return data
+        data, self._held = self._held + data, b""
+        if not self._started:
+            # "deflate" is meant to be zlib-wrapped, but some servers send a raw deflate stream;
+            # the first two bytes tell which.
+            if len(data) < 2:
+                self._held = data
+                return b""
+            self._started = True
+            if self._encoding == "deflate" and not _has_zlib_header(data):
+                self._inflater = self._new_inflater(raw_deflate=True)
+        out = bytearray()
+        while data and not self._done:
+            if self._inflater.eof:
+                # gzip allows several members back to back; other bytes after the end are ignored.
+                if self._encoding == "deflate" or (len(data) >= 2 and not data.startswith(_GZIP_MAGIC)):
+                    self._done = True
+                    break
+                if len(data) < 2:
+                    self._held = data
+                    break
+                self._inflater = self._new_inflater()
+            piece = self._inflater.decompress(data, self._limit - self._produced + 1)
+            self._count(len(piece))
+            out += piece
+            data = self._inflater.unused_data if self._inflater.eof else self._inflater.unconsumed_tail
+        return bytes(out)
+
+    def flush(self) -> bytes:
+        if self._inflater is None or self._done:
+            return b""
+        tail = self._inflater.flush()
+        self._count(len(tail))
+        return tail
+
+
+def _has_zlib_header(data: bytes) -> bool:
+    return len(data) >= 2 and data[0] & 0x0F == 8 and (data[0] << 8 | data[1]) % 31 == 0
+
+
+class _HostSlots:
+    """Per-host semaphores, created on first use and dropped when no request holds them."""
+
+    def __init__(self, per_host: int) -> None:
+        self._per_host = per_host
+        self._slots: dict[str, tuple[asyncio.Semaphore, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, host: str) -> AsyncIterator[None]:
+        semaphore, users = self._slots.get(host) or (asyncio.Semaphore(self._per_host), 0)
+        self._slots[host] = (semaphore, users + 1)
+        try:
+            async with semaphore:
+                yield
+        finally:
+            semaphore, users = self._slots[host]
+            if users <= 1:
+                del self._slots[host]
+            else:
+                self._slots[host] = (semaphore, users - 1)

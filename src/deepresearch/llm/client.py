@@ -1,0 +1,428 @@
+"""The chat client for any OpenAI-compatible endpoint: one ``complete()`` call, one ``Completion``.
+
+This is the llm package's boundary: httpx errors, HTTP statuses, cut streams and malformed bodies are
+translated here into ``LLMError`` and its subclasses, after retries. The agent sees content, reasoning
+(``reasoning_content``/``reasoning`` fields or ``<think>`` tags), tool calls (native or, in text mode,
+parsed from the reply), the finish reason, and usage with its cost — the same in streaming and
+non-streaming mode.
+
+Performance contract: the request body is written by hand so that messages the agent has already
+serialised (``Encoded``) are spliced in verbatim and only new dict messages are encoded; one
+``httpx.AsyncClient`` lives as long as the ``ChatClient``; httpx is imported when the first client is
+built, so importing this module (``LLMConfig`` is part of the settings) stays cheap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal, Self
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+from deepresearch.errors import LLMBadResponse, LLMError, LLMRateLimited, LLMTimeout
+from deepresearch.llm.messages import Completion, Encoded, Message, Usage
+from deepresearch.llm.pricing import Price, cost_usd, price_for
+from deepresearch.llm.reasoning import join_reasoning, split_reasoning
+from deepresearch.llm.stream import DONE, RawReply, SSEDecoder, StreamAccumulator, read_body
+
+if TYPE_CHECKING:
+    import httpx
+
+logger = logging.getLogger(__name__)
+
+RETRY_AFTER_CEILING = 300.0
+"""Longest ``Retry-After`` we wait (seconds). A server asking for more is treated as a final answer."""
+
+_CONNECT_TIMEOUT = 30.0
+_RETRYABLE_STATUSES = frozenset({408, 409, 429})
+_RESERVED_BODY_KEYS = frozenset({"messages", "stream"})
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+class LLMConfig(BaseModel):
+    """How to reach one model endpoint and how patiently to talk to it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    base_url: str
+    """Endpoint root including the version, e.g. ``http://localhost:8000/v1``; requests go to
+    ``{base_url}/chat/completions``."""
+    model: str
+    """Model name sent in every request (and used to look up the price)."""
+    api_key: SecretStr | None = None
+    """Sent as ``Authorization: Bearer …``; never logged, never in an error message or a repr."""
+    stream: bool = True
+    """Ask for an SSE stream (with ``stream_options.include_usage``) instead of one JSON body."""
+    timeout: float = Field(default=300.0, gt=0)
+    """Seconds one attempt may take from sending the request to the end of the reply, streaming
+    included. Each retry gets the full amount again; backoff sleeps are not counted."""
+    max_retries: int = Field(default=6, ge=0)
+    """Retries after the first attempt (so up to ``max_retries + 1`` requests) on 408, 409, 429, 5xx,
+    timeouts, connection errors, cut streams and malformed bodies."""
+    retry_base_delay: float = Field(default=1.0, ge=0)
+    """Upper bound of the first backoff in seconds; it doubles per retry (full jitter)."""
+    retry_max_delay: float = Field(default=60.0, ge=0)
+    """Upper bound of any jittered backoff; a server's ``Retry-After`` may ask for longer."""
+    temperature: float | None = None
+    """Sampling temperature; ``None`` leaves the server's default (the key is not sent)."""
+    max_output_tokens: int | None = Field(default=16384, gt=0)
+    """Sent as ``max_tokens``; ``None`` omits it."""
+    extra_body: dict[str, Any] = Field(default_factory=dict)
+    """Merged into every request body last, so it can set vendor options (``top_p``,
+    ``chat_template_kwargs``, …) or override the fields above; ``messages`` and ``stream`` are refused."""
+    tool_mode: Literal["native", "text"] = "native"
+    """``native``: OpenAI ``tools``/``tool_calls``. ``text``: tools described in the system message and
+    calls parsed from ``<tool_call>`` blocks, for models without a tool-call parser on the server."""
+    prices: dict[str, Price] = Field(default_factory=dict)
+    """Per-model prices that override (or extend) the shipped table in ``llm/prices.toml``."""
+
+    @field_validator("base_url")
+    @classmethod
+    def _strip_trailing_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @field_validator("extra_body")
+    @classmethod
+    def _refuse_reserved_keys(cls, value: dict[str, Any]) -> dict[str, Any]:
+        reserved = _RESERVED_BODY_KEYS & value.keys()
+        if reserved:
+            raise ValueError(f"extra_body may not set {', '.join(sorted(reserved))}")
+        return value
+
+
+class ChatClient:
+    """Sends chat requests to one endpoint, with retries, and returns ``Completion``s.
+
+    ``count_tokens`` estimates usage when the server reports none (``Usage.estimated`` is then set);
+    without it, a token is taken to be three characters. ``transport`` replaces the network (tests).
+    """
+
+    def __init__(
+        self,
+        config: LLMConfig,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        count_tokens: Callable[[str], int] | None = None,
+    ) -> None:
+        import httpx
+
+        self.config = config
+        self.price: Price | None = price_for(config.model, config.prices)
+        """The model's price, or ``None`` when unknown (costs are then 0.0 and cannot be limited)."""
+        self._count_tokens = count_tokens or _estimate_tokens
+        self._url = f"{config.base_url}/chat/completions"
+        self._where = f"{config.model} at {_display_url(config.base_url)}"
+        self._secret = config.api_key.get_secret_value() if config.api_key else None
+        headers = {
+            "Content-Type": "application/json",
+            "Accept": "text/event-stream" if config.stream else "application/json",
+        }
+        if self._secret:
+            headers["Authorization"] = f"Bearer {self._secret}"
+        self._http = httpx.AsyncClient(
+            headers=headers,
+            timeout=httpx.Timeout(config.timeout, connect=min(config.timeout, _CONNECT_TIMEOUT)),
+            transport=transport,
+        )
+        fields: dict[str, Any] = {"model": config.model, "stream": config.stream}
+        if config.stream:
+            fields["stream_options"] = {"include_usage": True}
+        if config.max_output_tokens is not None:
+            fields["max_tokens"] = config.max_output_tokens
+        if config.temperature is not None:
+            fields["temperature"] = config.temperature
+        self._fields = fields
+        self._fields_tail = _dumps({**fields, **config.extra_body})[1:]  # '"model":…}' after the messages
+
+    def __repr__(self) -> str:
+        return f"ChatClient({self._where!r})"
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+    async def complete(
+        self,
+        messages: Sequence[Message | Encoded],
+        *,
+        tools: list[dict[str, Any]] | None = None,
+        tool_choice: str | None = None,
+    ) -> Completion:
+        """One assistant reply to ``messages``; raises ``LLMError`` (or a subclass) after retries.
+
+        In text tool mode ``messages`` must be dicts (``TypeError`` otherwise); ``tool_choice="none"``
+        leaves the tool instructions out there.
+        """
+        taken_ids: set[str] | None = None
+        if self.config.tool_mode == "text":
+            from deepresearch.llm import textmode
+
+            taken_ids = textmode.used_call_ids(messages)
+            messages = textmode.to_wire(messages, tools if tool_choice != "none" else None)
+            tools, tool_choice = None, None
+        payload = self._encode(messages, tools, tool_choice)
+        started = time.monotonic()
+        raw, attempts = await self._send_with_retries(payload)
+        completion = self._completion(raw, payload, taken_ids)
+        usage = completion.usage
+        logger.info(
+            "LLM %s: %d prompt + %d completion tokens%s, finish=%s, %.2fs, %d attempt(s)",
+            self.config.model,
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            " (estimated)" if usage.estimated else "",
+            completion.finish_reason,
+            time.monotonic() - started,
+            attempts,
+        )
+        return completion
+
+    def _encode(
+        self,
+        messages: Sequence[Message | Encoded],
+        tools: list[dict[str, Any]] | None,
+        tool_choice: str | None,
+    ) -> bytes:
+        parts = [message if isinstance(message, Encoded) else _dumps(message) for message in messages]
+        tail = self._fields_tail
+        if tools or tool_choice is not None:
+            call_fields: dict[str, Any] = {}
+            if tools:
+                call_fields["tools"] = tools
+            if tool_choice is not None:
+                call_fields["tool_choice"] = tool_choice
+            tail = _dumps({**self._fields, **call_fields, **self.config.extra_body})[1:]
+        return ('{"messages":[' + ",".join(parts) + "]," + tail).encode()
+
+    async def _send_with_retries(self, payload: bytes) -> tuple[RawReply, int]:
+        """Backoff with full jitter: ``uniform(0, min(retry_max_delay, retry_base_delay * 2**n))``.
+
+        A ``Retry-After`` (or ``retry-after-ms``) header raises the wait to what the server asked,
+        even above ``retry_max_delay``, up to ``RETRY_AFTER_CEILING`` (5 minutes); when it asks for
+        more we stop retrying and raise at once, carrying ``retry_after`` — a quota that resets in
+        an hour is not worth blocking on.
+        """
+        attempts = self.config.max_retries + 1
+        for attempt in range(1, attempts + 1):
+            try:
+                return await self._attempt_within_timeout(payload), attempt
+            except LLMError as exc:
+                error = self._scrub(exc)
+            retryable = _is_retryable(error)
+            too_long = error.retry_after is not None and error.retry_after > RETRY_AFTER_CEILING
+            if not retryable or too_long or attempt == attempts:
+                if not retryable:
+                    outcome = "not retried"
+                elif too_long:
+                    outcome = f"attempt {attempt}; the server asks to wait {error.retry_after:.0f}s, too long"
+                else:
+                    outcome = f"gave up after {attempt} attempt{'s' if attempt > 1 else ''}"
+                message = self._redact(f"{self._where}: {error} ({outcome})")
+                raise type(error)(message, status=error.status, retry_after=error.retry_after) from error
+            delay = self._backoff(attempt, error.retry_after)
+            logger.warning(
+                "LLM %s: attempt %d of %d failed (%s); retrying in %.2fs",
+                self.config.model,
+                attempt,
+                attempts,
+                self._redact(str(error)),
+                delay,
+            )
+            await asyncio.sleep(delay)
+        raise AssertionError("unreachable")  # the loop returns or raises
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        ceiling = min(self.config.retry_max_delay, self.config.retry_base_delay * 2.0 ** min(attempt - 1, 30))
+        delay = random.uniform(0.0, ceiling)
+        return delay if retry_after is None else max(delay, retry_after)
+
+    async def _attempt_within_timeout(self, payload: bytes) -> RawReply:
+        try:
+            async with asyncio.timeout(self.config.timeout):
+                return await self._attempt(payload)
+        except TimeoutError as exc:
+            raise LLMTimeout(f"no complete reply within {self.config.timeout:g}s") from exc
+
+    async def _attempt(self, payload: bytes) -> RawReply:
+        import httpx
+
+        try:
+            async with self._http.stream("POST", self._url, content=payload) as response:
+                if not response.is_success:
+                    await response.aread()
+                    raise _status_error(response.status_code, response.content, response.headers)
+                is_json = response.headers.get("content-type", "").startswith("application/json")
+                if self.config.stream and not is_json:
+                    return await self._read_stream(response)
+                await response.aread()  # a JSON body, also when a server ignores stream=true
+                try:
+                    body = json.loads(response.content)
+                except ValueError as exc:
+                    raise LLMBadResponse(f"reply is not JSON: {response.text[:200]!r}") from exc
+                return read_body(body)
+        except httpx.TimeoutException as exc:
+            raise LLMTimeout(f"{type(exc).__name__} after {self.config.timeout:g}s limit") from exc
+        except httpx.HTTPError as exc:
+            raise LLMError(f"request failed: {type(exc).__name__}: {exc}") from exc
+
+    async def _read_stream(self, response: httpx.Response) -> RawReply:
+        """Assemble one SSE stream; a fresh accumulator per attempt, so a retry never duplicates text."""
+        import httpx
+
+        decoder = SSEDecoder()
+        accumulator = StreamAccumulator()
+        try:
+            async for line in response.aiter_lines():
+                event = decoder.feed(line)
+                if event is DONE:
+                    return accumulator.result()
+                if event is not None:
+                    accumulator.feed(event)
+            event = decoder.flush()
+            if event is not None:
+                accumulator.feed(event)
+        except httpx.HTTPError as exc:
+            if accumulator.finish_reason is None:
+                if isinstance(exc, httpx.TimeoutException):
+                    raise
+                raise LLMBadResponse(f"stream cut before the reply finished ({type(exc).__name__})") from exc
+            logger.debug("stream broke after finish_reason (%s); keeping the reply", type(exc).__name__)
+        if accumulator.finish_reason is None:
+            raise LLMBadResponse("stream ended without a finish_reason or [DONE]")
+        return accumulator.result()
+
+    def _completion(self, raw: RawReply, payload: bytes, taken_ids: set[str] | None) -> Completion:
+        think, content = split_reasoning(raw.content)
+        calls = raw.tool_calls
+        if taken_ids is not None:
+            from deepresearch.llm import textmode
+
+            content, parsed = textmode.parse_tool_calls(content, taken_ids=taken_ids | {c.id for c in calls})
+            calls = [*calls, *parsed]
+        usage = self._usage(raw, payload)
+        usage.cost_usd = cost_usd(usage, self.price)
+        return Completion(
+            content=content,
+            reasoning=join_reasoning(raw.reasoning, think),
+            tool_calls=calls,
+            finish_reason=raw.finish_reason,
+            usage=usage,
+            model=raw.model or self.config.model,
+        )
+
+    def _usage(self, raw: RawReply, payload: bytes) -> Usage:
+        reported = raw.usage
+        if reported and ("prompt_tokens" in reported or "completion_tokens" in reported):
+            return Usage(
+                prompt_tokens=_int(reported.get("prompt_tokens")),
+                completion_tokens=_int(reported.get("completion_tokens")),
+            )
+        generated = (
+            raw.content + (raw.reasoning or "") + "".join(c.name + c.arguments for c in raw.tool_calls)
+        )
+        return Usage(
+            prompt_tokens=self._count_tokens(payload.decode()),
+            completion_tokens=self._count_tokens(generated),
+            estimated=True,
+        )
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._secret, "***") if self._secret else text
+
+    def _scrub(self, error: LLMError) -> LLMError:
+        """``error`` with the key masked in its message (a careless proxy may echo it back)."""
+        if self._secret and any(self._secret in str(arg) for arg in error.args):
+            error.args = tuple(self._redact(str(arg)) for arg in error.args)
+        return error
+
+
+def _is_retryable(error: LLMError) -> bool:
+    if isinstance(error, LLMTimeout | LLMBadResponse | LLMRateLimited):
+        return True
+    status = error.status
+    return status is None or status in _RETRYABLE_STATUSES or status >= 500
+
+
+def _status_error(status: int, body: bytes, headers: Mapping[str, str]) -> LLMError:
+    message = f"HTTP {status}: {_error_detail(body)}"
+    retry_after = parse_retry_after(headers)
+    if status == 429:
+        return LLMRateLimited(message, status=status, retry_after=retry_after)
+    return LLMError(message, status=status, retry_after=retry_after)
+
+
+def _error_detail(body: bytes) -> str:
+    """The server's own words: ``error.message`` (OpenAI), ``message``/``detail`` (others), or the text."""
+    text = body.decode(errors="replace").strip()
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return text[:300] or "(empty body)"
+    if isinstance(data, dict):
+        error = data.get("error")
+        for candidate in (
+            error.get("message") if isinstance(error, dict) else error,
+            data.get("message"),
+            data.get("detail"),
+        ):
+            if candidate:
+                return str(candidate)[:500]
+    return text[:300]
+
+
+def parse_retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date)."""
+    milliseconds = headers.get("retry-after-ms")
+    if milliseconds:
+        try:
+            value = float(milliseconds) / 1000
+        except ValueError:
+            value = math.nan
+        if not math.isnan(value):
+            return max(0.0, value)
+    header = headers.get("retry-after")
+    if not header:
+        return None
+    try:
+        value = float(header)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(header)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    return None if math.isnan(value) else max(0.0, value)
+
+
+def _display_url(url: str) -> str:
+    """``url`` without credentials or query string, for messages."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
+
+
+def _estimate_tokens(text: str) -> int:
+    return (len(text) + 2) // 3
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) else 0

@@ -1,0 +1,359 @@
+"""Start or resume a research run: build the parts from ``Settings``, run the loop, write the report.
+
+This is the one place that knows every component. The CLI, and later the server and the benchmark
+runner, call ``research`` / ``resume`` and get a ``RunResult``; they never assemble an agent.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from deepresearch.agent import prompts
+from deepresearch.agent.budget import Budget
+from deepresearch.agent.context import ContextPolicy
+from deepresearch.agent.events import Event, ReportWritten, RunFinished, RunResumed, RunStarted, now_iso
+from deepresearch.agent.history import History
+from deepresearch.agent.loop import Agent, LoopConfig
+from deepresearch.agent.state import RunState, replay
+from deepresearch.agent.stops import Finished
+from deepresearch.agent.tokens import count_tokens
+from deepresearch.config import Settings, default_data_dir
+from deepresearch.errors import ConfigError, RunStoreError
+from deepresearch.report import Language, render_html, render_markdown, resolve_citations
+from deepresearch.runs import RunInfo, RunStore, new_run_id, read_info
+from deepresearch.tools.base import ShellConfig, ToolContext
+
+logger = logging.getLogger(__name__)
+
+EventCallback = Callable[[Event], None]
+_LANGUAGE_NAMES = {"en": "English", "zh": "中文"}
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    status: str
+    report: str = ""
+    origin: str = ""
+    steps: int = 0
+    usage: dict[str, Any] = field(default_factory=dict)
+    citations: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def report_path(self) -> Path:
+        return self.run_dir / "report.md"
+
+
+class Recorder:
+    """Writes what the loop records into the run directory and tells the live view."""
+
+    def __init__(self, store: RunStore, info: RunInfo, on_event: EventCallback | None) -> None:
+        self.store, self.info, self.on_event = store, info, on_event
+
+    def record(self, event: Event) -> None:
+        self.store.append(event)
+        if self.on_event is not None:
+            try:
+                self.on_event(event)
+            except Exception:  # a display bug must not break the run
+                logger.exception("event callback failed")
+
+    def checkpoint(self, state: RunState) -> None:
+        """Rewrite the derived files after a step; then fsync the event log."""
+        self.store.write_encoded_list("messages.json", state.history.records())
+        self.store.write_json("sources.json", [s.to_dict() | {"n": None} for s in state.sources])
+        if "todo" in state.tool_state:
+            self.store.write_json("todo.json", state.tool_state["todo"])
+        self.info.steps, self.info.usage = state.step, state.usage.to_dict()
+        self.store.write_info(self.info)
+        self.store.sync()
+
+
+def _language(settings: Settings, question: str) -> str:
+    return settings.language if settings.language != "auto" else prompts.detect_language(question)
+
+
+def system_prompt(language: str, today: str) -> str:
+    return prompts.render(f"system_{language}.j2", date=today, language_name=_LANGUAGE_NAMES[language])
+
+
+def _shell_config(settings: Settings) -> ShellConfig:
+    return ShellConfig(
+        sandbox=settings.shell_sandbox,
+        memory_mb=settings.shell_memory_mb,
+        max_timeout=settings.shell_max_timeout,
+    )
+
+
+def open_local_index(settings: Settings) -> Any:
+    """The local index named by ``settings.index`` (default: in the user data dir)."""
+    from deepresearch.search.local import LocalIndex
+
+    return LocalIndex(settings.index or default_data_dir() / "index.sqlite")
+
+
+def _search_backend(settings: Settings) -> Any:
+    if settings.search == "local":
+        return open_local_index(settings)
+    raise ConfigError(f"unknown search backend {settings.search!r}; available: local")
+
+
+async def search_once(query: str, settings: Settings, *, limit: int = 10) -> list[Any]:
+    """One search through the configured backend (``deepresearch search``)."""
+    backend = _search_backend(settings)
+    try:
+        return list(await backend.search(query, limit=limit))
+    finally:
+        if hasattr(backend, "close"):
+            backend.close()
+
+
+def _client(settings: Settings) -> Any:
+    from deepresearch.llm.client import ChatClient, LLMConfig
+    from deepresearch.llm.pricing import Price
+
+    if not settings.base_url or not settings.model:
+        raise ConfigError(
+            "no model endpoint configured: pass --base-url and --model (or set DEEPRESEARCH_BASE_URL "
+            "and DEEPRESEARCH_MODEL, or put base_url/model in deepresearch.toml)"
+        )
+    config = LLMConfig(
+        base_url=settings.base_url,
+        model=settings.model,
+        api_key=settings.api_key,
+        stream=settings.stream,
+        timeout=settings.request_timeout,
+        max_retries=settings.max_retries,
+        retry_base_delay=settings.retry_base_delay,
+        retry_max_delay=settings.retry_max_delay,
+        temperature=settings.temperature,
+        max_output_tokens=settings.max_output_tokens,
+        tool_mode=settings.tool_mode,
+        prices={
+            name: Price(input_per_million=p.input, output_per_million=p.output)
+            for name, p in settings.prices.items()
+        },
+    )
+    return ChatClient(config, count_tokens=count_tokens)
+
+
+def _fetcher(settings: Settings) -> Any:
+    from deepresearch.fetch.http import FetchConfig, HttpFetcher
+
+    return HttpFetcher(
+        FetchConfig(
+            timeout_s=settings.fetch_timeout,
+            max_bytes=settings.fetch_max_bytes,
+            allow_private=settings.allow_private_urls,
+        )
+    )
+
+
+def _sandbox_name(shell: ShellConfig) -> str:
+    from deepresearch.tools.sandbox import detect_sandbox
+
+    return str(detect_sandbox(shell))
+
+
+async def research(question: str, settings: Settings, *, on_event: EventCallback | None = None) -> RunResult:
+    """Run a new research on ``question``; the run directory is ``settings.out`` or a new one."""
+    if not question.strip():
+        raise ConfigError("the question is empty")
+    client = _client(settings)  # fail on a missing endpoint before creating a run directory
+    run_id = new_run_id()
+    store = RunStore.create(settings.out or settings.runs_dir / run_id)
+    language = _language(settings, question)
+    info = RunInfo(
+        id=run_id,
+        question=question,
+        model=settings.model or "",
+        search=settings.search,
+        started=now_iso(),
+        pid=os.getpid(),
+    )
+    recorder = Recorder(store, info, on_event)
+    today = datetime.now(UTC).date().isoformat()
+    messages = [
+        {"role": "system", "content": system_prompt(language, today)},
+        {"role": "user", "content": question},
+    ]
+    state = RunState(history=History(count_tokens, replay_reasoning=settings.replay_reasoning))
+    from deepresearch.tools.registry import default_tools
+
+    tools = default_tools()
+    started = RunStarted(
+        run_id=run_id,
+        question=question,
+        model=settings.model or "",
+        search=settings.search,
+        language=language,
+        tool_mode=settings.tool_mode,
+        tools=list(tools),
+        messages=messages,
+        settings=settings.public(),
+    )
+    recorder.record(started)
+    state.apply(started)
+    return await _drive(store, info, recorder, state, settings, client, tools)
+
+
+async def resume(
+    run_dir: Path, settings: Settings | None = None, *, on_event: EventCallback | None = None
+) -> RunResult:
+    """Continue an interrupted run from its last completed step (tool calls already done are not rerun).
+
+    The run keeps the model, search backend and settings it started with; ``settings`` supplies the
+    key (never stored) and may raise the budgets.
+    """
+    store = RunStore.open(run_dir)
+    try:
+        loaded = store.load_events()
+        first = loaded.events[0] if loaded.events else None
+        if not isinstance(first, RunStarted):
+            raise RunStoreError(f"{run_dir}/events.jsonl does not start with run_started")
+        recorded = Settings.model_validate(
+            {k: v for k, v in first.settings.items() if k in Settings.model_fields}
+        )
+        overrides = settings.model_dump(exclude_unset=True) if settings is not None else {}
+        effective = recorded.model_copy(update={k: v for k, v in overrides.items() if k not in ("out",)})
+        if settings is not None and settings.api_key is not None:
+            effective.api_key = settings.api_key
+        state = replay(
+            loaded.events,
+            History(count_tokens, replay_reasoning=effective.replay_reasoning),
+            path=run_dir / "events.jsonl",
+        )
+        if state.finished:
+            raise RunStoreError(f"{run_dir} already finished; its report is {run_dir / 'report.md'}")
+        client = _client(effective)
+        try:
+            info = read_info(run_dir)
+        except RunStoreError:
+            info = RunInfo(id=state.run_id, question=state.question, started=first.ts)
+        info.status, info.pid, info.ended, info.error = "running", os.getpid(), None, None
+        recorder = Recorder(store, info, on_event)
+        from deepresearch.tools.registry import default_tools
+
+        tools = default_tools()
+        resumed = RunResumed(step=state.step, pending_calls=[c.id for c in state.pending_calls])
+        recorder.record(resumed)
+        state.apply(resumed)
+    except BaseException:
+        store.close()
+        raise
+    return await _drive(store, info, recorder, state, effective, client, tools)
+
+
+async def _drive(
+    store: RunStore,
+    info: RunInfo,
+    recorder: Recorder,
+    state: RunState,
+    settings: Settings,
+    client: Any,
+    tools: Any,
+) -> RunResult:
+    search = fetcher = None
+    shell = _shell_config(settings)
+    try:
+        search, fetcher = _search_backend(settings), _fetcher(settings)
+        info.sandbox = _sandbox_name(shell)
+        store.write_info(info)
+
+        def make_context(step: int, call_id: str) -> ToolContext:
+            return ToolContext(
+                workspace=store.workspace,
+                sources=state.sources,
+                state=state.tool_state,
+                step=step,
+                call_id=call_id,
+                search=search,
+                fetcher=fetcher,
+                shell=shell,
+            )
+
+        loop_config = LoopConfig(
+            budget=Budget(
+                max_steps=settings.max_steps,
+                max_total_tokens=settings.max_total_tokens,
+                max_cost_usd=settings.max_cost,
+                max_wall_seconds=settings.max_wall_time,
+            ),
+            policy=ContextPolicy(
+                upper=settings.context_upper,
+                lower=settings.context_lower,
+                fixed_tokens=count_tokens(json.dumps([t.schema() for t in tools.values()])),
+            ),
+            tool_result_max_chars=settings.tool_result_max_chars,
+            encoded_messages=settings.tool_mode == "native",
+        )
+        agent = Agent(
+            model=client,
+            tools=tools,
+            state=state,
+            recorder=recorder,
+            config=loop_config,
+            make_context=make_context,
+        )
+        try:
+            stop = await agent.run()
+        except BaseException as exc:
+            recorder.checkpoint(state)
+            interrupted = not isinstance(exc, Exception)
+            info.status = "cancelled" if interrupted else "failed"
+            info.error = None if interrupted else f"{type(exc).__name__}: {exc}"
+            info.ended = now_iso()
+            recorder.record(
+                RunFinished(
+                    step=state.step, status=info.status, usage=state.usage.to_dict(), steps=state.step
+                )
+            )
+            store.write_info(info)
+            raise
+        return _deliver(stop, store, info, recorder, state)
+    finally:
+        for resource in (client, fetcher):
+            if resource is not None and hasattr(resource, "aclose"):
+                await resource.aclose()
+        if search is not None and hasattr(search, "close"):
+            search.close()
+        store.close()
+
+
+def _deliver(
+    stop: Finished, store: RunStore, info: RunInfo, recorder: Recorder, state: RunState
+) -> RunResult:
+    language: Language = "zh" if state.language == "zh" else "en"
+    cited = resolve_citations(stop.answer, state.sources)
+    markdown = render_markdown(cited, language)
+    store.write_text("report.md", markdown)
+    store.write_text("report.html", render_html(cited, title=state.question[:200], language=language))
+    recorder.record(
+        ReportWritten(
+            step=state.step, path="report.md", chars=len(markdown), origin=stop.origin, citations=cited.stats
+        )
+    )
+    recorder.checkpoint(state)
+    numbers = cited.numbers
+    store.write_json("sources.json", [s.to_dict() | {"n": numbers.get(s.key)} for s in state.sources])
+    info.status, info.ended, info.citations, info.report_origin = "done", now_iso(), cited.stats, stop.origin
+    recorder.record(
+        RunFinished(step=state.step, status="done", usage=state.usage.to_dict(), steps=state.step)
+    )
+    store.write_info(info)
+    return RunResult(
+        run_dir=store.path,
+        status="done",
+        report=markdown,
+        origin=stop.origin,
+        steps=state.step,
+        usage=state.usage.to_dict(),
+        citations=cited.stats,
+    )

@@ -1,0 +1,240 @@
+"""The run directory: every disk write a run makes goes through here.
+
+Layout (ARCHITECTURE.md): ``run.json`` (summary and status), ``events.jsonl`` (append-only record,
+the source of truth), ``messages.json`` (the trajectory), ``sources.json``, ``todo.json``,
+``report.md``/``report.html`` and ``workspace/`` (the only folder tools may touch).
+
+Durability rules: events are appended, flushed after every write and fsync'ed at every step boundary,
+so ``kill -9`` loses at most the step in flight; whole-file JSON is written to a temporary file and
+moved into place with ``os.replace``, so a reader never sees half a file. A file that does not parse
+raises ``RunCorrupted`` naming the path and line — except a torn last line of ``events.jsonl`` (the
+write a kill interrupted), which is reported and skipped.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any, Literal
+
+from pydantic import BaseModel, ValidationError
+
+from deepresearch.agent.events import FORMAT, Event, parse_event
+from deepresearch.errors import RunCorrupted, RunStoreError
+
+logger = logging.getLogger(__name__)
+
+RunStatus = Literal["running", "done", "failed", "cancelled", "interrupted"]
+
+
+def new_run_id() -> str:
+    """Sortable and unique enough for one user: ``20261125-220501-3f9a1c``."""
+    return datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+
+
+class RunInfo(BaseModel):
+    """``run.json``: what a listing or a dashboard needs without reading the events."""
+
+    format: str = FORMAT
+    id: str
+    question: str
+    model: str = ""
+    search: str = ""
+    status: RunStatus = "running"
+    started: str = ""
+    ended: str | None = None
+    steps: int = 0
+    usage: dict[str, Any] = {}
+    citations: dict[str, int] = {}
+    report_origin: str | None = None
+    sandbox: str | None = None
+    error: str | None = None
+    pid: int | None = None
+
+
+@dataclass
+class LoadedEvents:
+    events: list[Event]
+    torn_tail: str | None = None
+    """The unparseable last line that a crash left behind, if any (skipped)."""
+    warnings: list[str] = field(default_factory=list)
+
+
+class RunStore:
+    """One run directory, opened for writing by exactly one process at a time."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.workspace = path / "workspace"
+        self._events: IO[str] | None = None
+        self._lock: IO[str] | None = None
+
+    # --- opening
+
+    @classmethod
+    def create(cls, path: Path) -> RunStore:
+        if (path / "events.jsonl").exists():
+            raise RunStoreError(f"{path} already holds a run; use `deepresearch resume {path}`")
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "workspace").mkdir(exist_ok=True)
+        store = cls(path)
+        store.acquire()
+        return store
+
+    @classmethod
+    def open(cls, path: Path) -> RunStore:
+        if not (path / "events.jsonl").is_file():
+            raise RunStoreError(f"{path} is not a run directory (no events.jsonl)")
+        store = cls(path)
+        store.workspace.mkdir(exist_ok=True)
+        store.acquire()
+        return store
+
+    def acquire(self) -> None:
+        """Take the run's lock so that two processes never write one run."""
+        handle = (self.path / ".lock").open("a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            handle.close()
+            raise RunStoreError(f"{self.path} is in use by another process") from exc
+        self._lock = handle
+
+    def close(self) -> None:
+        if self._events is not None:
+            self.sync()
+            self._events.close()
+            self._events = None
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    # --- events
+
+    def append(self, event: Event) -> None:
+        """Append one event and flush it to the OS (survives ``kill -9``; ``sync`` for power loss)."""
+        if self._events is None:
+            self._events = (self.path / "events.jsonl").open("a", encoding="utf-8")
+        self._events.write(event.model_dump_json(exclude_none=True) + "\n")
+        self._events.flush()
+
+    def sync(self) -> None:
+        """fsync the event log: called at every step boundary."""
+        if self._events is not None:
+            os.fsync(self._events.fileno())
+
+    def load_events(self) -> LoadedEvents:
+        return load_events(self.path / "events.jsonl")
+
+    # --- whole files
+
+    def write_json(self, name: str, data: Any) -> None:
+        self.write_text(name, json.dumps(data, ensure_ascii=False, indent=1))
+
+    def write_text(self, name: str, text: str) -> None:
+        target = self.path / name
+        tmp = target.with_name(f".{target.name}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, target)
+
+    def write_encoded_list(self, name: str, items: list[str]) -> None:
+        """A JSON array from already-encoded items (messages.json without re-encoding the history)."""
+        self.write_text(name, "[\n" + ",\n".join(items) + "\n]")
+
+    def read_json(self, name: str) -> Any:
+        return read_json(self.path / name)
+
+    def write_info(self, info: RunInfo) -> None:
+        self.write_text("run.json", info.model_dump_json(indent=1))
+
+
+def read_json(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise RunStoreError(f"cannot read {path}: {exc}") from exc
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RunCorrupted(path, exc.lineno, exc.msg) from exc
+
+
+def load_events(path: Path) -> LoadedEvents:
+    """Parse ``events.jsonl``; a torn last line is skipped and reported, any other bad line raises."""
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").split("\n")
+    except OSError as exc:
+        raise RunStoreError(f"cannot read {path}: {exc}") from exc
+    if lines and lines[-1] == "":
+        lines.pop()
+    loaded = LoadedEvents(events=[])
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            loaded.events.append(parse_event(line))
+        except ValidationError as exc:
+            if number == len(lines):
+                loaded.torn_tail = line
+                loaded.warnings.append(f"{path}:{number}: skipped a truncated last event ({len(line)} bytes)")
+                logger.warning("skipping truncated last line %d of %s", number, path)
+                continue
+            raise RunCorrupted(path, number, _first_error(exc)) from exc
+    return loaded
+
+
+def _first_error(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    return f"{error['msg']} at {'.'.join(str(p) for p in error['loc']) or 'line'}"
+
+
+def read_info(path: Path) -> RunInfo:
+    data = read_json(path / "run.json")
+    try:
+        info = RunInfo.model_validate(data)
+    except ValidationError as exc:
+        raise RunCorrupted(path / "run.json", None, _first_error(exc)) from exc
+    if info.status == "running" and not _locked(path):
+        info.status = "interrupted"  # nobody holds the lock: the process died
+    return info
+
+
+def _locked(path: Path) -> bool:
+    lock = path / ".lock"
+    if not lock.exists():
+        return False
+    with lock.open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
+
+
+def iter_runs(root: Path) -> Iterator[tuple[Path, RunInfo | Exception]]:
+    """Every run directory under ``root`` (newest first) with its info, or the error reading it."""
+    if not root.is_dir():
+        return
+    for child in sorted(root.iterdir(), reverse=True):
+        if (child / "run.json").is_file():
+            try:
+                yield child, read_info(child)
+            except RunStoreError as exc:
+                yield child, exc
+
+
+@contextmanager
+def opened(store: RunStore) -> Iterator[RunStore]:
+    try:
+        yield store
+    finally:
+        store.close()

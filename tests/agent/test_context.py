@@ -1,0 +1,117 @@
+from deepresearch.agent.context import ContextPolicy, replay
+from deepresearch.agent.history import History
+
+
+def tokens(text: str) -> int:
+    return len(text.split())
+
+
+def words(n: int, tag: str = "w") -> str:
+    return " ".join([tag] * n)
+
+
+def build(cycles: int, *, search_words: int = 100, compact_words: int = 10) -> History:
+    history = History(tokens)
+    history.append({"role": "system", "content": words(50, "sys")})
+    history.append({"role": "user", "content": words(10, "q")})
+    for i in range(cycles):
+        call = {
+            "id": f"c{i}",
+            "type": "function",
+            "function": {"name": "batch_web_surfer", "arguments": "{}"},
+        }
+        history.append({"role": "assistant", "content": "", "tool_calls": [call]})
+        history.append(
+            {"role": "tool", "tool_call_id": f"c{i}", "content": words(search_words, f"s{i}")},
+            compact=words(compact_words, f"k{i}"),
+        )
+    return history
+
+
+def test_under_the_limit_nothing_happens():
+    history = build(3)
+    assert ContextPolicy(upper=10_000, lower=5_000).fit(history, protected_from=len(history)) is None
+
+
+def test_compress_oldest_first_until_under_lower():
+    history = build(10)
+    before = history.view_tokens
+    policy = ContextPolicy(upper=900, lower=700)
+    last = len(history) - 2
+    outcome = policy.fit(history, protected_from=last)
+    assert outcome is not None and outcome.tokens_before == before > 900
+    assert outcome.tokens_after <= 700 and history.view_tokens == outcome.tokens_after
+    assert outcome.compressed == sorted(outcome.compressed) and outcome.compressed[0] == 3
+    assert not outcome.dropped and not outcome.force_final
+    assert last + 1 not in outcome.compressed  # the newest cycle is protected
+    view = "".join(history.view())
+    assert "k0" in view and "s0" not in view and "s9" in view
+
+
+def test_drop_search_cycles_then_force():
+    history = build(10, compact_words=60)
+    policy = ContextPolicy(upper=700, lower=400)
+    outcome = policy.fit(history, protected_from=len(history) - 2)
+    assert outcome.dropped and outcome.dropped[:2] == [2, 3]  # assistant + its result, oldest first
+    assert history.view_tokens <= 400 and not outcome.force_final
+    view = history.view()
+    assert view[0].startswith('{"role":"system"') and '"q q' in view[1]  # system + question kept
+    roles = [e.message["role"] for e in history.entries if not e.dropped]
+    for i, role in enumerate(roles):  # every tool message still follows its assistant message
+        if role == "tool":
+            assert roles[i - 1] in ("assistant", "tool")
+
+
+def test_force_final_when_non_evidence_dominates():
+    history = History(tokens)
+    history.append({"role": "system", "content": words(50)})
+    history.append({"role": "user", "content": words(10)})
+    for i in range(6):
+        call = {"id": f"c{i}", "type": "function", "function": {"name": "shell", "arguments": "{}"}}
+        history.append({"role": "assistant", "content": words(50), "tool_calls": [call]})
+        history.append({"role": "tool", "tool_call_id": f"c{i}", "content": words(200)})
+    outcome = ContextPolicy(upper=1000, lower=800).fit(history, protected_from=len(history) - 2)
+    assert outcome.force_final
+    assert history.view_tokens <= 1000  # hard cap: older cycles of any kind hidden
+    assert outcome.dropped and outcome.dropped[0] == 2
+
+
+def test_decisions_are_sticky_and_replayable():
+    history = build(10)
+    policy = ContextPolicy(upper=900, lower=700)
+    outcome = policy.fit(history, protected_from=len(history) - 2)
+    # more growth: compaction resumes where it stopped, never un-compresses
+    for i in range(10, 13):
+        call = {
+            "id": f"c{i}",
+            "type": "function",
+            "function": {"name": "batch_web_surfer", "arguments": "{}"},
+        }
+        history.append({"role": "assistant", "content": "", "tool_calls": [call]})
+        history.append(
+            {"role": "tool", "tool_call_id": f"c{i}", "content": words(100, f"s{i}")}, compact=words(10)
+        )
+    second = policy.fit(history, protected_from=len(history) - 2)
+    assert second is not None and set(second.compressed).isdisjoint(outcome.compressed)
+    fresh = build(10)
+    for i in range(10, 13):
+        call = {
+            "id": f"c{i}",
+            "type": "function",
+            "function": {"name": "batch_web_surfer", "arguments": "{}"},
+        }
+        fresh.append({"role": "assistant", "content": "", "tool_calls": [call]})
+        fresh.append(
+            {"role": "tool", "tool_call_id": f"c{i}", "content": words(100, f"s{i}")}, compact=words(10)
+        )
+    replay(fresh, outcome.compressed + second.compressed, outcome.dropped + second.dropped)
+    assert fresh.view() == history.view() and fresh.view_tokens == history.view_tokens
+
+
+def test_history_records_keep_everything_and_reasoning_is_not_replayed():
+    history = History(tokens)
+    history.append({"role": "assistant", "content": "x", "reasoning_content": "secret plan"})
+    assert "secret plan" in history.records()[0] and "secret plan" not in history.view()[0]
+    replaying = History(tokens, replay_reasoning=True)
+    replaying.append({"role": "assistant", "content": "x", "reasoning_content": "secret plan"})
+    assert "secret plan" in replaying.view()[0]

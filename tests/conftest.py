@@ -1,0 +1,109 @@
+"""Fixtures for every test: no network beyond loopback, no real user directories or settings, and the
+scripted OpenAI-compatible server.
+
+Sub-folders add their own ``conftest.py`` for what only they need.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from deepresearch.llm.client import LLMConfig
+from tests.fakes.openai_server import FakeOpenAI, start_fake_openai
+
+
+class NetworkBlocked(RuntimeError):
+    """A test tried to reach a non-loopback address. Not an ``OSError``, so no code retries it."""
+
+
+def _is_loopback(address: Any) -> bool:
+    host = address[0] if isinstance(address, tuple) and address else address
+    if not isinstance(host, str):
+        return False
+    if host == "localhost":
+        return True
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False  # any other host name
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
+
+
+def _check(family: int | None, address: Any) -> None:
+    if family == getattr(socket, "AF_UNIX", None) or _is_loopback(address):
+        return
+    raise NetworkBlocked(f"tests may only connect to loopback addresses, not {address!r}")
+
+
+@pytest.fixture(autouse=True)
+def _loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make any connection to a non-loopback address fail loudly."""
+    real_connect = socket.socket.connect
+    real_connect_ex = socket.socket.connect_ex
+    real_create_connection = socket.create_connection
+
+    def connect(self: socket.socket, address: Any) -> None:
+        _check(self.family, address)
+        real_connect(self, address)
+
+    def connect_ex(self: socket.socket, address: Any) -> int:
+        _check(self.family, address)
+        return real_connect_ex(self, address)
+
+    def create_connection(address: Any, *args: Any, **kwargs: Any) -> socket.socket:
+        _check(None, address)
+        return real_create_connection(address, *args, **kwargs)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
+    monkeypatch.setattr(socket, "create_connection", create_connection)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A fresh home and XDG dirs per test, and no ``DEEPRESEARCH_*``/``OPENAI_*`` settings from the shell."""
+    for name in list(os.environ):
+        if name.startswith(("DEEPRESEARCH_", "OPENAI_")):
+            monkeypatch.delenv(name)
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_DATA_HOME", str(home / ".local" / "share"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home / ".cache"))
+
+
+@pytest.fixture(scope="session")
+def fake_openai_server() -> Iterator[FakeOpenAI]:
+    """One scripted OpenAI-compatible server for the whole session; tests use ``fake_llm``."""
+    server = start_fake_openai()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def fake_llm(fake_openai_server: FakeOpenAI) -> Iterator[FakeOpenAI]:
+    """The fake server with an empty queue, no script and no recorded requests."""
+    fake_openai_server.reset()
+    yield fake_openai_server
+    fake_openai_server.reset()
+
+
+@pytest.fixture
+def fake_llm_config(fake_llm: FakeOpenAI) -> LLMConfig:
+    """An ``LLMConfig`` for ``fake_llm`` with tiny retry delays (a failing script fails fast)."""
+    return LLMConfig(
+        base_url=fake_llm.base_url,
+        model="fake-model",
+        max_retries=2,
+        retry_base_delay=0.001,
+        retry_max_delay=0.01,
+        timeout=30,
+    )

@@ -1,0 +1,33 @@
+"""Fixtures for the fetch tests: the fake website, and a fetcher configuration that may reach it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from deepresearch.fetch.http import FetchConfig
+from tests.fakes.web_server import FakeWebSite, start_fake_web_server
+
+
+@pytest.fixture(scope="session")
+def fake_web_server() -> Iterator[FakeWebSite]:
+    """One fake website for the whole session; tests use ``site``."""
+    server = start_fake_web_server()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def site(fake_web_server: FakeWebSite) -> FakeWebSite:
+    """The fake website with its request records cleared."""
+    fake_web_server.reset()
+    return fake_web_server
+
+
+@pytest.fixture
+def config() -> FetchConfig:
+    """Private addresses allowed (the site is on 127.0.0.1), small limits, a near-instant retry."""
+    return FetchConfig(
+        allow_private=True, timeout_s=2.0, total_timeout_s=10.0, max_bytes=1_000_000, retry_backoff_s=0.01
+    )

@@ -1,0 +1,149 @@
+"""The SSRF guard: what it refuses and what it lets through, without any DNS traffic.
+
+IP literals need no resolver; host names are resolved through a patched ``socket.getaddrinfo``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from typing import Any
+
+import pytest
+
+from deepresearch.errors import FetchError, URLBlocked
+from deepresearch.fetch.guard import blocked_reason, check_url
+
+
+def check(url: str, *, allow_private: bool = False) -> None:
+    asyncio.run(check_url(url, allow_private=allow_private))
+
+
+@pytest.fixture
+def resolver(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
+    """Host name → addresses answered by a fake ``getaddrinfo``; unknown names fail to resolve."""
+    table: dict[str, list[str]] = {}
+
+    def getaddrinfo(host: str, port: Any, *args: Any, **kwargs: Any) -> list[tuple[Any, ...]]:
+        if host not in table:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return [
+            (socket.AF_INET6 if ":" in a else socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port))
+            for a in table[host]
+        ]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return table
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("http://127.0.0.1/", "loopback"),
+        ("http://127.8.9.10:8080/x", "loopback"),
+        ("http://[::1]/", "loopback"),
+        ("http://10.1.2.3/", "private"),
+        ("http://172.16.5.4/", "private"),
+        ("http://192.168.0.1/router", "private"),
+        ("http://169.254.169.254/latest/meta-data/", "link-local"),
+        ("http://[fe80::1]/", "link-local"),
+        ("http://100.64.0.1/", "carrier-grade NAT"),
+        ("http://0.0.0.0/", "unspecified"),
+        ("http://[::]/", "unspecified"),
+        ("http://224.0.0.251/", "multicast"),
+        ("http://[ff02::1]/", "multicast"),
+        ("http://240.0.0.1/", "reserved|private"),
+        ("http://[fc00::1]/", "private"),
+        ("http://[::ffff:127.0.0.1]/", "loopback address inside IPv6"),
+        ("http://[::ffff:169.254.169.254]/", "link-local"),
+        ("http://[64:ff9b::a00:1]/", "private address inside IPv6"),
+        ("http://[2002:7f00:1::]/", "loopback address inside IPv6"),
+        ("http://localhost:8000/admin", "names this machine"),
+        ("http://LOCALHOST./", "names this machine"),
+        ("http://api.localhost/", "names this machine"),
+        ("http://metadata.google.internal/computeMetadata/v1/", "private network"),
+        ("http://printer.local/", "private network"),
+        ("http://127.1/", "non-standard numeric"),
+        ("http://2130706433/", "non-standard numeric"),
+        ("http://0x7f000001/", "non-standard numeric"),
+        ("http://user:secret@10.0.0.1/", "private"),
+        ("http://evil.example\\@127.0.0.1/", "loopback"),
+    ],
+)
+def test_private_and_special_addresses_are_refused(url: str, reason: str) -> None:
+    with pytest.raises(URLBlocked, match=reason) as caught:
+        check(url)
+    assert "refused" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "file:///etc/passwd",
+        "ftp://93.184.215.14/pub/",
+        "gopher://93.184.215.14/",
+        "javascript:alert(1)",
+        "//93.184.215.14/",
+    ],
+)
+def test_only_http_and_https_are_allowed(url: str) -> None:
+    with pytest.raises(URLBlocked, match="only http and https"):
+        check(url)
+    with pytest.raises(URLBlocked, match="only http and https"):
+        check(url, allow_private=True)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://93.184.215.14/",
+        "https://93.184.215.14:8443/path?q=1",
+        "https://[2606:2800:21f:cb07:6820:80da:af6b:8b2c]/",
+        "http://[::ffff:93.184.215.14]/",
+        "https://1.1.1.1/dns-query",
+    ],
+)
+def test_public_ip_literals_pass_without_dns(url: str, resolver: dict[str, list[str]]) -> None:
+    check(url)  # the empty resolver would fail any lookup
+
+
+def test_private_addresses_pass_when_allowed(resolver: dict[str, list[str]]) -> None:
+    for url in (
+        "http://127.0.0.1:8000/",
+        "http://[::1]/",
+        "http://localhost/",
+        "http://10.0.0.5/",
+        "http://intranet/",
+    ):
+        check(url, allow_private=True)
+
+
+def test_host_names_are_judged_by_every_address_they_resolve_to(resolver: dict[str, list[str]]) -> None:
+    resolver["docs.example.org"] = ["93.184.215.14", "2606:2800:21f:cb07:6820:80da:af6b:8b2c"]
+    resolver["rebind.example.org"] = ["93.184.215.14", "10.0.0.7"]
+    resolver["wiki.corp.example"] = ["192.168.10.20"]
+    check("https://docs.example.org/guide")
+    with pytest.raises(URLBlocked, match=r"rebind\.example\.org is a private address \(10\.0\.0\.7\)"):
+        check("https://rebind.example.org/")
+    with pytest.raises(URLBlocked, match="private"):
+        check("http://wiki.corp.example/")
+
+
+def test_unresolvable_host_is_a_fetch_error_not_a_block(resolver: dict[str, list[str]]) -> None:
+    with pytest.raises(FetchError, match=r"could not resolve nowhere\.example") as caught:
+        check("https://nowhere.example/")
+    assert not isinstance(caught.value, URLBlocked)
+
+
+@pytest.mark.parametrize("url", ["http://[::1", "http://", "not a url at all"])
+def test_malformed_urls_are_refused(url: str) -> None:
+    with pytest.raises(URLBlocked):
+        check(url)
+
+
+def test_blocked_reason() -> None:
+    assert blocked_reason(ipaddress.ip_address("8.8.8.8")) is None
+    assert blocked_reason(ipaddress.ip_address("2001:4860:4860::8888")) is None
+    assert blocked_reason(ipaddress.ip_address("192.0.2.1")) is not None  # documentation range
+    assert blocked_reason(ipaddress.ip_address("::ffff:8.8.8.8")) is None

@@ -1,0 +1,640 @@
+"""ChatClient against the fake server (real HTTP and SSE) and, where the byte layout matters, against
+an in-process httpx transport."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import ValidationError
+
+from deepresearch.errors import LLMBadResponse, LLMError, LLMRateLimited, LLMTimeout
+from deepresearch.llm.client import ChatClient, LLMConfig, parse_retry_after
+from deepresearch.llm.messages import Completion, Encoded, Message
+from tests.fakes.openai_server import FakeOpenAI, Reply
+
+USER: list[Message] = [{"role": "user", "content": "What is the capital of France?"}]
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "search",
+            "description": "Search the web.",
+            "parameters": {"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]},
+        },
+    }
+]
+SECRET = "sk-test-0123456789abcdef"
+both_modes = pytest.mark.parametrize("stream", [True, False], ids=["stream", "json"])
+
+
+def make_config(fake: FakeOpenAI, **overrides: Any) -> LLMConfig:
+    values: dict[str, Any] = {
+        "base_url": fake.base_url,
+        "model": "fake-model",
+        "max_retries": 3,
+        "retry_base_delay": 0.001,
+        "retry_max_delay": 0.01,
+        "timeout": 30,
+    }
+    values.update(overrides)
+    return LLMConfig(**values)
+
+
+def complete(
+    config: LLMConfig,
+    messages: list[Any] | None = None,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    count_tokens: Callable[[str], int] | None = None,
+    **kwargs: Any,
+) -> Completion:
+    async def call() -> Completion:
+        async with ChatClient(config, transport=transport, count_tokens=count_tokens) as client:
+            return await client.complete(USER if messages is None else messages, **kwargs)
+
+    return asyncio.run(call())
+
+
+def retry_delay(record: logging.LogRecord) -> float:
+    """The delay a retry WARNING announced (its last %-argument)."""
+    assert isinstance(record.args, tuple)
+    return float(record.args[-1])  # type: ignore[arg-type]
+
+
+# --- parity of the two modes
+
+
+@both_modes
+def test_content_usage_and_request_shape(fake_llm: FakeOpenAI, stream: bool) -> None:
+    text = "Paris is the capital of France. " * 4
+    fake_llm.enqueue(
+        Reply(content=text, usage={"prompt_tokens": 12, "completion_tokens": 34, "total_tokens": 46})
+    )
+
+    completion = complete(make_config(fake_llm, stream=stream))
+
+    assert completion.content == text
+    assert completion.reasoning is None
+    assert completion.tool_calls == []
+    assert completion.finish_reason == "stop"
+    assert completion.model == "fake-model"
+    assert (completion.usage.prompt_tokens, completion.usage.completion_tokens) == (12, 34)
+    assert not completion.usage.estimated
+    [request] = fake_llm.requests
+    assert request["messages"] == USER
+    assert request["model"] == "fake-model"
+    assert request["stream"] is stream
+    assert request["max_tokens"] == 16384
+    assert "temperature" not in request and "tools" not in request
+    if stream:
+        assert request["stream_options"] == {"include_usage": True}
+    else:
+        assert "stream_options" not in request
+
+
+@both_modes
+@pytest.mark.parametrize("field", ["reasoning_content", "reasoning"])
+def test_reasoning_field(fake_llm: FakeOpenAI, stream: bool, field: str) -> None:
+    fake_llm.enqueue(Reply(content="Paris.", reasoning="France's capital is Paris.", reasoning_field=field))
+
+    completion = complete(make_config(fake_llm, stream=stream))
+
+    assert completion.reasoning == "France's capital is Paris."
+    assert completion.content == "Paris."
+    assert completion.to_message()["reasoning_content"] == "France's capital is Paris."
+
+
+@both_modes
+def test_think_tags_in_content(fake_llm: FakeOpenAI, stream: bool) -> None:
+    fake_llm.enqueue(
+        Reply(content="<think>Step one.\nStep two.</think>\n\nParis."),
+        Reply(content="<think>Still thinking when the limit hit", finish_reason="length"),
+        Reply(content="<think>From the tags.</think>Paris.", reasoning="From the field."),
+    )
+    config = make_config(fake_llm, stream=stream)
+
+    closed = complete(config)
+    unclosed = complete(config)
+    joined = complete(config)
+
+    assert (closed.reasoning, closed.content) == ("Step one.\nStep two.", "Paris.")
+    assert (unclosed.reasoning, unclosed.content, unclosed.finish_reason) == (
+        "Still thinking when the limit hit",
+        "",
+        "length",
+    )
+    assert (joined.reasoning, joined.content) == ("From the field.\n\nFrom the tags.", "Paris.")
+
+
+@both_modes
+def test_parallel_tool_calls(fake_llm: FakeOpenAI, stream: bool) -> None:
+    arguments: list[dict[str, Any]] = [
+        {"q": "capital of France"},
+        {"q": "Paris population 2024", "lang": "fr"},
+        {"updates": {}},
+    ]
+    fake_llm.enqueue(
+        Reply(
+            content="Let me check.",
+            tool_calls=[("search", arguments[0]), ("search", arguments[1]), ("todo", arguments[2])],
+        )
+    )
+
+    completion = complete(make_config(fake_llm, stream=stream), tools=TOOLS, tool_choice="auto")
+
+    assert completion.content == "Let me check."
+    assert completion.finish_reason == "tool_calls"
+    assert [call.name for call in completion.tool_calls] == ["search", "search", "todo"]
+    assert [json.loads(call.arguments) for call in completion.tool_calls] == arguments
+    # the argument text is what the server sent, byte for byte, however it was split
+    assert [call.arguments for call in completion.tool_calls] == [json.dumps(a) for a in arguments]
+    ids = [call.id for call in completion.tool_calls]
+    assert all(ids) and len(set(ids)) == 3
+    [request] = fake_llm.requests
+    assert request["tools"] == TOOLS
+    assert request["tool_choice"] == "auto"
+
+
+@both_modes
+def test_usage_estimated_when_server_sends_none(fake_llm: FakeOpenAI, stream: bool) -> None:
+    content = "巴黎是法国的首都。" * 10
+    fake_llm.enqueue(Reply(content=content, usage={}))
+    counted: list[str] = []
+
+    def count_tokens(text: str) -> int:
+        counted.append(text)
+        return len(text)  # one token per character, as for CJK
+
+    completion = complete(make_config(fake_llm, stream=stream), count_tokens=count_tokens)
+
+    assert completion.usage.estimated
+    assert completion.usage.completion_tokens == len(content)
+    prompt_text, _ = counted
+    assert json.loads(prompt_text) == fake_llm.requests[0]
+    assert completion.usage.prompt_tokens == len(prompt_text)
+
+
+def test_usage_estimate_without_counter(fake_llm: FakeOpenAI) -> None:
+    fake_llm.enqueue(Reply(content="x" * 300, usage={}))
+
+    completion = complete(make_config(fake_llm))
+
+    assert completion.usage.estimated
+    assert completion.usage.completion_tokens == 100  # three characters per token
+    assert completion.usage.prompt_tokens > 0
+
+
+@both_modes
+def test_cost_from_the_price_table(fake_llm: FakeOpenAI, stream: bool) -> None:
+    fake_llm.enqueue(Reply(content="ok", usage={"prompt_tokens": 1_000_000, "completion_tokens": 100_000}))
+
+    completion = complete(make_config(fake_llm, stream=stream, model="gpt-4o-2024-08-06"))
+
+    assert completion.usage.cost_usd == pytest.approx(2.50 + 1.00)
+
+
+def test_unknown_model_costs_nothing_and_has_no_price(fake_llm: FakeOpenAI) -> None:
+    fake_llm.enqueue(Reply(content="ok", usage={"prompt_tokens": 1000, "completion_tokens": 1000}))
+    config = make_config(fake_llm, model="my-local-model")
+
+    assert ChatClient(config).price is None
+    assert complete(config).usage.cost_usd == 0.0
+
+
+@both_modes
+def test_finish_length_keeps_cut_tool_arguments(fake_llm: FakeOpenAI, stream: bool) -> None:
+    cut = '{"action": "write", "path": "report.md", "content": "# Report\\n\\nThe first sec'
+    fake_llm.enqueue(Reply(tool_calls=[("file", cut)], finish_reason="length"))
+
+    completion = complete(make_config(fake_llm, stream=stream))
+
+    assert completion.finish_reason == "length"
+    [call] = completion.tool_calls
+    assert (call.name, call.arguments) == ("file", cut)
+
+
+@both_modes
+def test_empty_reply(fake_llm: FakeOpenAI, stream: bool) -> None:
+    fake_llm.enqueue(Reply())
+
+    completion = complete(make_config(fake_llm, stream=stream))
+
+    assert (completion.content, completion.reasoning, completion.tool_calls) == ("", None, [])
+    assert completion.finish_reason == "stop"
+    assert len(fake_llm.requests) == 1
+
+
+def test_request_options(fake_llm: FakeOpenAI) -> None:
+    fake_llm.enqueue(Reply(content="ok"))
+    config = make_config(
+        fake_llm,
+        temperature=0.2,
+        max_output_tokens=None,
+        extra_body={"top_p": 0.5, "chat_template_kwargs": {"enable_thinking": False}},
+        api_key=SECRET,
+    )
+
+    complete(config)
+
+    [request] = fake_llm.requests
+    assert request["temperature"] == 0.2
+    assert "max_tokens" not in request
+    assert request["top_p"] == 0.5
+    assert request["chat_template_kwargs"] == {"enable_thinking": False}
+    assert fake_llm.request_headers[0]["authorization"] == f"Bearer {SECRET}"
+    with pytest.raises(ValidationError):
+        make_config(fake_llm, extra_body={"messages": []})
+
+
+def test_encoded_messages_are_spliced_verbatim(fake_llm: FakeOpenAI) -> None:
+    system = Encoded('{"role":"system","content":"Be brief."}')
+    odd = Encoded('{"role": "assistant",   "content": "spaced  out"}')
+    messages = [system, {"role": "user", "content": "héllo 你好"}, odd, {"role": "user", "content": "again"}]
+    sent: list[bytes] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request.content)
+        body = {
+            "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}
+            ]
+        }
+        return httpx.Response(200, json=body)
+
+    complete(make_config(fake_llm, stream=False), messages, transport=httpx.MockTransport(handler))
+    fake_llm.enqueue(Reply(content="ok"))
+    complete(make_config(fake_llm), messages)
+
+    [body] = sent
+    expected_messages = '[{"role":"system","content":"Be brief."},{"role":"user","content":"héllo 你好"},'
+    expected_messages += (
+        '{"role": "assistant",   "content": "spaced  out"},{"role":"user","content":"again"}]'
+    )
+    assert body.startswith(b'{"messages":' + expected_messages.encode() + b",")
+    assert json.loads(body)["model"] == "fake-model"
+    assert fake_llm.requests[0]["messages"] == [json.loads(m) if isinstance(m, str) else m for m in messages]
+
+
+# --- streams that end badly
+
+
+def _sse(*chunks: dict[str, Any], done: bool = True) -> bytes:
+    events = [b"data: " + json.dumps(chunk).encode() + b"\n\n" for chunk in chunks]
+    return b"".join(events) + (b"data: [DONE]\n\n" if done else b"")
+
+
+def _delta(**delta: Any) -> dict[str, Any]:
+    return {"model": "fake-model", "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+
+
+FINISH = {"model": "fake-model", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+USAGE = {"model": "fake-model", "choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 5}}
+
+
+def _stream_transport(*bodies: Callable[[], AsyncIterator[bytes]]) -> tuple[httpx.MockTransport, list[int]]:
+    """A transport that answers the n-th request with the n-th byte stream."""
+    calls: list[int] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        stream = bodies[min(len(calls), len(bodies)) - 1]()
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=stream)
+
+    return httpx.MockTransport(handler), calls
+
+
+def test_one_burst_tail_over_the_socket(fake_llm: FakeOpenAI) -> None:
+    content = "The last delta, the finish chunk, the usage chunk and [DONE] arrive together."
+    fake_llm.enqueue(
+        Reply(content=content, one_burst=True, usage={"prompt_tokens": 3, "completion_tokens": 4})
+    )
+
+    completion = complete(make_config(fake_llm))
+
+    assert completion.content == content
+    assert completion.finish_reason == "stop"
+    assert (
+        completion.usage.prompt_tokens,
+        completion.usage.completion_tokens,
+        completion.usage.estimated,
+    ) == (
+        3,
+        4,
+        False,
+    )
+
+
+@pytest.mark.parametrize("split", [None, 1, 2, 5, 13, 64])
+def test_tail_burst_at_any_byte_split(fake_llm: FakeOpenAI, split: int | None) -> None:
+    """The head arrives chunk by chunk; the tail (last delta, finish, usage, [DONE]) in one write,
+    or the whole stream cut into pieces of ``split`` bytes regardless of line boundaries."""
+    head = _sse(_delta(role="assistant", content="Hello, "), _delta(content="wor"), done=False)
+    tail = _sse(_delta(content="ld!"), FINISH, USAGE)
+
+    async def body() -> AsyncIterator[bytes]:
+        if split is None:
+            yield head
+            yield tail
+        else:
+            data = head + tail
+            for start in range(0, len(data), split):
+                yield data[start : start + split]
+
+    transport, _ = _stream_transport(body)
+    completion = complete(make_config(fake_llm), transport=transport)
+
+    assert completion.content == "Hello, world!"
+    assert completion.finish_reason == "stop"
+    assert (completion.usage.prompt_tokens, completion.usage.completion_tokens) == (7, 5)
+
+
+def test_cut_stream_is_retried_from_a_fresh_start(
+    fake_llm: FakeOpenAI, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake_llm.enqueue(
+        Reply(content="A partial answer that the network will cut short.", cut_after_chunks=3),
+        Reply(content="The full answer."),
+    )
+
+    with caplog.at_level(logging.WARNING, logger="deepresearch"):
+        completion = complete(make_config(fake_llm))
+
+    assert completion.content == "The full answer."  # nothing of the cut attempt leaks in
+    assert completion.finish_reason == "stop"
+    assert len(fake_llm.requests) == 2
+    [warning] = [r for r in caplog.records if r.name == "deepresearch.llm.client"]
+    assert warning.levelno == logging.WARNING
+    assert "stream cut" in warning.getMessage()
+
+
+def test_cut_stream_every_time_is_a_bad_response(fake_llm: FakeOpenAI) -> None:
+    fake_llm.enqueue(*[Reply(content="never finished", cut_after_chunks=1) for _ in range(3)])
+
+    with pytest.raises(LLMBadResponse, match="gave up after 3 attempts") as caught:
+        complete(make_config(fake_llm, max_retries=2))
+
+    assert len(fake_llm.requests) == 3
+    assert isinstance(caught.value.__cause__, LLMBadResponse)
+
+
+def test_stream_without_done_but_finished_is_accepted(fake_llm: FakeOpenAI) -> None:
+    async def no_done() -> AsyncIterator[bytes]:
+        yield _sse(_delta(content="Complete"), _delta(content=" answer."), FINISH, done=False)
+
+    async def broken_after_finish() -> AsyncIterator[bytes]:
+        yield _sse(_delta(content="Also complete."), FINISH, done=False)
+        raise httpx.ReadError("connection reset")
+
+    for body, expected in [(no_done, "Complete answer."), (broken_after_finish, "Also complete.")]:
+        transport, calls = _stream_transport(body)
+        completion = complete(make_config(fake_llm), transport=transport)
+        assert (completion.content, completion.finish_reason, len(calls)) == (expected, "stop", 1)
+        assert completion.usage.estimated  # the usage chunk never came
+
+
+def test_stream_broken_before_finish_is_retried(fake_llm: FakeOpenAI) -> None:
+    async def broken() -> AsyncIterator[bytes]:
+        yield _sse(_delta(content="Half an ans"), done=False)
+        raise httpx.RemoteProtocolError("peer closed connection")
+
+    async def good() -> AsyncIterator[bytes]:
+        yield _sse(_delta(content="Whole answer."), FINISH, USAGE)
+
+    transport, calls = _stream_transport(broken, good)
+    completion = complete(make_config(fake_llm), transport=transport)
+
+    assert completion.content == "Whole answer."
+    assert len(calls) == 2
+
+
+def test_stream_error_event_is_reported(fake_llm: FakeOpenAI) -> None:
+    async def error_event() -> AsyncIterator[bytes]:
+        yield _sse(_delta(content="Hel"), done=False)
+        yield b'event: error\ndata: {"error": {"message": "upstream overloaded"}}\n\n'
+
+    transport, calls = _stream_transport(error_event)
+    with pytest.raises(LLMBadResponse, match="upstream overloaded"):
+        complete(make_config(fake_llm, max_retries=1), transport=transport)
+    assert len(calls) == 2
+
+
+# --- HTTP errors and retries
+
+
+def test_rate_limit_honours_retry_after(fake_llm: FakeOpenAI, caplog: pytest.LogCaptureFixture) -> None:
+    fake_llm.enqueue(Reply(status=429, headers={"Retry-After": "1"}), Reply(content="ok"))
+
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="deepresearch"):
+        completion = complete(make_config(fake_llm))
+    waited = time.monotonic() - started
+
+    assert completion.content == "ok"
+    assert waited >= 0.99  # Retry-After wins over the 0.01 s maximum backoff
+    assert len(fake_llm.requests) == 2
+    [warning] = caplog.records
+    assert "HTTP 429" in warning.getMessage()
+    assert retry_delay(warning) >= 1.0
+
+
+def test_backoff_is_jittered_and_capped(fake_llm: FakeOpenAI, caplog: pytest.LogCaptureFixture) -> None:
+    fake_llm.enqueue(
+        Reply(status=500),
+        Reply(status=502),
+        Reply(status=503, headers={"Retry-After": "0.05"}),
+        Reply(status=500),
+        Reply(content="ok"),
+    )
+
+    with caplog.at_level(logging.WARNING, logger="deepresearch"):
+        complete(make_config(fake_llm, max_retries=4, retry_base_delay=0.004, retry_max_delay=0.006))
+
+    delays = [retry_delay(record) for record in caplog.records]
+    assert len(delays) == 4
+    assert 0 <= delays[0] <= 0.004
+    assert 0 <= delays[1] <= 0.006
+    assert delays[2] >= 0.05  # Retry-After above retry_max_delay is still honoured
+    assert 0 <= delays[3] <= 0.006
+
+
+@pytest.mark.parametrize("status", [408, 409, 500, 502, 503, 504])
+def test_retryable_status_then_success(fake_llm: FakeOpenAI, status: int) -> None:
+    fake_llm.enqueue(Reply(status=status), Reply(content="ok"))
+
+    assert complete(make_config(fake_llm)).content == "ok"
+    assert len(fake_llm.requests) == 2
+
+
+def test_server_error_forever(fake_llm: FakeOpenAI) -> None:
+    fake_llm.enqueue(*[Reply(status=500, body='{"error": {"message": "model crashed"}}') for _ in range(3)])
+
+    with pytest.raises(LLMError) as caught:
+        complete(make_config(fake_llm, max_retries=2))
+
+    error = caught.value
+    assert type(error) is LLMError
+    assert error.status == 500
+    assert "model crashed" in str(error)
+    assert "gave up after 3 attempts" in str(error)
+    assert "fake-model at http://127.0.0.1:" in str(error)
+    assert isinstance(error.__cause__, LLMError)
+    assert len(fake_llm.requests) == 3
+
+
+def test_rate_limited_forever(fake_llm: FakeOpenAI) -> None:
+    fake_llm.enqueue(*[Reply(status=429, headers={"retry-after-ms": "5"}) for _ in range(2)])
+
+    with pytest.raises(LLMRateLimited) as caught:
+        complete(make_config(fake_llm, max_retries=1))
+
+    assert caught.value.status == 429
+    assert caught.value.retry_after == pytest.approx(0.005)
+    assert len(fake_llm.requests) == 2
+
+
+def test_retry_after_beyond_five_minutes_gives_up_at_once(fake_llm: FakeOpenAI) -> None:
+    fake_llm.enqueue(Reply(status=429, headers={"Retry-After": "3600"}))
+
+    with pytest.raises(LLMRateLimited) as caught:
+        complete(make_config(fake_llm))
+
+    assert caught.value.retry_after == 3600
+    assert "3600s" in str(caught.value)
+    assert len(fake_llm.requests) == 1
+
+
+def test_unauthorized_fails_at_once_and_never_shows_the_key(
+    fake_llm: FakeOpenAI, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A careless proxy echoes the key; it must still not reach the message or the logs.
+    body = json.dumps(
+        {"error": {"message": f"Incorrect API key provided: {SECRET}", "code": "invalid_api_key"}}
+    )
+    fake_llm.enqueue(Reply(status=401, body=body))
+    config = make_config(fake_llm, api_key=SECRET)
+
+    with caplog.at_level(logging.DEBUG), pytest.raises(LLMError) as caught:
+        complete(config)
+
+    error = caught.value
+    assert error.status == 401
+    assert "Incorrect API key provided" in str(error)
+    assert "not retried" in str(error)
+    assert len(fake_llm.requests) == 1
+    assert fake_llm.request_headers[0]["authorization"] == f"Bearer {SECRET}"
+    for text in (str(error), repr(error), str(error.__cause__), repr(config), str(config), caplog.text):
+        assert SECRET not in text
+    assert SECRET not in repr(ChatClient(config))
+
+
+@pytest.mark.parametrize("status", [400, 403, 404, 422])
+def test_client_errors_are_not_retried(fake_llm: FakeOpenAI, status: int) -> None:
+    fake_llm.enqueue(Reply(status=status, body='{"message": "bad request shape"}'))
+
+    with pytest.raises(LLMError, match="bad request shape") as caught:
+        complete(make_config(fake_llm))
+
+    assert caught.value.status == status
+    assert len(fake_llm.requests) == 1
+
+
+def test_key_stays_out_of_logs_across_retries(fake_llm: FakeOpenAI, caplog: pytest.LogCaptureFixture) -> None:
+    fake_llm.enqueue(Reply(status=503, body=f"upstream said {SECRET}"), Reply(content="ok"))
+
+    with caplog.at_level(logging.DEBUG):
+        complete(make_config(fake_llm, api_key=SECRET))
+
+    assert "upstream said ***" in caplog.text
+    assert SECRET not in caplog.text
+    info = [r for r in caplog.records if r.name == "deepresearch.llm.client" and r.levelno == logging.INFO]
+    assert len(info) == 1 and "2 attempt(s)" in info[0].getMessage()
+
+
+@both_modes
+def test_malformed_body_is_retried_then_reported(fake_llm: FakeOpenAI, stream: bool) -> None:
+    fake_llm.enqueue(Reply(body='{"choices": [{"mess'), Reply(content="ok"))
+    assert complete(make_config(fake_llm, stream=stream)).content == "ok"
+
+    fake_llm.enqueue(
+        Reply(body='{"id": "x", "object": "chat.completion"}'), Reply(body="<html>Bad Gateway</html>")
+    )
+    with pytest.raises(LLMBadResponse) as caught:
+        complete(make_config(fake_llm, stream=stream, max_retries=1))
+    assert "not JSON" in str(caught.value)
+    assert isinstance(caught.value.__cause__, LLMBadResponse)
+    assert len(fake_llm.requests) == 4
+
+
+def test_timeout(fake_llm: FakeOpenAI) -> None:
+    fake_llm.enqueue(Reply(content="late", delay=2), Reply(content="late", delay=2))
+
+    with pytest.raises(LLMTimeout, match="gave up after 2 attempts"):
+        complete(make_config(fake_llm, timeout=0.3, max_retries=1))
+
+    assert len(fake_llm.requests) == 2
+
+
+def test_timeout_bounds_a_trickling_stream(fake_llm: FakeOpenAI) -> None:
+    """Each read is quick, so only the whole-call limit can stop a stream that never ends."""
+
+    async def trickle() -> AsyncIterator[bytes]:
+        while True:
+            yield _sse(_delta(content="."), done=False)
+            await asyncio.sleep(0.02)
+
+    transport, calls = _stream_transport(trickle)
+    with pytest.raises(LLMTimeout):
+        complete(make_config(fake_llm, timeout=0.3, max_retries=0), transport=transport)
+    assert len(calls) == 1
+
+
+def test_connection_refused_is_retried_then_reported(fake_llm: FakeOpenAI) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    with pytest.raises(LLMError, match="ConnectError") as caught:
+        complete(make_config(fake_llm, max_retries=1), transport=httpx.MockTransport(handler))
+    assert caught.value.status is None
+    assert "gave up after 2 attempts" in str(caught.value)
+
+
+def test_parse_retry_after() -> None:
+    later = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
+    earlier = format_datetime(datetime.now(UTC) - timedelta(seconds=30), usegmt=True)
+
+    assert parse_retry_after({"retry-after": "7"}) == 7
+    assert parse_retry_after({"retry-after": "1.5"}) == 1.5
+    assert parse_retry_after({"retry-after-ms": "250", "retry-after": "9"}) == 0.25
+    assert 25 < (parse_retry_after({"retry-after": later}) or 0) <= 30
+    assert parse_retry_after({"retry-after": earlier}) == 0
+    assert parse_retry_after({"retry-after": "soon"}) is None
+    assert parse_retry_after({}) is None
+
+
+def test_one_http_client_for_many_calls(fake_llm: FakeOpenAI, monkeypatch: pytest.MonkeyPatch) -> None:
+    created: list[httpx.AsyncClient] = []
+
+    class CountingClient(httpx.AsyncClient):
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            created.append(self)
+
+    monkeypatch.setattr(httpx, "AsyncClient", CountingClient)
+    fake_llm.enqueue(*[Reply(content=f"answer {i}") for i in range(3)])
+
+    async def calls() -> list[str]:
+        async with ChatClient(make_config(fake_llm)) as client:
+            return [(await client.complete(USER)).content for _ in range(3)]
+
+    assert asyncio.run(calls()) == ["answer 0", "answer 1", "answer 2"]
+    assert len(created) == 1
+    assert created[0].is_closed

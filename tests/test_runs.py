@@ -1,0 +1,84 @@
+import json
+import os
+
+import pytest
+
+from deepresearch.agent.events import LLMCall, RunStarted, ToolResultEvent
+from deepresearch.errors import RunCorrupted, RunStoreError
+from deepresearch.runs import RunInfo, RunStore, iter_runs, load_events, read_info
+
+
+def started():
+    return RunStarted(
+        run_id="r1",
+        question="q",
+        model="m",
+        search="local",
+        language="en",
+        tool_mode="native",
+        tools=["todo"],
+        messages=[{"role": "system", "content": "s"}, {"role": "user", "content": "q"}],
+    )
+
+
+def test_create_append_and_reload(tmp_path):
+    store = RunStore.create(tmp_path / "run")
+    assert (tmp_path / "run" / "workspace").is_dir()
+    store.append(started())
+    store.append(LLMCall(step=1, message={"role": "assistant", "content": "hi"}, usage={"prompt_tokens": 3}))
+    store.sync()
+    store.write_json("sources.json", [{"key": "web_1"}])
+    store.write_info(RunInfo(id="r1", question="q"))
+    store.close()
+    loaded = load_events(tmp_path / "run" / "events.jsonl")
+    assert [e.type for e in loaded.events] == ["run_started", "llm_call"]
+    assert loaded.torn_tail is None
+    assert json.loads((tmp_path / "run" / "sources.json").read_text()) == [{"key": "web_1"}]
+    assert not list((tmp_path / "run").glob(".*.tmp"))
+
+
+def test_torn_last_line_is_skipped_but_middle_corruption_raises(tmp_path):
+    store = RunStore.create(tmp_path / "run")
+    store.append(started())
+    store.append(ToolResultEvent(step=1, call_id="c", name="todo", content="x"))
+    store.close()
+    path = tmp_path / "run" / "events.jsonl"
+    with path.open("a") as handle:
+        handle.write('{"type": "llm_call", "step": 2, "mess')  # kill -9 during a write
+    loaded = load_events(path)
+    assert len(loaded.events) == 2 and loaded.torn_tail and loaded.warnings
+    lines = path.read_text().splitlines()
+    lines.insert(1, "{not json")
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(RunCorrupted) as info:
+        load_events(path)
+    assert "events.jsonl:2" in str(info.value)
+
+
+def test_one_writer_at_a_time(tmp_path):
+    store = RunStore.create(tmp_path / "run")
+    store.append(started())
+    with pytest.raises(RunStoreError, match="in use"):
+        RunStore.open(tmp_path / "run")
+    store.close()
+    RunStore.open(tmp_path / "run").close()
+    with pytest.raises(RunStoreError, match="already holds a run"):
+        RunStore.create(tmp_path / "run")
+    with pytest.raises(RunStoreError, match="not a run directory"):
+        RunStore.open(tmp_path / "nothing")
+
+
+def test_listing_marks_dead_runs_interrupted(tmp_path):
+    live = RunStore.create(tmp_path / "runs" / "b-live")
+    live.write_info(RunInfo(id="b", question="live", status="running", pid=os.getpid()))
+    dead = RunStore.create(tmp_path / "runs" / "a-dead")
+    dead.write_info(RunInfo(id="a", question="dead", status="running"))
+    dead.close()
+    (tmp_path / "runs" / "c-bad").mkdir()
+    (tmp_path / "runs" / "c-bad" / "run.json").write_text("{")
+    listed = {path.name: info for path, info in iter_runs(tmp_path / "runs")}
+    assert listed["b-live"].status == "running"
+    assert listed["a-dead"].status == "interrupted"
+    assert isinstance(listed["c-bad"], RunCorrupted)
+    assert read_info(tmp_path / "runs" / "a-dead").question == "dead"
+    live.close()
