@@ -10,12 +10,14 @@ import ipaddress
 import os
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from deepresearch.llm.client import LLMConfig
 from tests.fakes.openai_server import FakeOpenAI, start_fake_openai
+from tests.fakes.web_server import FakeWebSite, start_fake_web_server
 
 
 class NetworkBlocked(RuntimeError):
@@ -107,3 +109,25 @@ def fake_llm_config(fake_llm: FakeOpenAI) -> LLMConfig:
         retry_max_delay=0.01,
         timeout=30,
     )
+
+
+@pytest.fixture(scope="session")
+def fake_web_server() -> Iterator[FakeWebSite]:
+    """One fake website on 127.0.0.1 for the whole session (fetch tests use ``site``)."""
+    server = start_fake_web_server()
+    yield server
+    server.stop()
+
+
+CORPUS = Path(__file__).parent / "data" / "corpus"
+
+
+@pytest.fixture(scope="session")
+def corpus_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A local index of ``tests/data/corpus``, built once per session (read-only use)."""
+    from deepresearch.search.local import LocalIndex
+
+    path = tmp_path_factory.mktemp("corpus-index") / "index.sqlite"
+    with LocalIndex(path) as index:
+        assert index.add_paths([CORPUS]).errors == []
+    return path

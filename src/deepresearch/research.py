@@ -29,6 +29,7 @@ from deepresearch.errors import ConfigError, RunStoreError
 from deepresearch.report import Language, render_html, render_markdown, resolve_citations
 from deepresearch.runs import RunInfo, RunStore, new_run_id, read_info
 from deepresearch.tools.base import ShellConfig, ToolContext
+from deepresearch.tools.registry import Registry, default_tools
 
 logger = logging.getLogger(__name__)
 
@@ -162,8 +163,13 @@ def _sandbox_name(shell: ShellConfig) -> str:
     return str(detect_sandbox(shell))
 
 
-async def research(question: str, settings: Settings, *, on_event: EventCallback | None = None) -> RunResult:
-    """Run a new research on ``question``; the run directory is ``settings.out`` or a new one."""
+async def research(
+    question: str, settings: Settings, *, on_event: EventCallback | None = None, tools: Registry | None = None
+) -> RunResult:
+    """Run a new research on ``question``; the run directory is ``settings.out`` or a new one.
+
+    ``tools`` replaces the default registry (``default_tools()`` plus your own, say).
+    """
     if not question.strip():
         raise ConfigError("the question is empty")
     client = _client(settings)  # fail on a missing endpoint before creating a run directory
@@ -185,9 +191,7 @@ async def research(question: str, settings: Settings, *, on_event: EventCallback
         {"role": "user", "content": question},
     ]
     state = RunState(history=History(count_tokens, replay_reasoning=settings.replay_reasoning))
-    from deepresearch.tools.registry import default_tools
-
-    tools = default_tools()
+    tools = tools if tools is not None else default_tools()
     started = RunStarted(
         run_id=run_id,
         question=question,
@@ -205,7 +209,11 @@ async def research(question: str, settings: Settings, *, on_event: EventCallback
 
 
 async def resume(
-    run_dir: Path, settings: Settings | None = None, *, on_event: EventCallback | None = None
+    run_dir: Path,
+    settings: Settings | None = None,
+    *,
+    on_event: EventCallback | None = None,
+    tools: Registry | None = None,
 ) -> RunResult:
     """Continue an interrupted run from its last completed step (tool calls already done are not rerun).
 
@@ -239,9 +247,7 @@ async def resume(
             info = RunInfo(id=state.run_id, question=state.question, started=first.ts)
         info.status, info.pid, info.ended, info.error = "running", os.getpid(), None, None
         recorder = Recorder(store, info, on_event)
-        from deepresearch.tools.registry import default_tools
-
-        tools = default_tools()
+        tools = tools if tools is not None else default_tools()
         resumed = RunResumed(step=state.step, pending_calls=[c.id for c in state.pending_calls])
         recorder.record(resumed)
         state.apply(resumed)
@@ -258,7 +264,7 @@ async def _drive(
     state: RunState,
     settings: Settings,
     client: Any,
-    tools: Any,
+    tools: Registry,
 ) -> RunResult:
     search = fetcher = None
     shell = _shell_config(settings)

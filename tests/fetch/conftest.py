@@ -2,20 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from deepresearch.fetch.http import FetchConfig
-from tests.fakes.web_server import FakeWebSite, start_fake_web_server
-
-
-@pytest.fixture(scope="session")
-def fake_web_server() -> Iterator[FakeWebSite]:
-    """One fake website for the whole session; tests use ``site``."""
-    server = start_fake_web_server()
-    yield server
-    server.stop()
+from tests.fakes.web_server import FakeWebSite
 
 
 @pytest.fixture

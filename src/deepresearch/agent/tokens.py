@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+import warnings
 from collections.abc import Callable
 from functools import cache
 
@@ -27,9 +28,11 @@ def estimate_tokens(text: str) -> int:
 @cache
 def _encoder() -> Callable[[str], list[int]] | None:
     try:
-        import bpe_openai
+        with warnings.catch_warnings():  # bpe-openai 0.1.x loads its data through a deprecated API
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import bpe_openai
 
-        return bpe_openai.get_encoding("o200k_base").encode_ordinary  # type: ignore[no-any-return]
+            return bpe_openai.get_encoding("o200k_base").encode_ordinary  # type: ignore[no-any-return]
     except Exception as exc:  # any failure to load means: fall back, and say so once
         logger.warning("o200k_base tokenizer unavailable (%s); estimating tokens from characters", exc)
         return None

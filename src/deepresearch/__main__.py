@@ -1,0 +1,5 @@
+"""``python -m deepresearch`` is the ``deepresearch`` command."""
+
+from deepresearch.cli import main
+
+main()
