@@ -1,0 +1,62 @@
+import random
+import warnings
+from pathlib import Path
+
+import pytest
+
+from deepresearch.agent.tokens import O200kCounter, _rank_file, count_tokens, estimate_tokens, load_ranks
+
+CORPUS = Path(__file__).parents[1] / "data" / "corpus"
+PROMPTS = Path(__file__).parents[2] / "src" / "deepresearch" / "agent" / "prompts"
+
+
+@pytest.fixture(scope="module")
+def reference():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import bpe_openai
+
+        return bpe_openai.get_encoding("o200k_base")
+
+
+def samples() -> list[str]:
+    texts = [p.read_text() for p in sorted(CORPUS.rglob("*")) if p.is_file()]
+    texts += [p.read_text() for p in sorted(PROMPTS.rglob("*")) if p.is_file()]
+    rng = random.Random(7)
+    alphabet = "abcXYZ019 \n\t.,;:'\"!?-_/\\()[]{}<>@#$%^&*=+~`|éüñ中文日本語한국어🙂🚀\u200b"
+    texts += ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 400))) for _ in range(300)]
+    texts += [
+        "I'm sure they'll say we've done it, DON'T you THINK'S fine?",
+        "<|endoftext|> special text is ordinary here <|endofprompt|>",
+        "x" * 5000,
+        "abcdefghij" * 300,
+        "数据" * 2000,
+        "  \n\n\n   trailing   ",
+        "https://example.com/a/b?c=1&d=2#frag 12345678901234 3.14159",
+    ]
+    return texts
+
+
+def test_counts_equal_the_reference_encoder(reference):
+    count = O200kCounter(load_ranks(_rank_file()))
+    for text in samples():
+        assert count(text) == len(reference.encode_ordinary(text)), text[:80]
+
+
+def test_count_tokens_uses_the_exact_counter():
+    assert count_tokens("") == 0
+    assert count_tokens("Hello world") == 2
+
+
+def test_a_tampered_rank_file_is_refused(tmp_path):
+    import gzip
+
+    bad = tmp_path / "o200k_base.tiktoken.gz"
+    bad.write_bytes(gzip.compress(b"IQ== 0\n"))
+    with pytest.raises(ValueError, match="not the published"):
+        load_ranks(bad)
+
+
+def test_estimate_leans_high_for_cjk_and_latin():
+    assert estimate_tokens("数据" * 10) == 20
+    assert estimate_tokens("abcdef") == 2
