@@ -31,10 +31,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 30
-WORDS = (
-    "retrieval ranking evidence source citation analysis energy density battery cathode policy market "
-    "growth regulation 2024 percent index passage report 研究 数据"
-).split()
+WORDS = ["retrieval", "ranking", "evidence", "source", "citation", "analysis", "energy", "density", "battery", "cathode", "policy", "market", "growth", "regulation", "2024", "percent", "index", "passage", "report", "研究", "数据"]
 
 
 def bulk_text(step: int, chars: int = 18_000) -> str:
