@@ -31,7 +31,29 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 30
-WORDS = ["retrieval", "ranking", "evidence", "source", "citation", "analysis", "energy", "density", "battery", "cathode", "policy", "market", "growth", "regulation", "2024", "percent", "index", "passage", "report", "研究", "数据"]
+WORDS = [
+    "retrieval",
+    "ranking",
+    "evidence",
+    "source",
+    "citation",
+    "analysis",
+    "energy",
+    "density",
+    "battery",
+    "cathode",
+    "policy",
+    "market",
+    "growth",
+    "regulation",
+    "2024",
+    "percent",
+    "index",
+    "passage",
+    "report",
+    "研究",
+    "数据",
+]
 
 
 def bulk_text(step: int, chars: int = 18_000) -> str:
@@ -338,7 +360,8 @@ def report(results: dict[str, list[dict[str, Any]]], startups: list[float], step
     )
     print(
         f"peak RSS: agent {a['rss_mb']:.0f} MB, sdk {s['rss_mb']:.0f} MB; "
-        f"import: agent {a['import_s']:.2f} s, sdk {s['import_s']:.2f} s; compactions per agent run: {a['compactions']:.0f}"
+        f"import: agent {a['import_s']:.2f} s, sdk {s['import_s']:.2f} s; "
+        f"compactions per agent run: {a['compactions']:.0f}"
     )
     print(f"startup (spawn → first model reply recorded): median {statistics.median(startups):.2f} s")
 
