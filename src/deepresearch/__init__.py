@@ -1,1 +1,37 @@
-"""deepresearch: a single ReAct research agent that writes long reports with verifiable citations."""
+"""deepresearch: a single ReAct research agent that writes long reports with verifiable citations.
+
+    import asyncio
+    from deepresearch import load_settings, research
+
+    result = asyncio.run(research("Question?", load_settings({"base_url": ..., "model": ...})))
+    print(result.report)
+
+Names are imported on first use, so ``import deepresearch`` (and the CLI's start) stays fast.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from deepresearch.config import Settings, load_settings
+    from deepresearch.errors import DeepResearchError
+    from deepresearch.research import RunResult, research, resume
+
+__all__ = ["DeepResearchError", "RunResult", "Settings", "load_settings", "research", "resume"]
+
+_WHERE = {
+    "DeepResearchError": "deepresearch.errors",
+    "RunResult": "deepresearch.research",
+    "Settings": "deepresearch.config",
+    "load_settings": "deepresearch.config",
+    "research": "deepresearch.research",
+    "resume": "deepresearch.research",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(import_module(_WHERE[name]), name)
+    raise AttributeError(f"module 'deepresearch' has no attribute {name!r}")

@@ -36,16 +36,16 @@ ConfigOpt = Annotated[
     Path | None, typer.Option("--config", help="deepresearch.toml to read (default: ./deepresearch.toml).")
 ]
 BaseUrlOpt = Annotated[
-    str | None, typer.Option("--base-url", help="OpenAI-compatible endpoint [env DEEPRESEARCH_BASE_URL].")
+    str | None, typer.Option("--base-url", help="OpenAI-compatible endpoint (env DEEPRESEARCH_BASE_URL).")
 ]
-ModelOpt = Annotated[str | None, typer.Option("--model", help="Model name [env DEEPRESEARCH_MODEL].")]
+ModelOpt = Annotated[str | None, typer.Option("--model", help="Model name (env DEEPRESEARCH_MODEL).")]
 ApiKeyOpt = Annotated[
-    str | None, typer.Option("--api-key", help="API key [env DEEPRESEARCH_API_KEY, OPENAI_API_KEY].")
+    str | None, typer.Option("--api-key", help="API key (env DEEPRESEARCH_API_KEY or OPENAI_API_KEY).")
 ]
 SearchOpt = Annotated[
-    str | None, typer.Option("--search", help="Search backend: local [env DEEPRESEARCH_SEARCH].")
+    str | None, typer.Option("--search", help="Search backend: local (env DEEPRESEARCH_SEARCH).")
 ]
-IndexOpt = Annotated[Path | None, typer.Option("--index", help="Local index file [env DEEPRESEARCH_INDEX].")]
+IndexOpt = Annotated[Path | None, typer.Option("--index", help="Local index file (env DEEPRESEARCH_INDEX).")]
 MaxStepsOpt = Annotated[
     int | None, typer.Option("--max-steps", help="Steps before the final answer is forced (30).")
 ]

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, Literal
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from deepresearch.agent.events import FORMAT, Event, parse_event
 from deepresearch.errors import RunCorrupted, RunStoreError
@@ -43,21 +43,34 @@ def new_run_id() -> str:
 class RunInfo(BaseModel):
     """``run.json``: what a listing or a dashboard needs without reading the events."""
 
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
     format: str = FORMAT
+    """Version of the run-directory format."""
     id: str
+    """The run id (also the default directory name)."""
     question: str
     model: str = ""
     search: str = ""
+    """The search backend."""
     status: RunStatus = "running"
+    """``running``, ``done``, ``failed`` or ``cancelled``; listings show ``interrupted`` for a running
+    run whose process is gone."""
     started: str = ""
     ended: str | None = None
     steps: int = 0
+    """Model calls made."""
     usage: dict[str, Any] = {}
+    """``{prompt_tokens, completion_tokens, total_tokens, cost_usd}`` over all calls."""
     citations: dict[str, int] = {}
+    """``{cited, resolved, unresolved}``: distinct keys cited, found in the registry, and removed."""
     report_origin: str | None = None
+    """``answer`` (the model finished), ``forced`` (a budget forced it) or ``fallback`` (evidence list)."""
     sandbox: str | None = None
+    """How the shell tool was isolated: ``bwrap``, ``unshare`` or ``none``."""
     error: str | None = None
     pid: int | None = None
+    """The process writing the run (used to tell a live run from an interrupted one)."""
 
 
 @dataclass

@@ -21,13 +21,17 @@ def now_iso() -> str:
 
 
 class _Event(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", use_attribute_docstrings=True)
 
     step: int = 0
+    """The step (model call number) the event belongs to; 0 before the first call."""
     ts: str = Field(default_factory=now_iso)
+    """When it happened, UTC, ISO 8601 with milliseconds."""
 
 
 class RunStarted(_Event):
+    """A new run: the question, the model, the settings and the first two messages."""
+
     type: Literal["run_started"] = "run_started"
     run_id: str
     question: str
@@ -43,12 +47,16 @@ class RunStarted(_Event):
 
 
 class RunResumed(_Event):
+    """A later process took the run over (``deepresearch resume``)."""
+
     type: Literal["run_resumed"] = "run_resumed"
     pending_calls: list[str] = Field(default_factory=list)
     """Tool calls of the interrupted step that will run again (their results were never recorded)."""
 
 
 class LLMCall(_Event):
+    """One model reply, as appended to the conversation, with its usage."""
+
     type: Literal["llm_call"] = "llm_call"
     message: dict[str, Any]
     usage: dict[str, Any]
@@ -59,6 +67,8 @@ class LLMCall(_Event):
 
 
 class ToolCallEvent(_Event):
+    """A tool call about to run."""
+
     type: Literal["tool_call"] = "tool_call"
     call_id: str
     name: str
@@ -66,6 +76,8 @@ class ToolCallEvent(_Event):
 
 
 class ToolResultEvent(_Event):
+    """What a tool call returned (recorded as soon as it lands, in any order)."""
+
     type: Literal["tool_result"] = "tool_result"
     call_id: str
     name: str
@@ -83,6 +95,8 @@ class ToolResultEvent(_Event):
 
 
 class ContextCompacted(_Event):
+    """The context policy shrank the model's view of the conversation."""
+
     type: Literal["context_compacted"] = "context_compacted"
     compressed: list[int] = Field(default_factory=list)
     """History indices of tool results replaced by their compact form."""
@@ -93,6 +107,8 @@ class ContextCompacted(_Event):
 
 
 class FinalAnswerForced(_Event):
+    """A budget or the context limit ended tool use; the model is asked for its report."""
+
     type: Literal["final_answer_forced"] = "final_answer_forced"
     reason: str
     message: dict[str, Any]
@@ -100,12 +116,16 @@ class FinalAnswerForced(_Event):
 
 
 class Nudge(_Event):
+    """A reply was empty, cut by the output limit, or not an answer when one was required."""
+
     type: Literal["nudge"] = "nudge"
     reason: Literal["empty_reply", "length", "invalid_answer"]
     message: dict[str, Any]
 
 
 class ReportWritten(_Event):
+    """``report.md`` and ``report.html`` were written; ``citations`` is the audit."""
+
     type: Literal["report"] = "report"
     path: str
     chars: int
@@ -114,6 +134,8 @@ class ReportWritten(_Event):
 
 
 class RunFinished(_Event):
+    """The process stopped working on the run (``done``, ``failed`` or ``cancelled``)."""
+
     type: Literal["run_finished"] = "run_finished"
     status: Literal["done", "failed", "cancelled"]
     usage: dict[str, Any]
@@ -121,6 +143,8 @@ class RunFinished(_Event):
 
 
 class ErrorEvent(_Event):
+    """An exception ended the run; the run can be resumed."""
+
     type: Literal["error"] = "error"
     error_type: str
     message: str
