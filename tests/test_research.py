@@ -205,8 +205,9 @@ def test_endpoint_down_marks_the_run_failed_and_resumable(fake_llm, make_setting
 
     fake_llm.script = lambda request: Reply(status=500, body='{"error": {"message": "down"}}')
     settings = make_settings(max_retries=1)
-    with pytest.raises(LLMError):
+    with pytest.raises(LLMError) as raised:
         asyncio.run(research("q", settings))
+    assert f"deepresearch resume {settings.out}" in raised.value.__notes__[0]
     info = read_info(settings.out)
     assert info.status == "failed" and "down" in (info.error or "")
     assert [e.type for e in events_of(settings.out)][-2:] == ["error", "run_finished"]

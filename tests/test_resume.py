@@ -189,3 +189,27 @@ def test_resume_refuses_a_run_in_use_and_a_broken_log(fake_llm, corpus_index, tm
     log.write_text("\n".join([lines[0], "{garbage", *lines[1:]]) + "\n")
     with pytest.raises(RunCorrupted, match=r"events\.jsonl:2"):
         asyncio.run(resume(tmp_path / "run", settings))
+
+
+def test_ctrl_c_cancels_cleanly_and_the_run_resumes(fake_llm, corpus_index, tmp_path):
+    hold = {"on": True}
+
+    def slow_third_call(request: dict[str, Any]) -> Reply:
+        reply = research_script(request)
+        if turn(request) == 2 and hold["on"]:
+            reply.delay = 120
+        return reply
+
+    fake_llm.script = slow_third_call
+    run = tmp_path / "run"
+    agent = start_agent(fake_llm, corpus_index, run)
+    wait_for(lambda: len(fake_llm.requests) >= 3, agent, "the third model call")
+    agent.send_signal(signal.SIGINT)
+    _, err = agent.communicate(timeout=60)
+    assert agent.returncode == 130, err.decode()
+    assert "interrupted" in err.decode() and f"deepresearch resume {run}" in err.decode()
+    assert "Traceback" not in err.decode()
+    assert read_info(run).status == "cancelled"
+    hold["on"] = False
+    result = asyncio.run(resume(run, settings_for(fake_llm, corpus_index, run)))
+    assert result.status == "done" and result.steps == 6

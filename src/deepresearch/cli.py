@@ -64,14 +64,20 @@ def _setup_logging(debug: bool) -> None:
     )
 
 
-def _run(coro: Coroutine[Any, Any, T]) -> T:
+def _run(coro: Coroutine[Any, Any, T], run_dir: Path | None = None) -> T:
     try:
         return asyncio.run(coro)
     except DeepResearchError as exc:
         if _state["debug"]:
             raise
         typer.secho(f"error: {exc}", fg="red", err=True)
+        for note in getattr(exc, "__notes__", ()):
+            typer.echo(note, err=True)
         raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        where = f" — continue with: deepresearch resume {run_dir}" if run_dir and run_dir.exists() else ""
+        typer.secho(f"interrupted{where}", fg="red", err=True)
+        raise typer.Exit(130) from None
 
 
 def _settings(config: Path | None, **flags: Any) -> Any:
@@ -139,8 +145,12 @@ def research(
         stream=stream,
         language=language,
     )
+    if settings.out is None:  # decided here so that an interrupted run can be named
+        from deepresearch.runs import new_run_id
+
+        settings.out = settings.runs_dir / new_run_id()
     view = _view(settings.max_steps, quiet)
-    result = _run(run_research(question, settings, on_event=view))
+    result = _run(run_research(question, settings, on_event=view), settings.out)
     _print_result(result)
 
 
@@ -169,7 +179,7 @@ def resume(
         max_wall_time=max_time,
     )
     view = _view(max_steps or settings.max_steps, quiet)
-    result = _run(run_resume(run_dir, settings, on_event=view))
+    result = _run(run_resume(run_dir, settings, on_event=view), run_dir)
     _print_result(result)
 
 

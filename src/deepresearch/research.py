@@ -322,6 +322,7 @@ async def _drive(
                 )
             )
             store.write_info(info)
+            exc.add_note(f"run directory: {store.path} (continue with: deepresearch resume {store.path})")
             raise
         return _deliver(stop, store, info, recorder, state)
     finally:
