@@ -76,6 +76,18 @@ def wait_for(condition: Callable[[], bool], process: subprocess.Popen[bytes], wh
         time.sleep(0.05)
 
 
+def held_at(turn_number: int, hold: dict[str, bool]) -> Callable[[dict[str, Any]], Reply]:
+    """``research_script``, except that the reply at ``turn_number`` stalls while ``hold["on"]``."""
+
+    def script(request: dict[str, Any]) -> Reply:
+        reply = research_script(request)
+        if turn(request) == turn_number and hold["on"]:
+            reply.delay = 120
+        return reply
+
+    return script
+
+
 def events(run: Path) -> list[Any]:
     lines = (run / "events.jsonl").read_text().splitlines()
     parsed = []
@@ -98,13 +110,7 @@ def test_kill_while_waiting_for_the_model_then_resume_gives_the_same_report(fake
     fake_llm.reset()
     hold = {"on": True}
 
-    def slow_fifth_call(request: dict[str, Any]) -> Reply:
-        reply = research_script(request)
-        if turn(request) == 4 and hold["on"]:
-            reply.delay = 120
-        return reply
-
-    fake_llm.script = slow_fifth_call
+    fake_llm.script = held_at(4, hold)
     run = tmp_path / "killed"
     agent = start_agent(fake_llm, corpus_index, run)
     wait_for(lambda: len(fake_llm.requests) >= 5, agent, "the fifth model call")
@@ -194,13 +200,7 @@ def test_resume_refuses_a_run_in_use_and_a_broken_log(fake_llm, corpus_index, tm
 def test_ctrl_c_cancels_cleanly_and_the_run_resumes(fake_llm, corpus_index, tmp_path):
     hold = {"on": True}
 
-    def slow_third_call(request: dict[str, Any]) -> Reply:
-        reply = research_script(request)
-        if turn(request) == 2 and hold["on"]:
-            reply.delay = 120
-        return reply
-
-    fake_llm.script = slow_third_call
+    fake_llm.script = held_at(2, hold)
     run = tmp_path / "run"
     agent = start_agent(fake_llm, corpus_index, run)
     wait_for(lambda: len(fake_llm.requests) >= 3, agent, "the third model call")

@@ -84,7 +84,7 @@ def research_script(request: dict[str, Any]) -> Reply:
                     {
                         "action": "write",
                         "path": "notes/draft.md",
-                        "content": "# Draft\n\nBM25 saturates. TODO\n",
+                        "content": "# Draft\n\nBM25 saturates, to be confirmed.\n",
                     },
                 ),
                 ("todo", {"updates": {"1": {"status": "completed"}, "2": {"status": "in_progress"}}}),
@@ -99,7 +99,7 @@ def research_script(request: dict[str, Any]) -> Reply:
                     {
                         "action": "patch",
                         "path": "notes/draft.md",
-                        "old": "saturates. TODO",
+                        "old": "saturates, to be confirmed.",
                         "new": "saturates.",
                     },
                 ),

@@ -10,21 +10,26 @@ def words(n: int, tag: str = "w") -> str:
     return " ".join([tag] * n)
 
 
+def add_cycle(
+    history: History,
+    i: int,
+    *,
+    result: str,
+    compact: str | None,
+    name: str = "batch_web_surfer",
+    said: str = "",
+) -> None:
+    call = {"id": f"c{i}", "type": "function", "function": {"name": name, "arguments": "{}"}}
+    history.append({"role": "assistant", "content": said, "tool_calls": [call]})
+    history.append({"role": "tool", "tool_call_id": f"c{i}", "content": result}, compact=compact)
+
+
 def build(cycles: int, *, search_words: int = 100, compact_words: int = 10) -> History:
     history = History(tokens)
     history.append({"role": "system", "content": words(50, "sys")})
     history.append({"role": "user", "content": words(10, "q")})
     for i in range(cycles):
-        call = {
-            "id": f"c{i}",
-            "type": "function",
-            "function": {"name": "batch_web_surfer", "arguments": "{}"},
-        }
-        history.append({"role": "assistant", "content": "", "tool_calls": [call]})
-        history.append(
-            {"role": "tool", "tool_call_id": f"c{i}", "content": words(search_words, f"s{i}")},
-            compact=words(compact_words, f"k{i}"),
-        )
+        add_cycle(history, i, result=words(search_words, f"s{i}"), compact=words(compact_words, f"k{i}"))
     return history
 
 
@@ -67,9 +72,7 @@ def test_force_final_when_non_evidence_dominates():
     history.append({"role": "system", "content": words(50)})
     history.append({"role": "user", "content": words(10)})
     for i in range(6):
-        call = {"id": f"c{i}", "type": "function", "function": {"name": "shell", "arguments": "{}"}}
-        history.append({"role": "assistant", "content": words(50), "tool_calls": [call]})
-        history.append({"role": "tool", "tool_call_id": f"c{i}", "content": words(200)})
+        add_cycle(history, i, result=words(200), compact=None, name="shell", said=words(50))
     outcome = ContextPolicy(upper=1000, lower=800).fit(history, protected_from=len(history) - 2)
     assert outcome.force_final
     assert history.view_tokens <= 1000  # hard cap: older cycles of any kind hidden
@@ -82,28 +85,12 @@ def test_decisions_are_sticky_and_replayable():
     outcome = policy.fit(history, protected_from=len(history) - 2)
     # more growth: compaction resumes where it stopped, never un-compresses
     for i in range(10, 13):
-        call = {
-            "id": f"c{i}",
-            "type": "function",
-            "function": {"name": "batch_web_surfer", "arguments": "{}"},
-        }
-        history.append({"role": "assistant", "content": "", "tool_calls": [call]})
-        history.append(
-            {"role": "tool", "tool_call_id": f"c{i}", "content": words(100, f"s{i}")}, compact=words(10)
-        )
+        add_cycle(history, i, result=words(100, f"s{i}"), compact=words(10))
     second = policy.fit(history, protected_from=len(history) - 2)
     assert second is not None and set(second.compressed).isdisjoint(outcome.compressed)
     fresh = build(10)
     for i in range(10, 13):
-        call = {
-            "id": f"c{i}",
-            "type": "function",
-            "function": {"name": "batch_web_surfer", "arguments": "{}"},
-        }
-        fresh.append({"role": "assistant", "content": "", "tool_calls": [call]})
-        fresh.append(
-            {"role": "tool", "tool_call_id": f"c{i}", "content": words(100, f"s{i}")}, compact=words(10)
-        )
+        add_cycle(fresh, i, result=words(100, f"s{i}"), compact=words(10))
     replay(fresh, outcome.compressed + second.compressed, outcome.dropped + second.dropped)
     assert fresh.view() == history.view() and fresh.view_tokens == history.view_tokens
 

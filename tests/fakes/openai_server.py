@@ -34,7 +34,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import uvicorn
+from tests.fakes.serve import ThreadedServer
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -83,8 +83,7 @@ class FakeOpenAI:
         """Answers from the request body when the queue is empty."""
         self._queue: deque[ReplySource] = deque()
         self._lock = threading.Lock()
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
+        self._serving: ThreadedServer | None = None
 
     # --- test API
 
@@ -131,35 +130,15 @@ class FakeOpenAI:
     def start(self, port: int = 0) -> None:
         """Serve on 127.0.0.1:``port`` (0 = any free port) in a daemon thread; sets ``base_url``."""
         logging.getLogger("uvicorn.error").addFilter(_drop_expected_cut_errors)
-        config = uvicorn.Config(
-            self,
-            host="127.0.0.1",
-            port=port,
-            http="h11",
-            ws="none",
-            lifespan="off",
-            log_config=None,
-            access_log=False,
-            timeout_graceful_shutdown=1,
-        )
-        server = uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, name="fake-openai", daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 30
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the fake OpenAI server did not start")
-            time.sleep(0.01)
-        bound = server.servers[0].sockets[0].getsockname()[1]
-        self.base_url = f"http://127.0.0.1:{bound}/v1"
-        self._server, self._thread = server, thread
+        self._serving = ThreadedServer(self, "fake-openai")
+        port = self._serving.start(port)
+        self.base_url = f"http://127.0.0.1:{port}/v1"
 
     def stop(self) -> None:
         """Shut the server down and wait for its thread."""
-        if self._server is not None and self._thread is not None:
-            self._server.should_exit = True
-            self._thread.join(timeout=10)
-        self._server = self._thread = None
+        if self._serving is not None:
+            self._serving.stop()
+        self._serving = None
 
     # --- the ASGI app
 

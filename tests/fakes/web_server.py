@@ -16,15 +16,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import threading
-import time
 import zlib
 from collections import Counter
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qs
 
-import uvicorn
+from tests.fakes.serve import ThreadedServer
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -144,8 +142,7 @@ class FakeWebSite:
         self.in_flight = 0
         self.max_in_flight = 0
         """Most requests to ``/slots`` served at the same time."""
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
+        self._serving: ThreadedServer | None = None
 
     def url(self, path: str) -> str:
         return self.base_url + path
@@ -159,35 +156,15 @@ class FakeWebSite:
 
     def start(self, port: int = 0) -> None:
         """Serve on 127.0.0.1:``port`` (0 = any free port) in a daemon thread; sets ``base_url``."""
-        config = uvicorn.Config(
-            self,
-            host="127.0.0.1",
-            port=port,
-            http="h11",
-            ws="none",
-            lifespan="off",
-            log_config=None,
-            access_log=False,
-            timeout_graceful_shutdown=1,
-        )
-        server = uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, name="fake-web-server", daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 30
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the fake web server did not start")
-            time.sleep(0.01)
-        bound = server.servers[0].sockets[0].getsockname()[1]
-        self.base_url = f"http://127.0.0.1:{bound}"
-        self._server, self._thread = server, thread
+        self._serving = ThreadedServer(self, "fake-web-server")
+        port = self._serving.start(port)
+        self.base_url = f"http://127.0.0.1:{port}"
 
     def stop(self) -> None:
         """Shut the server down and wait for its thread."""
-        if self._server is not None and self._thread is not None:
-            self._server.should_exit = True
-            self._thread.join(timeout=10)
-        self._server = self._thread = None
+        if self._serving is not None:
+            self._serving.stop()
+        self._serving = None
 
     # --- the ASGI app
 
