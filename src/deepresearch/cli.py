@@ -237,7 +237,14 @@ def index_add(
         raise typer.Exit(1) from None
     finally:
         store.close()
-    typer.echo(str(report))
+    typer.echo(
+        f"{report.added} added, {report.replaced} updated, {report.skipped} unchanged, "
+        f"{report.removed} removed; {report.passages} passages written"
+    )
+    for error in report.errors:
+        typer.secho(f"  skipped {error}", fg="yellow", err=True)
+    if report.errors:
+        raise typer.Exit(1)
 
 
 @index_app.command("stats")
@@ -247,7 +254,11 @@ def index_stats(index: IndexOpt = None, config: ConfigOpt = None) -> None:
 
     store = open_local_index(_settings(config, index=index))
     try:
-        typer.echo(str(store.stats()))
+        stats = store.stats()
+        typer.echo(
+            f"{stats.path}: {stats.documents} documents from {stats.sources} sources, "
+            f"{stats.passages} passages, {stats.size_bytes / 1e6:.1f} MB"
+        )
     finally:
         store.close()
 
