@@ -13,7 +13,7 @@ def test_index_search_research_runs_resume(fake_llm, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     index = tmp_path / "idx.sqlite"
     added = runner.invoke(app, ["index", "add", str(CORPUS), "--index", str(index)])
-    assert added.exit_code == 0, added.output
+    assert added.exit_code == 0 and "12 added" in added.output, added.output
     stats = runner.invoke(app, ["index", "stats", "--index", str(index)])
     assert stats.exit_code == 0 and "12 documents" in stats.output
     found = runner.invoke(app, ["search", "BM25 saturation", "--index", str(index), "-k", "3"])
