@@ -74,7 +74,7 @@ def test_key_never_in_public_settings():
     settings = load_settings({"api_key": "sk-secret-123"}, env={})
     public = settings.public()
     assert "sk-secret-123" not in repr(public) and "sk-secret-123" not in repr(settings)
-    assert public["api_key_set"] is True
+    assert public["keys_set"] == ["api_key"]
 
 
 def test_config_file_discovery(tmp_path, monkeypatch):
@@ -86,3 +86,21 @@ def test_config_file_discovery(tmp_path, monkeypatch):
     assert load_settings({}, env={"DEEPRESEARCH_CONFIG": str(other)}).max_steps == 8
     with pytest.raises(ConfigError, match="not found"):
         load_settings({}, env={}, config_file=tmp_path / "missing.toml")
+
+
+def test_provider_keys_read_their_usual_variables_and_stay_secret():
+    env = {
+        "TAVILY_API_KEY": "tvly-1",
+        "DEEPRESEARCH_BRAVE_API_KEY": "b-2",
+        "BRAVE_API_KEY": "b-ignored",
+        "STEP_API_KEY": "s-3",
+        "DEEPRESEARCH_FETCH_ALLOWLIST": "127.0.0.1, 10.0.0.0/8,intranet.example",
+    }
+    settings = load_settings({}, env=env)
+    assert settings.tavily_api_key.get_secret_value() == "tvly-1"
+    assert settings.brave_api_key.get_secret_value() == "b-2"
+    assert settings.stepfun_search_api_key.get_secret_value() == "s-3"
+    assert settings.fetch_allowlist == ["127.0.0.1", "10.0.0.0/8", "intranet.example"]
+    public = settings.public()
+    assert "tvly-1" not in repr(public) and "b-2" not in repr(public) and "s-3" not in repr(public)
+    assert public["keys_set"] == ["brave_api_key", "stepfun_search_api_key", "tavily_api_key"]

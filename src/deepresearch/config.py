@@ -15,13 +15,33 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from deepresearch.errors import ConfigError
 
 ENV_PREFIX = "DEEPRESEARCH_"
 CONFIG_FILE_NAME = "deepresearch.toml"
-_OPENAI_FALLBACKS = {"base_url": "OPENAI_BASE_URL", "model": "OPENAI_MODEL", "api_key": "OPENAI_API_KEY"}
+_FALLBACKS = {
+    "base_url": ("OPENAI_BASE_URL",),
+    "model": ("OPENAI_MODEL",),
+    "api_key": ("OPENAI_API_KEY",),
+    "searxng_url": ("SEARXNG_URL",),
+    "tavily_api_key": ("TAVILY_API_KEY",),
+    "brave_api_key": ("BRAVE_API_KEY", "BRAVE_SEARCH_API_KEY"),
+    "serper_api_key": ("SERPER_API_KEY",),
+    "exa_api_key": ("EXA_API_KEY",),
+    "jina_api_key": ("JINA_API_KEY",),
+    "stepfun_search_api_key": ("STEP_SEARCH_API_KEY", "STEP_API_KEY"),
+}
+"""Variables other tools already use, read when the ``DEEPRESEARCH_`` twin is unset."""
 OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
 
@@ -63,17 +83,45 @@ class Settings(BaseModel):
     replay_reasoning: bool = False
     """Send earlier reasoning back to the model (``reasoning_content``); most APIs reject or ignore it."""
 
-    # --- search and reading
+    # --- search
     search: str = "local"
-    """Search backend: ``local`` (the embedded index) for now."""
+    """Search backend: ``local`` (the embedded index), a web provider (``searxng``, ``tavily``, ``brave``,
+    ``serper``, ``exa``, ``jina``, ``stepfun``, ``ddg``) or ``auto`` (the first configured provider, else
+    ``local``)."""
     index: Path | None = None
     """Local index file; default ``$XDG_DATA_HOME/deepresearch/index.sqlite``."""
+    dense: bool = False
+    """Re-rank local hits with an embedding model shipped in a package (extra ``dense``); never downloads."""
+    authority_file: Path | None = None
+    """Extra authority list (YAML) merged with the shipped one: domains to prefer or to demote."""
+    search_endpoint: str | None = None
+    """Override the selected provider's API endpoint (a proxy, a self-hosted gateway, tests)."""
+    search_timeout: float = 15.0
+    """Seconds one provider request may take."""
+    searxng_url: str | None = None
+    """SearXNG instance, e.g. ``http://localhost:8888`` (its JSON format must be enabled)."""
+    tavily_api_key: SecretStr | None = None
+    brave_api_key: SecretStr | None = None
+    serper_api_key: SecretStr | None = None
+    exa_api_key: SecretStr | None = None
+    jina_api_key: SecretStr | None = None
+    stepfun_search_api_key: SecretStr | None = None
+
+    # --- reading pages
     fetch_timeout: float = 20.0
     """Seconds to connect to and read from a web server."""
     fetch_max_bytes: int = 10_000_000
     """Largest page body read (after decompression)."""
     allow_private_urls: bool = False
-    """Let ``batch_open`` reach loopback and private addresses (intranets; tests). Off: SSRF guard."""
+    """Let ``batch_open`` reach every loopback and private address (intranets). Off: SSRF guard."""
+    fetch_allowlist: list[str] = Field(default_factory=list)
+    """Hosts, addresses or CIDR ranges the SSRF guard lets through (comma-separated in the env twin)."""
+    fetch_host_delay: float = 0.5
+    """Politeness: seconds between two requests to the same host."""
+    fetch_cache: Path | None = None
+    """SQLite cache of fetched pages; default ``$XDG_CACHE_HOME/deepresearch/fetch.sqlite``."""
+    fetch_cache_ttl: float = 7 * 24 * 3600
+    """Seconds a cached page stays fresh; 0 turns the cache off."""
 
     # --- the agent
     max_steps: int = Field(default=30, ge=1)
@@ -110,6 +158,13 @@ class Settings(BaseModel):
     prices: dict[str, PriceOverride] = Field(default_factory=dict)
     """Per-model prices that override the shipped table."""
 
+    @field_validator("fetch_allowlist", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        return (
+            [item.strip() for item in value.split(",") if item.strip()] if isinstance(value, str) else value
+        )
+
     @model_validator(mode="after")
     def _check_context_limits(self) -> Settings:
         if self.context_lower >= self.context_upper:
@@ -119,9 +174,10 @@ class Settings(BaseModel):
         return self
 
     def public(self) -> dict[str, Any]:
-        """The settings as recorded in ``run.json``/events: JSON-able, without the key."""
-        data = self.model_dump(mode="json", exclude={"api_key"})
-        data["api_key_set"] = self.api_key is not None
+        """The settings as recorded in ``run.json``/events: JSON-able, without any key."""
+        secrets = {name for name, value in self if isinstance(value, SecretStr) or name.endswith("api_key")}
+        data = self.model_dump(mode="json", exclude=secrets)
+        data["keys_set"] = sorted(name for name in secrets if getattr(self, name) is not None)
         return data
 
 
@@ -164,8 +220,8 @@ def _from_env(env: Mapping[str, str]) -> dict[str, tuple[str, str]]:
     """field → (raw value, the variable it came from)."""
     values: dict[str, tuple[str, str]] = {}
     for field in Settings.model_fields:
-        for name in (env_name(field), _OPENAI_FALLBACKS.get(field)):
-            if name and env.get(name):
+        for name in (env_name(field), *_FALLBACKS.get(field, ())):
+            if env.get(name):
                 values[field] = (env[name], name)
                 break
     return values
