@@ -18,6 +18,9 @@ def test_index_search_research_runs_resume(fake_llm, tmp_path, monkeypatch):
     assert stats.exit_code == 0 and "12 documents" in stats.output
     found = runner.invoke(app, ["search", "BM25 saturation", "--index", str(index), "-k", "3"])
     assert found.exit_code == 0 and "bm25-ranking.md" in found.output
+    removed = runner.invoke(app, ["index", "remove", str(CORPUS / "zh"), "--index", str(index)])
+    assert removed.exit_code == 0 and "1 document(s) removed" in removed.output
+    assert "11 documents" in runner.invoke(app, ["index", "stats", "--index", str(index)]).output
 
     fake_llm.script = research_script
     monkeypatch.setenv("DEEPRESEARCH_INDEX", str(index))

@@ -247,6 +247,26 @@ def index_add(
         raise typer.Exit(1)
 
 
+@index_app.command("remove")
+def index_remove(
+    items: Annotated[list[str], typer.Argument(help="Files, folders or document URLs to remove.")],
+    index: IndexOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Remove documents (by file, folder or URL) from the local index."""
+    from deepresearch.research import open_local_index
+
+    store = open_local_index(_settings(config, index=index))
+    try:
+        removed = store.remove(items)
+    except DeepResearchError as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        store.close()
+    typer.echo(f"{removed} document(s) removed")
+
+
 @index_app.command("stats")
 def index_stats(index: IndexOpt = None, config: ConfigOpt = None) -> None:
     """Documents and passages in the local index."""
