@@ -185,6 +185,11 @@ def env_name(field: str) -> str:
     return ENV_PREFIX + field.upper()
 
 
+def env_names(field: str) -> tuple[str, ...]:
+    """Every variable that sets ``field``, in the order they are looked up."""
+    return (env_name(field), *_FALLBACKS.get(field, ()))
+
+
 def find_config_file(explicit: Path | None, env: Mapping[str, str]) -> Path | None:
     """``--config``, else ``DEEPRESEARCH_CONFIG``, else ``./deepresearch.toml``, else the user config dir."""
     if explicit is not None:
@@ -220,7 +225,7 @@ def _from_env(env: Mapping[str, str]) -> dict[str, tuple[str, str]]:
     """field → (raw value, the variable it came from)."""
     values: dict[str, tuple[str, str]] = {}
     for field in Settings.model_fields:
-        for name in (env_name(field), *_FALLBACKS.get(field, ())):
+        for name in env_names(field):
             if env.get(name):
                 values[field] = (env[name], name)
                 break

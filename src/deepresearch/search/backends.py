@@ -1,0 +1,131 @@
+"""Choose and build the search backend a run uses, from the settings, by name.
+
+A backend is named by ``settings.search``: ``local`` (the embedded index, the default, offline), a
+web provider, or ``auto``. ``BACKENDS`` maps each name to ``module:Class`` and the module is imported
+only when chosen, so a run never loads providers it does not use; adding a provider is one module
+plus one entry here (and its setting in ``_SETTING``).
+
+``auto`` takes the first provider whose key or URL is set, in ``PREFERENCE`` order, else ``local``.
+The order puts free, self-hosted SearXNG first, then the APIs that return page text with the hits
+(Tavily, Exa), then the plain web indexes (Brave, Serper), then Jina and StepFun. DuckDuckGo needs no
+key and so is never "configured": it is used only when asked for by name, because it answers
+scrapers with rate-limit pages. ``search_endpoint`` replaces the chosen provider's API root.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from importlib import import_module
+from typing import Any
+
+from pydantic import SecretStr
+
+from deepresearch.config import Settings, default_data_dir
+from deepresearch.errors import ConfigError
+from deepresearch.search import SearchBackend
+
+logger = logging.getLogger(__name__)
+
+_PROVIDERS = "deepresearch.search.providers"
+BACKENDS: dict[str, str] = {
+    "local": "deepresearch.search.local:LocalIndex",
+    "searxng": f"{_PROVIDERS}.searxng:SearxngSearch",
+    "tavily": f"{_PROVIDERS}.tavily:TavilySearch",
+    "exa": f"{_PROVIDERS}.exa:ExaSearch",
+    "brave": f"{_PROVIDERS}.brave:BraveSearch",
+    "serper": f"{_PROVIDERS}.serper:SerperSearch",
+    "jina": f"{_PROVIDERS}.jina:JinaSearch",
+    "stepfun": f"{_PROVIDERS}.stepfun:StepFunSearch",
+    "ddg": f"{_PROVIDERS}.duckduckgo:DuckDuckGoSearch",
+}
+"""Backend name → ``module:Class``."""
+PREFERENCE: tuple[str, ...] = ("searxng", "tavily", "exa", "brave", "serper", "jina", "stepfun")
+"""The order in which ``auto`` picks among configured providers."""
+_SETTING: dict[str, str] = {
+    "searxng": "searxng_url",
+    "tavily": "tavily_api_key",
+    "exa": "exa_api_key",
+    "brave": "brave_api_key",
+    "serper": "serper_api_key",
+    "jina": "jina_api_key",
+    "stepfun": "stepfun_search_api_key",
+}
+"""The setting each provider cannot work without."""
+
+
+def configured_providers(settings: Settings) -> list[str]:
+    """Providers whose key or URL is set, in ``PREFERENCE`` order."""
+    return [name for name in PREFERENCE if _value(settings, _SETTING[name])]
+
+
+def backend_name(settings: Settings) -> str:
+    """The backend ``settings.search`` means: ``auto`` resolved, unknown names refused."""
+    name = settings.search.strip().lower()
+    if name == "auto":
+        configured = configured_providers(settings)
+        return configured[0] if configured else "local"
+    if name not in BACKENDS:
+        raise ConfigError(
+            f"unknown search backend {settings.search!r}; choose one of: auto, {', '.join(BACKENDS)}"
+        )
+    return name
+
+
+def open_backend(settings: Settings) -> SearchBackend:
+    """Build the backend ``settings.search`` names (``ConfigError`` when its key or URL is missing)."""
+    name = backend_name(settings)
+    if settings.search.strip().lower() == "auto":
+        logger.info("search: auto chose %s", name)
+    module, _, attribute = BACKENDS[name].partition(":")
+    cls: Any = getattr(import_module(module), attribute)
+    backend: SearchBackend = cls(*_arguments(name, settings), **_options(name, settings))
+    return backend
+
+
+def _arguments(name: str, settings: Settings) -> list[Any]:
+    if name == "local":
+        return [settings.index or default_data_dir() / "index.sqlite"]
+    if name == "ddg":
+        return []
+    setting = _SETTING[name]
+    value = settings.search_endpoint if name == "searxng" and settings.search_endpoint else None
+    value = value or _value(settings, setting)
+    if not value:
+        what = "an instance URL" if name == "searxng" else "an API key"
+        from deepresearch.search.providers._http import key_variables
+
+        raise ConfigError(
+            f"search backend {name!r} needs {what}: set {setting} (environment "
+            f"{key_variables(setting)}, or `{setting}` in deepresearch.toml)"
+        )
+    return [value]
+
+
+def _options(name: str, settings: Settings) -> dict[str, Any]:
+    if name == "local":
+        return {}
+    options: dict[str, Any] = {"timeout": settings.search_timeout}
+    if settings.search_endpoint and name != "searxng":
+        options["endpoint"] = settings.search_endpoint
+    return options
+
+
+def _value(settings: Settings, setting: str) -> str:
+    value = getattr(settings, setting)
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    return value.strip() if isinstance(value, str) else ""
+
+
+async def close_backend(backend: object) -> None:
+    """Release what a backend holds: ``aclose()`` (web providers) or ``close()`` (the local index)."""
+    aclose = getattr(backend, "aclose", None)
+    if callable(aclose):
+        await aclose()
+        return
+    close = getattr(backend, "close", None)
+    if callable(close):
+        result = close()
+        if inspect.isawaitable(result):
+            await result
