@@ -43,7 +43,12 @@ ApiKeyOpt = Annotated[
     str | None, typer.Option("--api-key", help="API key (env DEEPRESEARCH_API_KEY or OPENAI_API_KEY).")
 ]
 SearchOpt = Annotated[
-    str | None, typer.Option("--search", help="Search backend: local (env DEEPRESEARCH_SEARCH).")
+    str | None,
+    typer.Option(
+        "--search",
+        help="Search backend: local, auto, searxng, tavily, brave, serper, exa, jina, stepfun or ddg "
+        "(env DEEPRESEARCH_SEARCH).",
+    ),
 ]
 IndexOpt = Annotated[Path | None, typer.Option("--index", help="Local index file (env DEEPRESEARCH_INDEX).")]
 MaxStepsOpt = Annotated[
@@ -225,7 +230,8 @@ def index_add(
     index: IndexOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Index documents (Markdown, text, HTML, PDF, JSONL) into the local index."""
+    """Index documents into the local index: Markdown, text, HTML, PDF, DOCX, CSV, JSON and JSONL
+    ({id,title,url,text} per line); PPTX and XLSX with the office extra."""
     from deepresearch.research import open_local_index
 
     settings = _settings(config, index=index)

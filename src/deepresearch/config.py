@@ -267,3 +267,9 @@ def default_data_dir(env: Mapping[str, str] | None = None) -> Path:
     """Where the index and downloaded models live: ``$XDG_DATA_HOME/deepresearch``."""
     env = os.environ if env is None else env
     return Path(env.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "deepresearch"
+
+
+def default_cache_dir(env: Mapping[str, str] | None = None) -> Path:
+    """Where caches live (fetched pages): ``$XDG_CACHE_HOME/deepresearch``."""
+    env = os.environ if env is None else env
+    return Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "deepresearch"

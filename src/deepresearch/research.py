@@ -24,7 +24,7 @@ from deepresearch.agent.loop import Agent, LoopConfig
 from deepresearch.agent.state import RunState, replay
 from deepresearch.agent.stops import Finished
 from deepresearch.agent.tokens import count_tokens
-from deepresearch.config import Settings, default_data_dir
+from deepresearch.config import Settings, default_cache_dir, default_data_dir
 from deepresearch.errors import ConfigError, RunStoreError
 from deepresearch.report import Language, render_html, render_markdown, resolve_citations
 from deepresearch.runs import RunInfo, RunStore, new_run_id, read_info
@@ -100,20 +100,15 @@ def open_local_index(settings: Settings) -> Any:
     return LocalIndex(settings.index or default_data_dir() / "index.sqlite")
 
 
-def _search_backend(settings: Settings) -> Any:
-    if settings.search == "local":
-        return open_local_index(settings)
-    raise ConfigError(f"unknown search backend {settings.search!r}; available: local")
-
-
 async def search_once(query: str, settings: Settings, *, limit: int = 10) -> list[Any]:
-    """One search through the configured backend (``deepresearch search``)."""
-    backend = _search_backend(settings)
+    """One search through the configured backend, re-ranked as the agent sees it (``deepresearch search``)."""
+    from deepresearch.search.backends import close_backend, open_search
+
+    backend = open_search(settings)
     try:
         return list(await backend.search(query, limit=limit))
     finally:
-        if hasattr(backend, "close"):
-            backend.close()
+        await close_backend(backend)
 
 
 def _client(settings: Settings) -> Any:
@@ -146,21 +141,60 @@ def _client(settings: Settings) -> Any:
 
 
 def _fetcher(settings: Settings) -> Any:
+    from pydantic import ValidationError
+
     from deepresearch.fetch.http import FetchConfig, HttpFetcher
 
-    return HttpFetcher(
-        FetchConfig(
+    try:
+        config = FetchConfig(
             timeout_s=settings.fetch_timeout,
             max_bytes=settings.fetch_max_bytes,
             allow_private=settings.allow_private_urls,
+            allowlist=settings.fetch_allowlist,
+            host_delay_s=settings.fetch_host_delay,
+            cache_path=settings.fetch_cache or default_cache_dir() / "fetch.sqlite",
+            cache_ttl_s=settings.fetch_cache_ttl,
         )
-    )
+    except ValidationError as exc:
+        raise ConfigError(f"invalid fetch settings: {exc.errors()[0]['msg']}") from exc
+    return HttpFetcher(config)
 
 
-def _sandbox_name(shell: ShellConfig) -> str:
-    from deepresearch.tools.sandbox import detect_sandbox
+@dataclass
+class Services:
+    """What a run talks to. Built before the run directory, so a bad setting creates nothing."""
 
-    return str(detect_sandbox(shell))
+    client: Any
+    search: Any
+    fetcher: Any
+    shell: ShellConfig
+    sandbox: str
+
+    @classmethod
+    async def open(cls, settings: Settings) -> Services:
+        from deepresearch.search.backends import close_backend, open_search
+        from deepresearch.tools.sandbox import detect_sandbox
+
+        shell = _shell_config(settings)
+        sandbox = str(detect_sandbox(shell))
+        search = open_search(settings)
+        fetcher = None
+        try:
+            fetcher = _fetcher(settings)
+            client = _client(settings)
+        except BaseException:
+            if fetcher is not None:
+                await fetcher.aclose()
+            await close_backend(search)
+            raise
+        return cls(client, search, fetcher, shell, sandbox)
+
+    async def aclose(self) -> None:
+        from deepresearch.search.backends import close_backend
+
+        await self.client.aclose()
+        await self.fetcher.aclose()
+        await close_backend(self.search)
 
 
 async def research(
@@ -172,9 +206,13 @@ async def research(
     """
     if not question.strip():
         raise ConfigError("the question is empty")
-    client = _client(settings)  # fail on a missing endpoint before creating a run directory
+    services = await Services.open(settings)  # a bad setting fails before a run directory exists
     run_id = new_run_id()
-    store = RunStore.create(settings.out or settings.runs_dir / run_id)
+    try:
+        store = RunStore.create(settings.out or settings.runs_dir / run_id)
+    except BaseException:
+        await services.aclose()
+        raise
     language = _language(settings, question)
     info = RunInfo(
         id=run_id,
@@ -205,7 +243,7 @@ async def research(
     )
     recorder.record(started)
     state.apply(started)
-    return await _drive(store, info, recorder, state, settings, client, tools)
+    return await _drive(store, info, recorder, state, settings, services, tools)
 
 
 async def resume(
@@ -240,7 +278,11 @@ async def resume(
         )
         if state.finished:
             raise RunStoreError(f"{run_dir} already finished; its report is {run_dir / 'report.md'}")
-        client = _client(effective)
+        services = await Services.open(effective)
+    except BaseException:
+        store.close()
+        raise
+    try:
         try:
             info = read_info(run_dir)
         except RunStoreError:
@@ -252,9 +294,10 @@ async def resume(
         recorder.record(resumed)
         state.apply(resumed)
     except BaseException:
+        await services.aclose()
         store.close()
         raise
-    return await _drive(store, info, recorder, state, effective, client, tools)
+    return await _drive(store, info, recorder, state, effective, services, tools)
 
 
 async def _drive(
@@ -263,14 +306,11 @@ async def _drive(
     recorder: Recorder,
     state: RunState,
     settings: Settings,
-    client: Any,
+    services: Services,
     tools: Registry,
 ) -> RunResult:
-    search = fetcher = None
-    shell = _shell_config(settings)
     try:
-        search, fetcher = _search_backend(settings), _fetcher(settings)
-        info.sandbox = _sandbox_name(shell)
+        info.sandbox = services.sandbox
         store.write_info(info)
 
         def make_context(step: int, call_id: str) -> ToolContext:
@@ -280,9 +320,9 @@ async def _drive(
                 state=state.tool_state,
                 step=step,
                 call_id=call_id,
-                search=search,
-                fetcher=fetcher,
-                shell=shell,
+                search=services.search,
+                fetcher=services.fetcher,
+                shell=services.shell,
             )
 
         loop_config = LoopConfig(
@@ -301,7 +341,7 @@ async def _drive(
             encoded_messages=settings.tool_mode == "native",
         )
         agent = Agent(
-            model=client,
+            model=services.client,
             tools=tools,
             state=state,
             recorder=recorder,
@@ -326,11 +366,7 @@ async def _drive(
             raise
         return _deliver(stop, store, info, recorder, state)
     finally:
-        for resource in (client, fetcher):
-            if resource is not None and hasattr(resource, "aclose"):
-                await resource.aclose()
-        if search is not None and hasattr(search, "close"):
-            search.close()
+        await services.aclose()
         store.close()
 
 

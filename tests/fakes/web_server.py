@@ -5,22 +5,30 @@ with navigation and footer boilerplate, a PDF (and the same PDF behind an extens
 URL labelled ``application/octet-stream``), Latin-1 text, JSON, gzip- and deflate-encoded pages,
 redirect chains and a redirect loop, a slow page and a page that drips bytes, pages too large
 (declared and undeclared), a gzip bomb, error statuses, a page that fails once with 503, and a page
-that records how many requests it serves at once. Slow handlers stop as soon as the client hangs up,
-so timeouts in tests do not leave work running in the server.
+that records how many requests it serves at once. It also serves pages in legacy charsets (declared
+and not), bodies behind lying content types, a dated article, a CSV table, a Word document, a page
+with no readable text, and a redirect to any URL. It records when each request arrived
+(``arrivals``), for the politeness tests. Slow handlers stop as soon as the client hangs up, so
+timeouts in tests do not leave work running in the server.
 
-``make_pdf`` builds a small valid PDF with real text, for tests that need one without a server.
+``make_pdf`` and ``make_docx`` build small valid documents with real text, for tests that need one
+without a server.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import io
 import json
+import time
+import zipfile
 import zlib
 from collections import Counter
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qs
+from xml.sax.saxutils import escape
 
 from tests.fakes.serve import ThreadedServer
 
@@ -80,6 +88,24 @@ PDF_PAGES = [
 LATIN1_TEXT = "Crème brûlée à la française\n\nLe café était très chaud, déjà servi à 8 h.\n"
 JSON_BODY = {"status": "ok", "services": [{"name": "search", "latency_ms": 12}], "note": "données"}
 PLAIN_TEXT = "Plain text answer\n\nThe deflate-encoded page decodes to this text. " * 3
+SJIS_TEXT = "東京の天気予報。明日は晴れのち曇り、最高気温は二十三度の見込みです。"
+GBK_TEXT = "北京的天气预报。明天晴转多云，最高气温二十三度，适合外出散步。"
+CP1252_TEXT = "The café’s “special” menu — crème brûlée and a naïve pâté, served at 8 €."
+DATED_HTML = """<!DOCTYPE html><html><head><meta charset="utf-8"><title>Release notes</title>
+<meta property="article:published_time" content="2023-04-05T10:00:00+00:00"></head>
+<body><article><h1>Release notes</h1><p>Version 2 replaces the cache with a smaller, faster one that
+keeps every entry for a week and checks its own integrity when it starts.</p></article></body></html>
+"""
+CSV_BODY = 'city,country,population\nTokyo,Japan,37400068\n"Paris, centre",France,2165423\n'
+DOCX_BLOCKS: list[tuple[str, object]] = [
+    ("Title", "Annual report"),
+    ("Heading1", "Summary"),
+    ("p", "Revenue grew by twelve percent while costs stayed flat."),
+    ("li", "Opened two offices"),
+    ("li", "Hired forty engineers"),
+    ("Heading2", "Figures"),
+    ("table", [["Year", "Revenue"], ["2023", "10.2"], ["2024", "11.4"]]),
+]
 HUGE_BYTES = 3_000_000
 BOMB_BYTES = 200_000_000
 SLOW_DELAY_S = 5.0
@@ -120,6 +146,78 @@ def make_pdf(title: str, pages: list[list[str]]) -> bytes:
     return bytes(out)
 
 
+def make_docx(blocks: list[tuple[str, object]], *, title: str = "", extra_xml: str = "") -> bytes:
+    """A minimal valid DOCX: ``("Title" | "Heading1".."Heading6" | "p", text)``, ``("li", text)``,
+    ``("li2", text)`` (second level) and ``("table", rows)``; ``extra_xml`` is appended to the body.
+
+    The heading styles get localised ids (``Berschrift1``…) named ``heading 1``… in ``styles.xml``, as
+    a German Word writes them, so a reader must resolve styles by name, not by id.
+    """
+    w = "http://schemas.openxmlformats.org/wordprocessingml/2006/main"
+
+    def run(text: str) -> str:
+        return f'<w:r><w:t xml:space="preserve">{escape(text)}</w:t></w:r>'
+
+    def paragraph(text: str, properties: str = "") -> str:
+        return f"<w:p><w:pPr>{properties}</w:pPr>{run(text)}</w:p>"
+
+    body: list[str] = []
+    for kind, content in blocks:
+        if kind == "table":
+            rows = "".join(
+                "<w:tr>" + "".join(f"<w:tc>{paragraph(str(cell))}</w:tc>" for cell in row) + "</w:tr>"
+                for row in content  # type: ignore[attr-defined]
+            )
+            body.append(f"<w:tbl><w:tblPr/>{rows}</w:tbl>")
+        elif kind in ("li", "li2"):
+            level = 1 if kind == "li2" else 0
+            numbering = f'<w:numPr><w:ilvl w:val="{level}"/><w:numId w:val="1"/></w:numPr>'
+            body.append(paragraph(str(content), numbering))
+        elif kind == "p":
+            body.append(paragraph(str(content)))
+        else:
+            style = "Title" if kind == "Title" else "Berschrift" + kind.removeprefix("Heading")
+            body.append(paragraph(str(content), f'<w:pStyle w:val="{style}"/>'))
+    document = (
+        f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n<w:document xmlns:w="{w}" '
+        'xmlns:mc="http://schemas.openxmlformats.org/markup-compatibility/2006">'
+        f"<w:body>{''.join(body)}{extra_xml}<w:sectPr/></w:body></w:document>"
+    )
+    styles = "".join(
+        f'<w:style w:type="paragraph" w:styleId="Berschrift{n}"><w:name w:val="heading {n}"/></w:style>'
+        for n in range(1, 7)
+    )
+    parts = {
+        "[Content_Types].xml": (
+            '<?xml version="1.0" encoding="UTF-8"?><Types xmlns="http://schemas.openxmlformats.org/'
+            'package/2006/content-types"><Default Extension="rels" ContentType="application/'
+            'vnd.openxmlformats-package.relationships+xml"/><Default Extension="xml" '
+            'ContentType="application/xml"/><Override PartName="/word/document.xml" ContentType='
+            '"application/vnd.openxmlformats-officedocument.wordprocessingml.document.main+xml"/>'
+            '<Override PartName="/word/styles.xml" ContentType="application/vnd.openxmlformats-'
+            'officedocument.wordprocessingml.styles+xml"/><Override PartName="/docProps/core.xml" '
+            'ContentType="application/vnd.openxmlformats-package.core-properties+xml"/></Types>'
+        ),
+        "_rels/.rels": (
+            '<?xml version="1.0" encoding="UTF-8"?><Relationships xmlns="http://schemas.openxmlformats.org/'
+            'package/2006/relationships"><Relationship Id="rId1" Type="http://schemas.openxmlformats.org/'
+            'officeDocument/2006/relationships/officeDocument" Target="word/document.xml"/></Relationships>'
+        ),
+        "word/document.xml": document,
+        "word/styles.xml": f'<?xml version="1.0"?><w:styles xmlns:w="{w}">{styles}</w:styles>',
+        "docProps/core.xml": (
+            '<?xml version="1.0" encoding="UTF-8"?><cp:coreProperties xmlns:cp="http://schemas.openxmlformats'
+            '.org/package/2006/metadata/core-properties" xmlns:dc="http://purl.org/dc/elements/1.1/">'
+            f"<dc:title>{escape(title)}</dc:title></cp:coreProperties>"
+        ),
+    }
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, text in parts.items():
+            archive.writestr(name, text)
+    return out.getvalue()
+
+
 @functools.cache
 def gzip_bomb(size: int = BOMB_BYTES) -> bytes:
     """``size`` zero bytes, gzip-compressed (about a thousandth of the size)."""
@@ -128,6 +226,41 @@ def gzip_bomb(size: int = BOMB_BYTES) -> bytes:
     parts = [compressor.compress(block) for _ in range(size // len(block))]
     parts.append(compressor.flush())
     return b"".join(parts)
+
+
+def _html(title: str, text: str, meta: str = "") -> str:
+    return (
+        f"<!DOCTYPE html><html><head>{meta}<title>{title}</title></head>"
+        f"<body><article><h1>{title}</h1><p>{text}</p><p>{text}</p></article></body></html>"
+    )
+
+
+@functools.cache
+def legacy_pages() -> dict[str, tuple[bytes, str]]:
+    """Pages in legacy charsets, and bodies whose content type lies: path → (body, content type)."""
+    return {
+        "/legacy/sjis-declared.html": (
+            _html("天気", SJIS_TEXT).encode("shift_jis"),
+            "text/html; charset=Shift_JIS",
+        ),
+        "/legacy/sjis-undeclared.html": (_html("天気", SJIS_TEXT).encode("shift_jis"), "text/html"),
+        "/legacy/gbk-meta.html": (
+            _html(
+                "天气", GBK_TEXT, '<meta http-equiv="Content-Type" content="text/html; charset=gb2312">'
+            ).encode("gbk"),
+            "text/html",
+        ),
+        "/legacy/gbk-undeclared.txt": (((GBK_TEXT + "\n") * 3).encode("gbk"), "text/plain"),
+        "/legacy/cp1252-declared.html": (
+            _html("Menu", CP1252_TEXT).encode("cp1252"),
+            "text/html; charset=iso-8859-1",
+        ),
+        "/legacy/cp1252-undeclared.html": (_html("Menu", CP1252_TEXT).encode("cp1252"), "text/html"),
+        "/lies/html-as-octet": (ARTICLE_HTML.encode(), "application/octet-stream"),
+        "/lies/pdf-as-html": (make_pdf(PDF_TITLE, PDF_PAGES), "text/html; charset=utf-8"),
+        "/lies/png-as-html": (b"\x89PNG\r\n\x1a\n" + bytes(64), "text/html"),
+        "/lies/json-as-html": (json.dumps(JSON_BODY).encode(), "text/html"),
+    }
 
 
 class FakeWebSite:
@@ -139,6 +272,8 @@ class FakeWebSite:
         """Requests served, by path."""
         self.headers: list[dict[str, str]] = []
         """Request headers, in order."""
+        self.arrivals: list[tuple[str, float]] = []
+        """``(path, time.monotonic())`` of each request as it arrived, in order."""
         self.in_flight = 0
         self.max_in_flight = 0
         """Most requests to ``/slots`` served at the same time."""
@@ -150,6 +285,7 @@ class FakeWebSite:
     def reset(self) -> None:
         self.hits.clear()
         self.headers.clear()
+        self.arrivals.clear()
         self.in_flight = self.max_in_flight = 0
 
     # --- lifecycle
@@ -174,6 +310,7 @@ class FakeWebSite:
         path: str = scope["path"]
         query = {key: values[-1] for key, values in parse_qs(scope["query_string"].decode()).items()}
         self.hits[path] += 1
+        self.arrivals.append((path, time.monotonic()))
         self.headers.append({k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]})
         responder = _Responder(send, receive)
         if path.startswith("/redirect/"):
@@ -232,6 +369,23 @@ class FakeWebSite:
                 await responder.stream(HUGE_BYTES * 10, "text/plain", declare_length=True)
             case "/image.png":
                 await responder.send(200, b"\x89PNG\r\n\x1a\n" + bytes(64), "image/png")
+            case "/redirect-to":
+                await responder.send(302, b"", "text/plain", [("location", query.get("url", "/"))])
+            case "/counter":
+                await responder.send(
+                    200, f"Counter page\n\nServed {self.hits[path]} time(s).".encode(), "text/plain"
+                )
+            case "/dated.html":
+                await responder.send(200, DATED_HTML.encode(), "text/html; charset=utf-8")
+            case "/empty.html":
+                await responder.send(200, b"<html><body><script>render()</script></body></html>", "text/html")
+            case "/data/cities.csv":
+                await responder.send(200, CSV_BODY.encode(), "text/csv; charset=utf-8")
+            case "/files/report.docx":
+                await responder.send(200, make_docx(DOCX_BLOCKS), "application/octet-stream")
+            case _ if path in legacy_pages():
+                body, content_type = legacy_pages()[path]
+                await responder.send(200, body, content_type)
             case _:
                 await responder.send(404, b"<html><body><h1>Not found</h1></body></html>", "text/html")
 

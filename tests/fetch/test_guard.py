@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from deepresearch.errors import FetchError, URLBlocked
-from deepresearch.fetch.guard import blocked_reason, check_url
+from deepresearch.fetch.guard import Allowlist, blocked_reason, check_url
 
 
 def check(url: str, *, allow_private: bool = False) -> None:
@@ -147,3 +147,80 @@ def test_blocked_reason() -> None:
     assert blocked_reason(ipaddress.ip_address("2001:4860:4860::8888")) is None
     assert blocked_reason(ipaddress.ip_address("192.0.2.1")) is not None  # documentation range
     assert blocked_reason(ipaddress.ip_address("::ffff:8.8.8.8")) is None
+
+
+# --- the allowlist
+
+
+def check_with(url: str, *entries: str) -> bool:
+    return asyncio.run(check_url(url, allowlist=Allowlist.parse(entries)))
+
+
+def test_allowlist_parses_hosts_addresses_and_ranges() -> None:
+    allowlist = Allowlist.parse(
+        [" Wiki.Corp.Example. ", "127.0.0.1", "10.20.0.0/16", "::1", "[fd00::]/8", "", "bücher.example"]
+    )
+    assert allowlist.hosts == frozenset({"wiki.corp.example", "xn--bcher-kva.example"})
+    assert [str(n) for n in allowlist.networks] == ["127.0.0.1/32", "10.20.0.0/16", "::1/128", "fd00::/8"]
+    assert allowlist and not Allowlist.parse([])
+    for bad in ("http://wiki.corp.example/", "wiki.corp.example:8080", "10.0.0.0/33", "a b", "wiki/path"):
+        with pytest.raises(ValueError, match="allowlist entry"):
+            Allowlist.parse([bad])
+
+
+def test_an_allowlisted_address_passes_while_other_private_ones_stay_refused() -> None:
+    assert check_with("http://127.0.0.1:8000/", "127.0.0.1") is True  # passed by exemption
+    with pytest.raises(URLBlocked, match=r"10\.0\.0\.1 is a private address"):
+        check_with("http://10.0.0.1/", "127.0.0.1")
+    with pytest.raises(URLBlocked, match="loopback"):
+        check_with("http://127.0.0.2/", "127.0.0.1")
+    assert check_with("http://93.184.215.14/", "127.0.0.1") is False  # public on its own merits
+    assert check_with("http://93.184.215.14/") is False
+
+
+def test_allowlist_cidr_ranges() -> None:
+    assert check_with("http://10.20.3.4/wiki", "10.20.0.0/16")
+    assert check_with("http://10.20.255.255/", "10.20.0.0/16")
+    for outside in ("http://10.21.0.1/", "http://10.19.255.255/", "http://169.254.169.254/"):
+        with pytest.raises(URLBlocked):
+            check_with(outside, "10.20.0.0/16")
+
+
+def test_allowlist_ipv6_literals() -> None:
+    assert check_with("http://[::1]:8080/", "::1")
+    assert check_with("http://[::1]/", "[::1]")
+    assert check_with("http://[fd12:3456::1]/", "fd00::/8")
+    assert check_with("http://[::ffff:127.0.0.1]/", "127.0.0.1")  # the IPv4 inside counts
+    with pytest.raises(URLBlocked, match="loopback"):
+        check_with("http://[::1]/", "127.0.0.1")
+    with pytest.raises(URLBlocked, match="private"):
+        check_with("http://[fc00::1]/", "fd00::/8")
+
+
+def test_allowlisted_host_names(resolver: dict[str, list[str]]) -> None:
+    resolver["wiki.corp.example"] = ["10.1.2.3"]
+    resolver["other.corp.example"] = ["10.1.2.3"]
+    resolver["localhost"] = ["127.0.0.1"]
+    resolver["metadata.google.internal"] = ["169.254.169.254"]
+    assert check_with("https://wiki.corp.example/page", "wiki.corp.example")
+    assert check_with("https://WIKI.corp.example./page", "wiki.corp.example")
+    with pytest.raises(URLBlocked, match=r"other\.corp\.example is a private address"):
+        check_with("https://other.corp.example/", "wiki.corp.example")
+    # By address: any name resolving only into the listed range passes.
+    assert check_with("https://other.corp.example/", "10.0.0.0/8")
+    # A special-use name passes when all its addresses are listed, or when the name itself is.
+    assert check_with("http://localhost:8080/", "127.0.0.0/8")
+    assert check_with("http://localhost:8080/", "localhost")
+    with pytest.raises(URLBlocked, match="names this machine or a private network"):
+        check_with("http://metadata.google.internal/", "10.0.0.0/8")
+    with pytest.raises(URLBlocked, match="non-standard numeric"):
+        check_with("http://127.1/", "127.0.0.0/8")
+
+
+def test_allow_private_still_allows_everything_private() -> None:
+    assert asyncio.run(check_url("http://10.9.8.7/", allow_private=True)) is True
+    assert (
+        asyncio.run(check_url("http://169.254.169.254/", allow_private=True, allowlist=Allowlist())) is True
+    )
+    with pytest.raises(URLBlocked, match="only http and https"):
+        asyncio.run(check_url("file:///etc/passwd", allow_private=True, allowlist=Allowlist.parse(["::1"])))

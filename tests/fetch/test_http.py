@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import itertools
 import tracemalloc
 import zlib
 from collections.abc import AsyncIterator, Callable
@@ -18,7 +19,16 @@ import pytest
 from deepresearch.errors import ContentTooLarge, FetchError, FetchTimeout, URLBlocked
 from deepresearch.fetch import Fetcher, Page
 from deepresearch.fetch.http import FetchConfig, HttpFetcher
-from tests.fakes.web_server import ARTICLE_TITLE, PDF_TITLE, FakeWebSite, gzip_bomb
+from tests.fakes.web_server import (
+    ARTICLE_TITLE,
+    CP1252_TEXT,
+    GBK_TEXT,
+    PDF_TITLE,
+    SJIS_TEXT,
+    FakeWebSite,
+    gzip_bomb,
+    start_fake_web_server,
+)
 
 PUBLIC = "http://93.184.215.14"
 """A public IP literal: the guard accepts it without DNS, and only a MockTransport ever answers it."""
@@ -338,3 +348,134 @@ def test_config_rejects_nonsense() -> None:
         FetchConfig(per_host_concurrency=0)
     with pytest.raises(ValueError):
         FetchConfig(unknown_field=1)  # type: ignore[call-arg]
+
+
+# --- formats, charsets and lying servers, end to end
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("/legacy/sjis-declared.html", SJIS_TEXT),
+        ("/legacy/sjis-undeclared.html", SJIS_TEXT),
+        ("/legacy/gbk-meta.html", GBK_TEXT),
+        ("/legacy/gbk-undeclared.txt", GBK_TEXT),
+        ("/legacy/cp1252-declared.html", CP1252_TEXT),
+        ("/legacy/cp1252-undeclared.html", CP1252_TEXT),
+    ],
+)
+def test_pages_in_legacy_charsets(site: FakeWebSite, config: FetchConfig, path: str, expected: str) -> None:
+    page = fetch(site.url(path), config)
+    assert expected in page.text
+    assert "\ufffd" not in page.text and "\ufffd" not in page.title
+
+
+def test_bodies_behind_lying_content_types(site: FakeWebSite, config: FetchConfig) -> None:
+    html = fetch(site.url("/lies/html-as-octet"), config)
+    assert html.title == ARTICLE_TITLE and "## How insertion works" in html.text
+    pdf = fetch(site.url("/lies/pdf-as-html"), config)
+    assert pdf.title == PDF_TITLE and pdf.content_type.startswith("text/html")
+    data = fetch(site.url("/lies/json-as-html"), config)
+    assert '"status": "ok"' in data.text
+    docx = fetch(site.url("/files/report.docx"), config)
+    assert docx.title == "Annual report" and "| 2024 | 11.4 |" in docx.text
+    with pytest.raises(FetchError, match=r"/lies/png-as-html \(the body is a PNG image\)"):
+        fetch(site.url("/lies/png-as-html"), config)
+
+
+def test_csv_date_and_empty_pages(site: FakeWebSite, config: FetchConfig) -> None:
+    table = fetch(site.url("/data/cities.csv"), config)
+    assert table.title == "cities.csv" and "| Paris, centre | France | 2165423 |" in table.text
+    dated = fetch(site.url("/dated.html"), config)
+    assert dated.published == "2023-04-05" and dated.title == "Release notes"
+    assert fetch(site.url("/articles/bloom-filters.html"), config).published == ""
+
+    async def both() -> list[Page | BaseException]:
+        async with HttpFetcher(config) as fetcher:
+            urls = [site.url("/empty.html"), site.url("/dated.html")]
+            return await asyncio.gather(*(fetcher.fetch(url) for url in urls), return_exceptions=True)
+
+    empty, good = asyncio.run(both())
+    # One unreadable page is an error for that URL only.
+    assert isinstance(empty, FetchError) and "no readable text at " + site.url("/empty.html") in str(empty)
+    assert isinstance(good, Page) and good.published == "2023-04-05"
+
+
+def test_file_urls_point_to_the_local_index() -> None:
+    with pytest.raises(URLBlocked, match="read through the local index"):
+        fetch("file:///home/user/notes.md", FetchConfig(allow_private=True))
+
+
+# --- the allowlist
+
+
+def test_allowlisted_address_is_fetched_with_the_guard_on(site: FakeWebSite, config: FetchConfig) -> None:
+    guarded = config.model_copy(update={"allow_private": False, "allowlist": ["127.0.0.1"]})
+    assert fetch(site.url("/articles/bloom-filters.html"), guarded).title == ARTICLE_TITLE
+    cidr = config.model_copy(update={"allow_private": False, "allowlist": ["127.0.0.0/8"]})
+    assert fetch(site.url("/redirect/2"), cidr).title == ARTICLE_TITLE  # every hop is checked and allowed
+    other = config.model_copy(update={"allow_private": False, "allowlist": ["10.0.0.0/8"]})
+    with pytest.raises(URLBlocked, match="loopback"):
+        fetch(site.url("/"), other)
+
+
+def test_redirect_from_an_allowed_host_to_a_private_address_is_refused(
+    site: FakeWebSite, config: FetchConfig
+) -> None:
+    guarded = config.model_copy(update={"allow_private": False, "allowlist": ["127.0.0.1"]})
+    for target in ("http://10.0.0.1/secret", "http://169.254.169.254/latest/meta-data/", "http://[::1]/"):
+        site.reset()
+        with pytest.raises(URLBlocked, match="refused"):
+            fetch(site.url(f"/redirect-to?url={target}"), guarded)
+        assert site.hits["/redirect-to"] == 1
+
+
+def test_config_validates_the_allowlist() -> None:
+    assert FetchConfig(allowlist=[" 10.0.0.0/8 ", "", "wiki.corp"]).allowlist == ["10.0.0.0/8", "wiki.corp"]
+    with pytest.raises(ValueError, match="allowlist entry 'http://wiki/'"):
+        FetchConfig(allowlist=["http://wiki/"])
+    with pytest.raises(ValueError):
+        FetchConfig(host_delay_s=-1)
+
+
+# --- politeness
+
+
+def gaps(arrivals: list[tuple[str, float]], prefix: str) -> list[float]:
+    times = [t for path, t in arrivals if path.startswith(prefix)]
+    return [later - earlier for earlier, later in itertools.pairwise(times)]
+
+
+def test_requests_to_one_host_are_spaced_by_the_delay(site: FakeWebSite, config: FetchConfig) -> None:
+    polite = config.model_copy(update={"host_delay_s": 0.3, "per_host_concurrency": 4})
+
+    async def many() -> list[Page]:
+        async with HttpFetcher(polite) as fetcher:
+            return await asyncio.gather(*(fetcher.fetch(site.url(f"/slots?n={i}&hold=0")) for i in range(4)))
+
+    assert len(asyncio.run(many())) == 4
+    spacing = gaps(site.arrivals, "/slots")
+    assert len(spacing) == 3
+    assert all(gap >= 0.25 for gap in spacing), spacing  # 0.3 s, less a generous allowance for clocks
+    # Redirect hops are requests to the host too.
+    site.reset()
+    assert fetch(site.url("/redirect/2"), polite).title == ARTICLE_TITLE
+    assert all(gap >= 0.25 for gap in gaps(site.arrivals, "/")), site.arrivals
+
+
+def test_other_hosts_are_not_slowed_by_the_delay(site: FakeWebSite, config: FetchConfig) -> None:
+    other = start_fake_web_server()
+    try:
+        polite = config.model_copy(update={"host_delay_s": 1.0})
+
+        async def three() -> None:
+            async with HttpFetcher(polite) as fetcher:
+                urls = [site.url("/counter?a=1"), site.url("/counter?a=2"), other.url("/counter?b=1")]
+                await asyncio.gather(*(fetcher.fetch(url) for url in urls))
+
+        asyncio.run(three())
+        (first, second), (elsewhere,) = [t for _, t in site.arrivals], [t for _, t in other.arrivals]
+        assert second - first >= 0.9  # the second request to the same host waited its turn
+        assert elsewhere < second and elsewhere - first < 0.9  # the other host did not
+    finally:
+        other.stop()

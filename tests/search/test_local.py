@@ -1,18 +1,29 @@
-"""The local index over the sample corpus: adding, re-adding, removing, ranking, CJK, and failures."""
+"""The local index over the sample corpus: adding, re-adding, removing, ranking, CJK, roots and the
+files read through them, more formats, and failures."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import sqlite3
+import sys
 from pathlib import Path
 
 import pytest
 
-from deepresearch.errors import SearchError
+from deepresearch.errors import FetchError, SearchError, URLBlocked
 from deepresearch.search import DocumentStore, SearchBackend, SearchHit
-from deepresearch.search.local import MIGRATIONS, LocalIndex, build_fts_query, default_index_path
-from tests.fakes.web_server import PDF_PAGES, PDF_TITLE, make_pdf
+from deepresearch.search.index_schema import MIGRATIONS
+from deepresearch.search.local import LocalIndex, build_fts_query, default_index_path
+from tests.fakes.web_server import (
+    CSV_BODY,
+    DATED_HTML,
+    DOCX_BLOCKS,
+    PDF_PAGES,
+    PDF_TITLE,
+    make_docx,
+    make_pdf,
+)
 
 CORPUS_FILES = 9
 CORPUS_DOCUMENTS = 12  # 8 files + 4 JSONL records
@@ -49,7 +60,13 @@ def test_migrations_are_recorded(shared_index: LocalIndex) -> None:
     with sqlite3.connect(shared_index.path) as db:
         names = [row[0] for row in db.execute("SELECT name FROM migrations ORDER BY name")]
     db.close()
-    assert names == [m.__name__ for m in MIGRATIONS] == ["m001_documents_and_passages", "m002_passage_search"]
+    assert names == [m.__name__ for m in MIGRATIONS]
+    assert names == [
+        "m001_documents_and_passages",
+        "m002_passage_search",
+        "m003_roots",
+        "m004_document_dates",
+    ]
 
 
 def test_re_adding_skips_unchanged_and_replaces_changed(corpus_index: LocalIndex, corpus: Path) -> None:
@@ -124,12 +141,12 @@ def test_pdf_and_problem_paths(index: LocalIndex, tmp_path: Path) -> None:
     (tmp_path / "docs" / "broken.pdf").write_bytes(b"%PDF-1.4 nothing useful")
     (tmp_path / "docs" / "image.png").write_bytes(b"\x89PNG")  # ignored inside a folder
     (tmp_path / "docs" / ".hidden.md").write_text("# Hidden\n\nnot indexed")
-    (tmp_path / "notes.docx").write_bytes(b"PK")
-    report = index.add_paths([tmp_path / "docs", tmp_path / "notes.docx", tmp_path / "missing"])
+    (tmp_path / "notes.odt").write_bytes(b"PK")
+    report = index.add_paths([tmp_path / "docs", tmp_path / "notes.odt", tmp_path / "missing"])
     assert report.added == 1
     assert [error.split(": ", 1)[0] for error in report.errors] == [
         str(tmp_path / "docs" / "broken.pdf"),
-        str(tmp_path / "notes.docx"),
+        str(tmp_path / "notes.odt"),
         str(tmp_path / "missing"),
     ]
     assert "could not read PDF" in report.errors[0]
@@ -333,3 +350,157 @@ def test_default_index_path_follows_xdg_and_creates_nothing(
     monkeypatch.setenv("XDG_DATA_HOME", "relative/path")  # not absolute: ignored, as the spec says
     assert default_index_path() == tmp_path / "home" / ".local" / "share" / "deepresearch" / "index.sqlite"
     assert not (tmp_path / "data").exists() and not (tmp_path / "home").exists()
+
+
+# --- roots, and reading files that are not indexed
+
+
+def test_roots_are_the_folders_and_files_added(index: LocalIndex, corpus: Path, tmp_path: Path) -> None:
+    assert index.roots() == [] and not index.path.exists()  # asking creates nothing
+    single = tmp_path / "single.md"
+    single.write_text("# Single\n\nA file added on its own.")
+    report = index.add_paths([corpus / "web", str(single), tmp_path / "missing", tmp_path / "x.odt"])
+    assert report.added == 4
+    assert index.roots() == sorted([(corpus / "web").resolve(), single.resolve()])
+    index.add_paths([corpus / "web"])  # adding again records it once
+    assert len(index.roots()) == 2
+
+
+def test_unindexed_file_inside_a_root_is_read_on_the_fly(corpus_index: LocalIndex, corpus: Path) -> None:
+    later = corpus / "web" / "added-later.md"
+    later.write_text("# Added later\n\nThis file about quokkas appeared after the folder was indexed.")
+    page = asyncio.run(corpus_index.get_document(later.as_uri()))
+    assert page is not None
+    assert (page.url, page.title, page.content_type) == (later.as_uri(), "Added later", "text/markdown")
+    assert "appeared after the folder was indexed" in page.text
+    assert search(corpus_index, "quokkas") == []  # read, not indexed
+    nested = corpus / "zh" / "deeper" / "页面 notes.md"
+    nested.parent.mkdir()
+    nested.write_text("# 笔记\n\n内容", encoding="utf-8")
+    page = asyncio.run(corpus_index.get_document(nested.as_uri()))  # percent-encoded path
+    assert page is not None and page.title == "笔记"
+
+
+def test_files_outside_the_roots_are_refused(corpus_index: LocalIndex, corpus: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "secret.md"
+    outside.write_text("# Secret\n\nNot for the model.")
+    refusals = {
+        outside.as_uri(): "only files inside the indexed folders",
+        (corpus / "web" / ".." / ".." / "secret.md").as_uri(): "only files inside the indexed folders",
+        "file:///etc/hostname": "only files inside the indexed folders",
+        "file://otherhost/share/notes.md": "only files on this machine",
+    }
+    link = corpus / "web" / "link-out.md"
+    link.symlink_to(outside)
+    refusals[link.as_uri()] = "only files inside the indexed folders"
+    hidden = corpus / "web" / ".private" / "notes.md"
+    hidden.parent.mkdir()
+    hidden.write_text("# Hidden\n\nskipped by indexing, refused here too")
+    refusals[hidden.as_uri()] = "hidden files"
+    for url, reason in refusals.items():
+        with pytest.raises(URLBlocked, match=reason):
+            asyncio.run(corpus_index.get_document(url))
+    # A link inside a root to another file inside a root is fine.
+    inner = corpus / "web" / "link-in.md"
+    inner.symlink_to(corpus / "search" / "bm25-ranking.md")
+    page = asyncio.run(corpus_index.get_document(inner.as_uri()))
+    assert page is not None and page.title == "Okapi BM25"
+
+
+def test_unreadable_files_inside_a_root_are_fetch_errors(corpus_index: LocalIndex, corpus: Path) -> None:
+    (corpus / "web" / "photo.png").write_bytes(b"\x89PNG")
+    (corpus / "web" / "broken.pdf").write_bytes(b"%PDF-1.4 nothing")
+    cases = {
+        (corpus / "web" / "nope.md").as_uri(): "No such file",
+        (corpus / "web" / "photo.png").as_uri(): "unsupported file type .png",
+        (corpus / "web" / "broken.pdf").as_uri(): "could not read PDF",
+        (corpus / "notes.jsonl").as_uri() + "#no-such-record": "no such record in notes.jsonl",
+    }
+    for url, reason in cases.items():
+        with pytest.raises(FetchError, match=reason) as caught:
+            asyncio.run(corpus_index.get_document(url))
+        assert not isinstance(caught.value, URLBlocked)
+    whole = asyncio.run(corpus_index.get_document((corpus / "notes.jsonl").as_uri()))
+    assert whole is not None and whole.content_type == "application/jsonl" and '"id"' in whole.text
+
+
+def test_removing_a_folder_removes_its_documents_and_its_root(corpus_index: LocalIndex, corpus: Path) -> None:
+    assert corpus_index.roots() == [corpus.resolve()]
+    corpus_index.add_paths([corpus / "web", corpus / "notes.jsonl"])
+    assert corpus_index.remove([corpus]) == CORPUS_DOCUMENTS
+    assert corpus_index.roots() == [] and corpus_index.stats().documents == 0
+    with pytest.raises(URLBlocked, match="only files inside the indexed folders"):
+        asyncio.run(corpus_index.get_document((corpus / "web" / "http-caching.md").as_uri()))
+    corpus_index.add_paths([corpus / "web", corpus / "search" / "bm25-ranking.md"])
+    url = (corpus / "search" / "bm25-ranking.md").resolve().as_uri()
+    assert corpus_index.remove([url]) == 1  # a file:// URL drops that file's root as well
+    assert corpus_index.roots() == [(corpus / "web").resolve()]
+    assert corpus_index.remove([corpus / "web" / "ssrf-defenses.md"]) == 1  # the folder stays a root
+    assert corpus_index.roots() == [(corpus / "web").resolve()]
+
+
+def test_an_index_from_before_roots_gets_its_files_as_roots(corpus_index: LocalIndex, corpus: Path) -> None:
+    corpus_index.close()
+    with sqlite3.connect(corpus_index.path) as db:  # back to the schema before m003_roots
+        db.execute("DROP TABLE roots")
+        db.execute("DELETE FROM migrations WHERE name = 'm003_roots'")
+    db.close()
+    roots = corpus_index.roots()  # reopening applies m003_roots, which backfills the roots
+    assert len(roots) == CORPUS_FILES and (corpus / "notes.jsonl").resolve() in roots
+    assert all(root.is_file() for root in roots)
+
+
+# --- more formats
+
+
+def test_word_csv_and_dated_html_are_indexed(index: LocalIndex, tmp_path: Path) -> None:
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    (folder / "report.docx").write_bytes(make_docx(DOCX_BLOCKS))
+    (folder / "cities.csv").write_text(CSV_BODY)
+    (folder / "release.html").write_text(DATED_HTML)
+    (folder / "legacy.txt").write_bytes(("Les crèmes brûlées “maison” du café. " * 4).encode("cp1252"))
+    report = index.add_paths([folder])
+    assert report.errors == [] and report.added == 4
+    assert search(index, "revenue grew twelve percent")[0].title == "Annual report > Summary"
+    assert search(index, "Tokyo population")[0].url == (folder / "cities.csv").resolve().as_uri()
+    dated = search(index, "integrity when it starts")[0]
+    assert dated.published == "2023-04-05" and dated.title == "Release notes"
+    assert search(index, "brûlées maison")[0].snippet.startswith("Les crèmes brûlées “maison”")
+    page = asyncio.run(index.get_document((folder / "report.docx").resolve().as_uri()))
+    assert page is not None and page.content_type.endswith("wordprocessingml.document")
+    assert "| 2024 | 11.4 |" in page.text
+
+
+def test_slides_and_sheets_need_the_office_extra(
+    index: LocalIndex, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "markitdown", None)
+    (tmp_path / "deck.pptx").write_bytes(b"PK\x03\x04 not read anyway")
+    (tmp_path / "book.xlsx").write_bytes(b"PK\x03\x04 not read anyway")
+    report = index.add_paths([tmp_path])
+    assert report.added == 0
+    assert sorted(error.split(": ", 1)[0] for error in report.errors) == [
+        str(tmp_path / "book.xlsx"),
+        str(tmp_path / "deck.pptx"),
+    ]
+    assert all("need the optional 'office' extra" in error for error in report.errors)
+
+
+def test_per_document_cap_widens_the_candidate_pool(tmp_path: Path) -> None:
+    """The best 40+ passages all come from one document; the cap must still let the others through."""
+    flood = tmp_path / "docs" / "flood.md"
+    flood.parent.mkdir()
+    paragraphs = (f"Zebra zebra zebra paragraph number {i} about zebras." for i in range(300))
+    flood.write_text("# Flood\n\n" + "\n\n".join(paragraphs))
+    (tmp_path / "docs" / "other.md").write_text(
+        "# Other\n\nA single mention of a zebra among many other words here."
+    )
+    (tmp_path / "docs" / "third.md").write_text(
+        "# Third\n\nAnother zebra appears in this unrelated text too."
+    )
+    with LocalIndex(tmp_path / "index.sqlite") as index:
+        index.add_paths([tmp_path / "docs"])
+        hits = asyncio.run(index.search("zebra", limit=5))
+    urls = [hit.url.rsplit("/", 1)[-1] for hit in hits]
+    assert urls.count("flood.md") == 3 and "other.md" in urls and "third.md" in urls

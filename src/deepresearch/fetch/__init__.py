@@ -20,6 +20,8 @@ class Page:
     text: str
     content_type: str = ""
     status: int = 200
+    published: str = ""
+    """Publication date (``YYYY-MM-DD``) when the document states one, else empty."""
 
 
 @runtime_checkable

@@ -1,34 +1,65 @@
 """Turn a response body into readable text and a title, whatever the server said it was.
 
 The agent reads pages as Markdown-ish text: HTML goes through trafilatura (main content only, headings
-and tables kept, navigation and footers dropped), PDFs through pypdf, text and JSON pass through. The
-functions here are pure — bytes in, strings out — so the HTTP fetcher and the local index share them
-and tests need no server. Anything we cannot read raises ``FetchError`` naming the content type, so the
-model learns why a URL gave nothing instead of receiving an empty page.
+and tables kept, navigation and footers dropped, the publication date taken from the page's
+metadata), PDFs through pypdf, Word documents natively and slides/spreadsheets through markitdown
+(``office.py``), CSV becomes a Markdown table, text and JSON pass through. The functions here are pure
+— bytes in, strings out — so the HTTP fetcher and the local index share them and tests need no server.
+
+Servers lie about what they send, so the body has the first word: magic bytes win over the declared
+type (a PDF or a DOCX behind ``text/html`` or ``application/octet-stream``, an image behind
+``text/html``), and text is decoded as a browser would (``charset.py``: byte-order mark, declared
+charset, UTF-8, then a statistical guess).
+Anything we cannot read — an unsupported type, a damaged file, a page with no text at all — raises
+``FetchError`` naming the URL and the reason, so the model learns why a URL gave nothing instead of
+receiving an empty page.
 """
 
 from __future__ import annotations
 
-import codecs
+import csv
 import functools
 import io
 import json
 import re
+from dataclasses import dataclass
 from html.parser import HTMLParser
 from typing import TYPE_CHECKING, Literal
 from urllib.parse import unquote, urlsplit
 
 from deepresearch.errors import FetchError
+from deepresearch.fetch.charset import declared_charset, decode_text
+from deepresearch.fetch.office import docx_to_markdown, markdown_table, markitdown_to_markdown, office_kind
 
 if TYPE_CHECKING:
     from trafilatura.settings import Extractor
 
-Kind = Literal["html", "pdf", "json", "text"]
+Kind = Literal["html", "pdf", "json", "text", "csv", "docx", "pptx", "xlsx"]
 
-_HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
-_PDF_TYPES = frozenset({"application/pdf", "application/x-pdf"})
-_JSON_TYPES = frozenset({"application/json", "text/json"})
-_TEXT_TYPES = frozenset({"application/xml", "application/x-ndjson", "application/jsonl"})
+DOCX_TYPE = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+PPTX_TYPE = "application/vnd.openxmlformats-officedocument.presentationml.presentation"
+XLSX_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+CSV_TABLE_MAX_CHARS = 300_000
+"""Larger CSV files stay plain text: a huge table helps nobody and costs a lot to render."""
+CSV_TABLE_MAX_ROWS = 2_000
+
+_MIME_KINDS: dict[str, Kind] = {
+    "text/html": "html",
+    "application/xhtml+xml": "html",
+    "application/pdf": "pdf",
+    "application/x-pdf": "pdf",
+    "application/json": "json",
+    "text/json": "json",
+    "text/csv": "csv",
+    "application/csv": "csv",
+    "text/tab-separated-values": "csv",
+    "application/xml": "text",
+    "application/x-ndjson": "text",
+    "application/jsonl": "text",
+    DOCX_TYPE: "docx",
+    PPTX_TYPE: "pptx",
+    XLSX_TYPE: "xlsx",
+}
 _UNTYPED = frozenset({"", "application/octet-stream", "binary/octet-stream", "application/unknown"})
 _SUFFIX_KINDS: dict[str, Kind] = {
     ".html": "html",
@@ -40,72 +71,152 @@ _SUFFIX_KINDS: dict[str, Kind] = {
     ".markdown": "text",
     ".txt": "text",
     ".rst": "text",
-    ".csv": "text",
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".docx": "docx",
+    ".pptx": "pptx",
+    ".xlsx": "xlsx",
 }
 _MARKDOWN_TYPES = frozenset({"text/markdown", "text/x-markdown"})
-_META_CHARSET_RE = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_:.-]+)""", re.IGNORECASE)
+_OFFICE_KINDS: frozenset[Kind | None] = frozenset({"docx", "pptx", "xlsx"})
+_BINARY_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"GIF87a", "a GIF image"),
+    (b"GIF89a", "a GIF image"),
+    (b"RIFF", "a RIFF (WebP, WAV or AVI) file"),
+    (b"\x1f\x8b", "gzip data"),
+    (b"PK\x03\x04", "a zip archive"),
+    (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive"),
+    (b"Rar!\x1a\x07", "a RAR archive"),
+    (b"\x7fELF", "an executable"),
+    (b"OggS", "Ogg media"),
+    (b"ID3", "MP3 audio"),
+    (b"\x00\x00\x01\x00", "an icon"),
+    (b"wOFF", "a web font"),
+    (b"wOF2", "a web font"),
+)
 _ATX_TITLE_RE = re.compile(r"^#{1,6}[ \t]+(.+?)[ \t#]*$", re.MULTILINE)
 _WHITESPACE_RE = re.compile(r"\s+")
+_CONTROL_RE = re.compile(rb"[\x00-\x08\x0e-\x1a\x1c-\x1f]")
 _TITLE_MAX_CHARS = 200
+_EMPTY_REASONS: dict[Kind, str] = {
+    "html": "the page has no readable text (it may need JavaScript, or be a login or consent wall)",
+    "pdf": "the PDF has no text layer (a scan without OCR?)",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Extracted:
+    """What a document says: its title, its text (Markdown-ish), its date if stated, and its kind."""
+
+    title: str
+    text: str
+    published: str = ""
+    """``YYYY-MM-DD`` from the document's metadata, else empty."""
+    kind: Kind = "text"
 
 
 def extract(body: bytes, content_type: str, url: str) -> tuple[str, str]:
     """``(title, text)`` of a document; raises ``FetchError`` for content we cannot read."""
+    document = extract_document(body, content_type, url)
+    return document.title, document.text
+
+
+def extract_document(body: bytes, content_type: str, url: str) -> Extracted:
+    """Title, text and date of a document; raises ``FetchError`` naming ``url`` when it has no text."""
     kind = detect_kind(body, content_type, url)
     if kind is None:
         mime = _mime(content_type) or "unknown"
-        raise FetchError(f"unsupported content type {mime!r} at {url}")
+        what = _binary_name(body)
+        detail = f" (the body is {what})" if what else ""
+        raise FetchError(f"unsupported content type {mime!r} at {url}{detail}")
+    document = _extract(kind, body, content_type, url)
+    if not document.text.strip():
+        reason = _EMPTY_REASONS.get(kind, "the document is empty")
+        raise FetchError(f"no readable text at {url}: {reason}")
+    return document
+
+
+def _extract(kind: Kind, body: bytes, content_type: str, url: str) -> Extracted:
     charset = _charset(content_type)
     if kind == "pdf":
-        return _extract_pdf(body, url)
+        return Extracted(*_extract_pdf(body, url), kind=kind)
+    if kind == "docx":
+        return Extracted(*docx_to_markdown(body, url), kind=kind)
+    if kind in ("pptx", "xlsx"):
+        return Extracted(*markitdown_to_markdown(body, kind, url), kind=kind)
     if kind == "html":
-        return _extract_html(decode_text(body, charset or _meta_charset(body)))
+        return _extract_html(decode_text(body, charset or declared_charset(body)), url)
+    if charset is None and _mime(content_type).endswith("xml"):
+        charset = declared_charset(body)
     text = decode_text(body, charset)
     if kind == "json":
-        return _extract_json(text, url)
+        return Extracted(*_extract_json(text, url), kind=kind)
+    if kind == "csv":
+        tab = _mime(content_type) == "text/tab-separated-values" or _suffix(url) == ".tsv"
+        table = csv_to_markdown(text, delimiter="\t" if tab else None)
+        return Extracted(_url_name(url), table if table is not None else text.strip(), kind=kind)
     is_markdown = _mime(content_type) in _MARKDOWN_TYPES or _suffix(url) in (".md", ".markdown")
-    return _text_title(text, markdown=is_markdown), text.strip()
+    return Extracted(_text_title(text, markdown=is_markdown), text.strip(), kind=kind)
 
 
 def detect_kind(body: bytes, content_type: str, url: str) -> Kind | None:
-    """Which extractor applies: the PDF magic wins, then the content type, then the URL suffix."""
+    """Which extractor applies: magic bytes first, then the content type, then the URL suffix, then
+    a look at the body; ``None`` for content we do not read (images, archives, media)."""
     # Servers label PDFs as octet-stream (or HTML, behind download pages); the magic number does not lie.
     if b"%PDF-" in body[:1024]:
         return "pdf"
+    office = office_kind(body)
+    if office is not None:
+        return office
     mime = _mime(content_type)
-    if mime in _HTML_TYPES:
+    kind = _MIME_KINDS.get(mime)
+    binary = _binary_name(body)
+    if binary is not None:
+        # A damaged Office file is still reported as one (its extractor says what is wrong).
+        declared = kind or (_SUFFIX_KINDS.get(_suffix(url)) if mime in _UNTYPED else None)
+        return declared if binary == "a zip archive" and declared in _OFFICE_KINDS else None
+    if kind is None:
+        if mime.endswith("+json"):
+            kind = "json"
+        elif mime.startswith("text/") or mime.endswith("+xml"):
+            kind = "text"
+    if kind == "text" and mime == "text/plain" and _SUFFIX_KINDS.get(_suffix(url)) in ("csv", "json"):
+        return _SUFFIX_KINDS[_suffix(url)]  # raw file hosts serve every file as text/plain
+    if kind == "html" and _looks_like_json(body):
+        return "json"  # APIs behind frameworks that label everything text/html
+    if kind is not None or mime not in _UNTYPED:
+        return kind
+    by_suffix = _SUFFIX_KINDS.get(_suffix(url))
+    if by_suffix is not None:
+        return by_suffix
+    head = body[:512].lstrip().lower()
+    if head.startswith((b"<!doctype html", b"<html")):
         return "html"
-    if mime in _PDF_TYPES:
-        return "pdf"  # without the magic number pypdf will say what is wrong with it
-    if mime in _JSON_TYPES or mime.endswith("+json"):
+    if _looks_like_json(body):
         return "json"
-    if mime.startswith("text/") or mime in _TEXT_TYPES or mime.endswith("+xml"):
-        return "text"
-    if mime in _UNTYPED:
-        kind = _SUFFIX_KINDS.get(_suffix(url))
-        if kind is not None:
-            return kind
-        head = body[:512].lstrip().lower()
-        if head.startswith((b"<!doctype html", b"<html")):
-            return "html"
-    return None
+    return "text" if _looks_like_text(body) else None
 
 
-def decode_text(body: bytes, charset: str | None) -> str:
-    """Decode by byte-order mark, then the declared charset, then UTF-8; bad bytes become U+FFFD."""
-    for bom, encoding in (
-        (codecs.BOM_UTF8, "utf-8-sig"),
-        (codecs.BOM_UTF16_LE, "utf-16"),
-        (codecs.BOM_UTF16_BE, "utf-16"),
-    ):
-        if body.startswith(bom):
-            return body.decode(encoding, errors="replace")
-    if charset:
-        try:
-            return body.decode(codecs.lookup(charset).name, errors="replace")
-        except LookupError:
-            pass
-    return body.decode("utf-8", errors="replace")
+def csv_to_markdown(text: str, *, delimiter: str | None = None) -> str | None:
+    """A CSV document as a Markdown table, or ``None`` when it is too big or not really a table."""
+    if len(text) > CSV_TABLE_MAX_CHARS:
+        return None
+    try:
+        if delimiter is None:
+            try:
+                delimiter = csv.Sniffer().sniff(text[:8192], delimiters=",;\t|").delimiter
+            except csv.Error:
+                delimiter = ","
+        rows = [
+            row for row in csv.reader(io.StringIO(text), delimiter=delimiter) if any(c.strip() for c in row)
+        ]
+    except csv.Error:
+        return None
+    if not rows or len(rows) > CSV_TABLE_MAX_ROWS or max(len(row) for row in rows) < 2:
+        return None
+    return markdown_table([[" ".join(cell.split()).replace("|", "\\|") for cell in row] for row in rows])
 
 
 def strip_tags(html: str) -> str:
@@ -128,15 +239,42 @@ def _charset(content_type: str) -> str | None:
     return None
 
 
-def _meta_charset(body: bytes) -> str | None:
-    match = _META_CHARSET_RE.search(body[:4096])
-    return match.group(1).decode("ascii") if match else None
+def _binary_name(body: bytes) -> str | None:
+    """What a binary body is, by its magic number, or ``None`` when it may be text."""
+    for magic, name in _BINARY_MAGIC:
+        if body.startswith(magic):
+            return name
+    if body[4:8] == b"ftyp":
+        return "an MP4 or QuickTime video"
+    return None
+
+
+def _looks_like_text(body: bytes) -> bool:
+    head = body[:4096]
+    if not head or b"\x00" in head:
+        return False
+    return len(_CONTROL_RE.findall(head)) <= len(head) // 100
+
+
+def _looks_like_json(body: bytes) -> bool:
+    head = body[:64].lstrip()
+    if not head.startswith((b"{", b"[")) or len(body) > 20_000_000:
+        return False
+    try:
+        json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return True
 
 
 def _suffix(url: str) -> str:
     path = unquote(urlsplit(url).path).lower()
     name = path.rsplit("/", 1)[-1]
     return name[name.rfind(".") :] if "." in name else ""
+
+
+def _url_name(url: str) -> str:
+    return unquote(urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1])
 
 
 def _one_line(text: str) -> str:
@@ -161,22 +299,28 @@ def _html_options() -> Extractor:
     return Extractor(output_format="markdown", recall=True, comments=False, tables=True, formatting=True)
 
 
-def _extract_html(html: str) -> tuple[str, str]:
+def _extract_html(html: str, url: str) -> Extracted:
     import trafilatura
+    from trafilatura.metadata import extract_metadata
 
     tree = trafilatura.load_html(html)
     title = ""
     text = ""
+    published = ""
     if tree is not None:
         title_element = tree.find(".//title")
         if title_element is not None:
             title = _one_line(title_element.text_content())
+        # Only what the page states (meta tags, JSON-LD, <time>, the URL), not dates guessed from text.
+        # (date_config rather than trafilatura 2's ``extensive``, so trafilatura 1.x works too.)
+        dates = {"original_date": True, "extensive_search": False}
+        published = extract_metadata(tree, default_url=url, date_config=dates).date or ""
         text = trafilatura.extract(tree, options=_html_options()) or ""
     if not text.strip():
         text = strip_tags(html)
     if not title:
         title = _text_title(text, markdown=True)
-    return title, text.strip()
+    return Extracted(title, text.strip(), published, "html")
 
 
 def _extract_pdf(body: bytes, url: str) -> tuple[str, str]:
@@ -201,7 +345,7 @@ def _extract_pdf(body: bytes, url: str) -> tuple[str, str]:
 
 
 def _extract_json(text: str, url: str) -> tuple[str, str]:
-    name = unquote(urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1])
+    name = _url_name(url)
     try:
         data = json.loads(text)
     except ValueError:

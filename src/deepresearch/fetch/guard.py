@@ -7,6 +7,12 @@ address is public. Loopback, private, link-local (cloud metadata at 169.254.169.
 multicast, reserved and unspecified addresses are refused, as are the same addresses wrapped in
 IPv6 (IPv4-mapped, 6to4, NAT64) and names such as ``localhost`` that never mean a public site.
 
+Two ways to open the fence: ``allow_private`` lets every address through (tests, a trusted intranet),
+and an ``Allowlist`` names exactly which hosts, addresses or CIDR ranges may be private — so a user
+can reach one intranet wiki without opening the cloud metadata address too. ``check_url`` says
+whether a URL passed only thanks to one of these exemptions, so the fetch cache can check such pages
+again before it serves them under a stricter configuration.
+
 The URL is parsed with httpx, the same parser the client uses, so the host checked is the host
 contacted. Known limit: the client resolves the name again when it connects, so a DNS server that
 answers differently the second time (DNS rebinding) is not stopped here; pinning the checked address
@@ -18,7 +24,10 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import re
 import socket
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 import httpx
 
@@ -27,6 +36,7 @@ from deepresearch.errors import FetchError, URLBlocked
 logger = logging.getLogger(__name__)
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 ALLOWED_SCHEMES = frozenset({"http", "https"})
 BLOCKED_HOSTNAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"})
@@ -35,10 +45,71 @@ BLOCKED_SUFFIXES = (".localhost", ".local", ".internal", ".home.arpa")
 
 _CGNAT = ipaddress.IPv4Network("100.64.0.0/10")
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+_HOST_NAME_RE = re.compile(r"^[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*$")
 
 
-async def check_url(url: str, *, allow_private: bool) -> None:
-    """Raise ``URLBlocked`` unless ``url`` is http(s) and (without ``allow_private``) public."""
+@dataclass(frozen=True, slots=True)
+class Allowlist:
+    """Hosts (exact names) and address ranges that may be contacted even though they are private."""
+
+    hosts: frozenset[str] = frozenset()
+    networks: tuple[IPNetwork, ...] = ()
+
+    @classmethod
+    def parse(cls, entries: Iterable[str]) -> Allowlist:
+        """Read ``wiki.corp.example``, ``10.1.2.3``, ``10.0.0.0/8``, ``::1`` or ``[fd00::]/8`` entries.
+
+        Raises ``ValueError`` naming the first entry that is none of these (a port or a URL, say).
+        """
+        hosts: set[str] = set()
+        networks: list[IPNetwork] = []
+        for raw in entries:
+            entry = raw.strip().lower()
+            if not entry:
+                continue
+            literal = entry.replace("[", "").replace("]", "")
+            try:
+                networks.append(ipaddress.ip_network(literal, strict=False))
+                continue
+            except ValueError:
+                pass
+            try:
+                name = entry.rstrip(".").encode("idna").decode("ascii")
+            except UnicodeError as exc:
+                raise ValueError(f"allowlist entry {raw!r} is not a valid host name: {exc}") from exc
+            if not _HOST_NAME_RE.match(name):
+                raise ValueError(
+                    f"allowlist entry {raw!r} is not a host name, an IP address or a CIDR range "
+                    "(no scheme, port or path)"
+                )
+            hosts.add(name)
+        return cls(frozenset(hosts), tuple(networks))
+
+    def __bool__(self) -> bool:
+        return bool(self.hosts or self.networks)
+
+    def allows_host(self, host: str) -> bool:
+        """Whether the host name itself is listed (then whatever it resolves to is accepted)."""
+        return host in self.hosts
+
+    def allows_address(self, address: IPAddress) -> bool:
+        """Whether ``address``, or the IPv4 address wrapped inside it, lies in a listed range."""
+        candidates: list[IPAddress] = [address]
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            candidates.append(address.ipv4_mapped)
+        return any(
+            candidate.version == network.version and candidate in network
+            for candidate in candidates
+            for network in self.networks
+        )
+
+
+async def check_url(url: str, *, allow_private: bool = False, allowlist: Allowlist | None = None) -> bool:
+    """Raise ``URLBlocked`` unless ``url`` is http(s) and public, allowed private, or allowlisted.
+
+    Returns ``True`` when the URL passed only through an exemption (``allow_private``, or a private
+    address or name in ``allowlist``), ``False`` when it is public on its own merits.
+    """
     try:
         parsed = httpx.URL(url)
     except (httpx.InvalidURL, ValueError) as exc:
@@ -50,17 +121,30 @@ async def check_url(url: str, *, allow_private: bool) -> None:
     if not host:
         raise URLBlocked(f"refused {url}: the URL has no host")
     if allow_private:
-        return
-    literal = _ip_literal(host)
+        return True
+    allowlist = allowlist or Allowlist()
+    if allowlist.allows_host(host):
+        return True
+    literal = _ip_literal(host.strip("[]"))
     if literal is not None:
         addresses = [literal]
     else:
-        _check_hostname(host, url)
+        name_problem = _hostname_problem(host)
+        if name_problem is not None and (not allowlist.networks or "numeric" in name_problem):
+            raise URLBlocked(f"refused {url}: {host} {name_problem}")
         addresses = await _resolve(host, parsed.port, url)
+        # A special-use name ("localhost", "*.internal") passes only when all its addresses are listed.
+        if name_problem is not None and not all(allowlist.allows_address(a) for a in addresses):
+            raise URLBlocked(f"refused {url}: {host} {name_problem}")
+    exempted = False
     for address in addresses:
         reason = blocked_reason(address)
-        if reason is not None:
+        if reason is None:
+            continue
+        if not allowlist.allows_address(address):
             raise URLBlocked(f"refused {url}: {host} is {reason} ({address})")
+        exempted = True
+    return exempted
 
 
 def blocked_reason(address: IPAddress) -> str | None:
@@ -100,14 +184,16 @@ def _ip_literal(host: str) -> IPAddress | None:
         return None
 
 
-def _check_hostname(host: str, url: str) -> None:
-    if host in BLOCKED_HOSTNAMES or host.endswith(BLOCKED_SUFFIXES):
-        raise URLBlocked(f"refused {url}: {host} names this machine or a private network")
+def _hostname_problem(host: str) -> str | None:
+    """Why a host name is refused before it is even resolved, or ``None``."""
     # No top-level domain is numeric: "127.1", "2130706433" or "0x7f.1" are IPv4 shorthands that the
     # resolver would quietly turn into addresses; refuse them rather than guess.
     last_label = host.rsplit(".", 1)[-1]
     if last_label.isdigit() or last_label.startswith("0x"):
-        raise URLBlocked(f"refused {url}: {host} is a non-standard numeric address")
+        return "is a non-standard numeric address"
+    if host in BLOCKED_HOSTNAMES or host.endswith(BLOCKED_SUFFIXES):
+        return "names this machine or a private network"
+    return None
 
 
 async def _resolve(host: str, port: int | None, url: str) -> list[IPAddress]:

@@ -5,11 +5,17 @@ the SSRF guard checks the first URL and every redirect hop (we follow redirects 
 reason), the body is read in a stream and abandoned at ``max_bytes`` *after* decompression (a gzip
 bomb stops at the cap, with memory bounded by it), each request runs under a per-read timeout and
 each fetch under an overall deadline, and concurrency is capped globally and per host so one step
-of many ``batch_open`` calls cannot hammer a single site. httpx errors are translated into
-``FetchError`` subclasses here, at the one boundary, with the URL and status in the message.
+of many ``batch_open`` calls cannot hammer a single site; on top of that, successive requests to one
+host start at least ``host_delay_s`` apart (politeness), while other hosts are not slowed. httpx
+errors are translated into ``FetchError`` subclasses here, at the one boundary, with the URL and
+status in the message.
+
+Successfully extracted pages go to the fetch cache (``cache.py``) when one is configured, and a fresh
+cached page is served without any request, so resumed runs and reruns read what they read before.
 
 ``file://`` URLs are refused: local documents are opened through the local index
-(``DocumentStore.get_document``), never by letting the model read arbitrary paths.
+(``DocumentStore.get_document``, which serves files inside the indexed folders), never by letting the
+model read arbitrary paths.
 """
 
 from __future__ import annotations
@@ -21,15 +27,17 @@ import time
 import zlib
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from deepresearch.errors import ContentTooLarge, FetchError, FetchTimeout, URLBlocked
 from deepresearch.fetch import Page
-from deepresearch.fetch.extract import extract
-from deepresearch.fetch.guard import check_url
+from deepresearch.fetch.cache import FetchCache
+from deepresearch.fetch.extract import extract_document
+from deepresearch.fetch.guard import Allowlist, check_url
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +50,8 @@ RETRY_STATUSES = frozenset({502, 503, 504})
 # We decode bodies ourselves (to cap their decompressed size), so we only ask for codings zlib reads.
 _ACCEPT_ENCODING = "gzip, deflate"
 _GZIP_MAGIC = b"\x1f\x8b"
+DEFAULT_HOST_DELAY_S = 0.5
+DEFAULT_CACHE_TTL_S = 7 * 24 * 3600.0
 
 
 class FetchConfig(BaseModel):
@@ -59,7 +69,10 @@ class FetchConfig(BaseModel):
     max_redirects: int = Field(default=5, ge=0)
     """Redirect hops followed (each one checked by the SSRF guard) before giving up."""
     allow_private: bool = False
-    """Allow loopback and private addresses (tests, intranets); the scheme check still applies."""
+    """Allow every loopback and private address (tests, intranets); the scheme check still applies."""
+    allowlist: list[str] = Field(default_factory=list)
+    """Host names (exact), IP addresses and CIDR ranges that may be reached although private, e.g.
+    ``["wiki.corp.example", "10.20.0.0/16", "::1"]``; checked on every redirect hop like the rest."""
     user_agent: str = DEFAULT_USER_AGENT
     """Sent as ``User-Agent``; a desktop browser's, because many sites refuse unknown clients."""
     max_concurrency: int = Field(default=8, ge=1)
@@ -68,6 +81,19 @@ class FetchConfig(BaseModel):
     """Requests in flight at once to one host (host and port)."""
     retry_backoff_s: float = Field(default=0.5, ge=0)
     """Pause before the single retry after a connection error or a 502/503/504."""
+    host_delay_s: float = Field(default=DEFAULT_HOST_DELAY_S, ge=0)
+    """Politeness: seconds between the starts of two requests to the same host (host and port);
+    0 turns it off. Requests to other hosts are not held back."""
+    cache_path: Path | None = None
+    """SQLite file of extracted pages, created on the first successful fetch; ``None``: no cache."""
+    cache_ttl_s: float = Field(default=DEFAULT_CACHE_TTL_S, ge=0)
+    """Seconds a cached page stays fresh; 0 turns the cache off."""
+
+    @field_validator("allowlist")
+    @classmethod
+    def _valid_allowlist(cls, entries: list[str]) -> list[str]:
+        Allowlist.parse(entries)  # raises ValueError naming a bad entry
+        return [entry.strip() for entry in entries if entry.strip()]
 
 
 @dataclass(slots=True)
@@ -76,6 +102,8 @@ class _Body:
     status: int
     content_type: str
     data: bytes
+    exempted: bool = False
+    """Some hop passed the SSRF guard only through ``allow_private`` or the allowlist."""
 
 
 class _Transient(FetchError):
@@ -102,6 +130,13 @@ class HttpFetcher:
         )
         self._slots = asyncio.Semaphore(self._config.max_concurrency)
         self._host_slots = _HostSlots(self._config.per_host_concurrency)
+        self._pacer = _HostPacer(self._config.host_delay_s)
+        self._allowlist = Allowlist.parse(self._config.allowlist)
+        self._cache = (
+            FetchCache(self._config.cache_path, ttl_s=self._config.cache_ttl_s)
+            if self._config.cache_path is not None and self._config.cache_ttl_s > 0
+            else None
+        )
 
     @property
     def config(self) -> FetchConfig:
@@ -116,13 +151,21 @@ class HttpFetcher:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the connection pool."""
+        """Close the connection pool and the cache."""
         await self._client.aclose()
+        if self._cache is not None:
+            self._cache.close()
 
     async def fetch(self, url: str) -> Page:
-        """Fetch ``url`` (following checked redirects) and extract its text."""
+        """Fetch ``url`` (following checked redirects) and extract its text, or serve it from the cache."""
         if url.strip().lower().startswith("file:"):
-            raise URLBlocked(f"refused {url}: local files are opened through the local index, not fetched")
+            raise URLBlocked(
+                f"refused {url}: local files are read through the local index (the folders added with "
+                "`deepresearch index add`), never fetched"
+            )
+        cached = await self._from_cache(url)
+        if cached is not None:
+            return cached
         started = time.monotonic()
         try:
             async with asyncio.timeout(self._config.total_timeout_s):
@@ -131,7 +174,7 @@ class HttpFetcher:
             raise FetchTimeout(
                 f"no complete answer from {url} within {self._config.total_timeout_s:g}s"
             ) from exc
-        title, text = await asyncio.to_thread(extract, body.data, body.content_type, body.url)
+        document = await asyncio.to_thread(extract_document, body.data, body.content_type, body.url)
         logger.info(
             "fetched %s: %d %s, %d bytes in %.2fs",
             body.url,
@@ -140,13 +183,35 @@ class HttpFetcher:
             len(body.data),
             time.monotonic() - started,
         )
-        return Page(
+        page = Page(
             url=body.url,
-            title=title or body.url,
-            text=text,
+            title=document.title or body.url,
+            text=document.text,
             content_type=body.content_type,
             status=body.status,
+            published=document.published,
         )
+        if self._cache is not None:
+            await self._cache.put(url, page, exempted=body.exempted)
+        return page
+
+    async def _from_cache(self, url: str) -> Page | None:
+        """A fresh cached page; one that needed an SSRF exemption is checked again under this config."""
+        if self._cache is None:
+            return None
+        hit = await self._cache.get(url)
+        if hit is None:
+            return None
+        if hit.exempted:
+            for checked in dict.fromkeys([url, hit.page.url]):
+                await self._check(checked)
+        logger.info(
+            "fetched %s from the cache (%.0fs old)", hit.page.url, max(0.0, time.time() - hit.fetched_at)
+        )
+        return hit.page
+
+    async def _check(self, url: str) -> bool:
+        return await check_url(url, allow_private=self._config.allow_private, allowlist=self._allowlist)
 
     async def _get_with_retry(self, url: str) -> _Body:
         try:
@@ -162,10 +227,12 @@ class HttpFetcher:
     async def _follow_redirects(self, url: str) -> _Body:
         """GET ``url``, following redirects by hand so that the guard sees every hop."""
         current = url
+        exempted = False
         for _ in range(self._config.max_redirects + 1):
-            await check_url(current, allow_private=self._config.allow_private)
+            exempted = await self._check(current) or exempted
             result = await self._get_once(current)
             if isinstance(result, _Body):
+                result.exempted = exempted
                 return result
             logger.debug("redirect %s -> %s", current, result)
             current = result
@@ -174,20 +241,30 @@ class HttpFetcher:
     async def _get_once(self, url: str) -> _Body | str:
         """One request: the body, or the absolute URL a redirect points to."""
         parsed = httpx.URL(url)
-        async with self._host_slots.hold(f"{parsed.host}:{parsed.port}"), self._slots:
-            with _translate_errors(url, self._config.timeout_s):
-                response = await self._client.send(self._client.build_request("GET", url), stream=True)
-                try:
-                    if response.is_redirect:
-                        return str(response.url.join(response.headers["location"]))
-                    status = response.status_code
-                    if status >= 400:
-                        error = _Transient if status in RETRY_STATUSES else FetchError
-                        reason = f" {response.reason_phrase}" if response.reason_phrase else ""
-                        raise error(f"HTTP {status}{reason} for {url}")
-                    data = await _read_capped(response, self._config.max_bytes, url)
-                finally:
-                    await response.aclose()
+        host = f"{parsed.host}:{parsed.port or (443 if parsed.scheme == 'https' else 80)}"
+        async with self._host_slots.hold(host):
+            async with self._pacer.turn(host):
+                await self._slots.acquire()
+            try:
+                return await self._request(url)
+            finally:
+                self._slots.release()
+
+    async def _request(self, url: str) -> _Body | str:
+        """One GET under the limits already taken: the body, or where a redirect points."""
+        with _translate_errors(url, self._config.timeout_s):
+            response = await self._client.send(self._client.build_request("GET", url), stream=True)
+            try:
+                if response.is_redirect:
+                    return str(response.url.join(response.headers["location"]))
+                status = response.status_code
+                if status >= 400:
+                    error = _Transient if status in RETRY_STATUSES else FetchError
+                    reason = f" {response.reason_phrase}" if response.reason_phrase else ""
+                    raise error(f"HTTP {status}{reason} for {url}")
+                data = await _read_capped(response, self._config.max_bytes, url)
+            finally:
+                await response.aclose()
         return _Body(
             url=str(response.url),
             status=status,
@@ -325,3 +402,41 @@ class _HostSlots:
                 del self._slots[host]
             else:
                 self._slots[host] = (semaphore, users - 1)
+
+
+class _HostPacer:
+    """Politeness: the starts of two requests to one host are at least ``delay`` apart.
+
+    A request takes its host's turn (a per-host lock, held only while it waits to start), sleeps
+    until ``delay`` after the previous start, takes a global slot inside the turn, and its start is
+    recorded as it leaves the turn. Holding the turn while waiting for a global slot only delays
+    requests to the same host, which would have had to wait anyway; other hosts are not held back.
+    """
+
+    def __init__(self, delay: float) -> None:
+        self._delay = delay
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._last_start: dict[str, float] = {}
+
+    @contextlib.asynccontextmanager
+    async def turn(self, host: str) -> AsyncIterator[None]:
+        if self._delay <= 0:
+            yield
+            return
+        lock = self._locks.setdefault(host, asyncio.Lock())
+        async with lock:
+            wait = self._last_start.get(host, float("-inf")) + self._delay - time.monotonic()
+            if wait > 0:
+                logger.debug("waiting %.2fs before the next request to %s", wait, host)
+                await asyncio.sleep(wait)
+            yield
+            self._last_start[host] = time.monotonic()
+        if len(self._locks) > 256:
+            self._forget_idle_hosts()
+
+    def _forget_idle_hosts(self) -> None:
+        now = time.monotonic()
+        for host, lock in list(self._locks.items()):
+            if not lock.locked() and self._last_start.get(host, float("-inf")) + self._delay < now:
+                del self._locks[host]
+                self._last_start.pop(host, None)

@@ -83,6 +83,20 @@ def open_backend(settings: Settings) -> SearchBackend:
     return backend
 
 
+def open_search(settings: Settings) -> SearchBackend:
+    """The backend the agent uses: ``open_backend``, re-ranked — densely for the local index when
+    ``settings.dense`` is on, then by source authority (the report's authority boost) for every backend."""
+    from deepresearch.search.authority import AuthorityList, AuthorityRanked
+
+    authority = AuthorityList.load(settings.authority_file)  # a bad user file fails before any search
+    backend = open_backend(settings)
+    if settings.dense and backend.name == "local":
+        from deepresearch.search.dense import HybridRanked, MiniLMEmbedder
+
+        backend = HybridRanked(backend, MiniLMEmbedder(), candidates=20)
+    return AuthorityRanked(backend, authority)
+
+
 def _arguments(name: str, settings: Settings) -> list[Any]:
     if name == "local":
         return [settings.index or default_data_dir() / "index.sqlite"]

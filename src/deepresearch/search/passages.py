@@ -7,7 +7,8 @@ paragraph alone is ambiguous.
 
 The index also needs two other views of a passage, kept here with the rest of the text handling:
 CJK character bigrams (what the index matches Chinese and Japanese on) and a snippet around the
-query terms (what a hit shows). Everything here is a pure function of text.
+query terms (what a hit shows); and the query side of the same bigrams, a free-text query turned into
+an FTS5 ``MATCH`` expression that cannot fail. Everything here is a pure function of text.
 
 Sizes are in "words": whitespace-separated tokens, with each CJK character counted as one word,
 because Chinese and Japanese put no spaces between words.
@@ -20,7 +21,7 @@ import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 Markup = Literal["markdown", "rst", "text"]
 """How headings are written: ``#`` (and setext underlines), reStructuredText adornments, or none."""
@@ -31,6 +32,7 @@ MAX_WORDS = 300
 """Paragraphs longer than this are cut at sentence boundaries."""
 HEADING_SEPARATOR = " > "
 SNIPPET_CHARS = 300
+MAX_QUERY_TERMS = 32
 
 _CJK_CHARS = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 CJK_RUN_RE = re.compile(f"[{_CJK_CHARS}]+")
@@ -44,6 +46,13 @@ _RST_ADORNMENT_RE = re.compile(r"^([!-/:-@\[-`{-~])\1{2,}[ \t]*$")
 _INLINE_MARKUP_RE = re.compile(r"[*`]+")
 _SITE_SEPARATORS = frozenset("|-–—:·»")
 _THEMATIC_BREAK_RE = re.compile(r"^[ \t]{0,3}([-*_])([ \t]*\1){2,}[ \t]*$")
+_QUERY_WORD_RE = re.compile(r"\w+")
+# Dropped from queries unless nothing else is left: they would pull in every passage.
+_STOPWORDS = frozenset(
+    {"a", "an", "and", "are", "as", "at", "be", "by", "do", "does", "for", "from", "how", "in", "is", "it"}
+    | {"not", "of", "on", "or", "that", "the", "this", "to", "was", "what", "when", "where", "which", "who"}
+    | {"why", "with"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +153,37 @@ def make_snippet(text: str, terms: list[str], width: int = SNIPPET_CHARS) -> str
     if end < len(flat) and space > begin + width // 2:
         end = space
     return ("… " if begin else "") + flat[begin:end].strip() + (" …" if end < len(flat) else "")
+
+
+class FtsQuery(NamedTuple):
+    """A free-text query made safe for FTS5 ``MATCH``, plus the terms used to place snippets."""
+
+    match: str
+    terms: list[str]
+
+
+def build_fts_query(text: str) -> FtsQuery | None:
+    """Quote each word and OR them; CJK runs become bigrams. ``None`` when nothing searchable is left.
+
+    Only ``\\w`` runs survive, so FTS5 syntax in the input (quotes, ``*``, ``:``, parentheses, ``-``,
+    ``NEAR``) is either dropped or quoted into a plain term and can never raise.
+    """
+    words: list[str] = []
+    grams: list[str] = []
+    for token in _QUERY_WORD_RE.findall(text.lower()):
+        position = 0
+        for run in CJK_RUN_RE.finditer(token):
+            words.extend(part for part in token[position : run.start()].split("_") if part)
+            grams.extend(cjk_grams(run.group()))
+            position = run.end()
+        words.extend(part for part in token[position:].split("_") if part)
+    content_words = [w for w in words if w not in _STOPWORDS] or words
+    terms = list(dict.fromkeys([*content_words, *grams]))[:MAX_QUERY_TERMS]
+    if not terms:
+        return None
+    # A lone CJK character is only indexed inside bigrams: match it as a prefix.
+    match = " OR ".join(f'"{t}"*' if len(t) == 1 and CJK_RUN_RE.fullmatch(t) else f'"{t}"' for t in terms)
+    return FtsQuery(match=match, terms=terms)
 
 
 def _heading_path(title: str, path: list[str]) -> list[str]:

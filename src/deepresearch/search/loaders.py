@@ -1,0 +1,213 @@
+"""Reading the user's files for the local index: which files count, and what documents each holds.
+
+The index stores documents, not files: a Markdown file is one document, a JSONL file one per record.
+This module finds the supported files under the paths the user gave (folders recursively, hidden
+entries skipped), turns each into documents with the same extractors the web fetcher uses (so a PDF
+or a DOCX reads the same from disk as from a URL), and serves a ``file://`` URL that was never
+indexed but lies inside an indexed folder, read on the fly (``read_file_url``). That last one is the
+only way the model reads a local file outside the workspace, so it resolves symlinks and refuses any
+path that escapes the indexed roots, and any hidden entry, which indexing would have skipped too.
+
+Problems with one file or one JSONL line are collected as ``path[:line]: reason`` strings, so one bad
+file never stops a folder from being indexed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
+
+from deepresearch.errors import ContentTooLarge, FetchError, URLBlocked
+from deepresearch.fetch.charset import decode_text
+from deepresearch.fetch.extract import DOCX_TYPE, PPTX_TYPE, XLSX_TYPE, Kind, extract_document
+from deepresearch.search.passages import Markup, document_title
+
+TEXT_SUFFIXES: dict[str, Markup] = {".md": "markdown", ".markdown": "markdown", ".txt": "text", ".rst": "rst"}
+EXTRACTED_SUFFIXES: dict[str, str] = {
+    ".html": "text/html",
+    ".htm": "text/html",
+    ".pdf": "application/pdf",
+    ".docx": DOCX_TYPE,
+    ".pptx": PPTX_TYPE,
+    ".xlsx": XLSX_TYPE,
+    ".csv": "text/csv",
+    ".tsv": "text/tab-separated-values",
+    ".json": "application/json",
+}
+"""Files read through ``deepresearch.fetch.extract``; ``.pptx``/``.xlsx`` need the ``office`` extra."""
+JSONL_SUFFIX = ".jsonl"
+SUPPORTED_SUFFIXES = frozenset({*TEXT_SUFFIXES, *EXTRACTED_SUFFIXES, JSONL_SUFFIX})
+INDEX_FORMAT = "passages-v1"
+"""Mixed into content hashes: changing how documents are cut must re-index unchanged files."""
+MAX_FILE_BYTES = 100_000_000
+"""Largest file read on the fly through ``read_file_url``."""
+
+_MARKDOWN_KINDS: frozenset[Kind] = frozenset({"html", "docx", "pptx", "xlsx", "csv"})
+
+
+@dataclass(slots=True)
+class Document:
+    """One document ready to be indexed."""
+
+    url: str
+    title: str
+    text: str
+    markup: Markup
+    content_type: str
+    content_hash: str
+    published: str = ""
+
+
+def iter_files(paths: Iterable[Path | str], errors: list[str]) -> Iterator[Path]:
+    """Supported files under ``paths`` (folders recursively, hidden entries skipped), each once, resolved."""
+    seen: set[Path] = set()
+    for raw in paths:
+        path = Path(raw).expanduser()
+        if path.is_dir():
+            for root, dirs, files in os.walk(path):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                candidates = [Path(root, name) for name in sorted(files) if not name.startswith(".")]
+                found = [p.resolve() for p in candidates if p.suffix.lower() in SUPPORTED_SUFFIXES]
+                for file in found:
+                    if file not in seen:
+                        seen.add(file)
+                        yield file
+        elif path.is_file():
+            if path.suffix.lower() not in SUPPORTED_SUFFIXES:
+                supported = ", ".join(sorted(SUPPORTED_SUFFIXES))
+                errors.append(f"{path}: unsupported file type (supported: {supported})")
+            elif path.resolve() not in seen:
+                seen.add(path.resolve())
+                yield path.resolve()
+        else:
+            errors.append(f"{path}: no such file or directory")
+
+
+def root_of(raw: Path | str) -> Path | None:
+    """The resolved folder or supported file that adding ``raw`` makes readable, else ``None``."""
+    path = Path(raw).expanduser()
+    if path.is_dir() or (path.is_file() and path.suffix.lower() in SUPPORTED_SUFFIXES):
+        return path.resolve()
+    return None
+
+
+def load_file(path: Path, data: bytes, errors: list[str]) -> list[Document]:
+    """The documents in one file; problems are appended to ``errors`` as ``path[:line]: reason``."""
+    suffix = path.suffix.lower()
+    url = path.as_uri()
+    if suffix == JSONL_SUFFIX:
+        return _load_jsonl(path, data, errors)
+    if suffix in TEXT_SUFFIXES:
+        markup = TEXT_SUFFIXES[suffix]
+        text = decode_text(data, None).strip()
+        title = document_title(text, markup=markup, fallback=fallback_title(path))
+        content_type = "text/markdown" if markup == "markdown" else "text/plain"
+        return [Document(url, title, text, markup, content_type, content_digest(data))]
+    content_type = EXTRACTED_SUFFIXES[suffix]
+    try:
+        extracted = extract_document(data, content_type, url)
+    except FetchError as exc:
+        errors.append(f"{path}: {exc}")
+        return []
+    kind_markup: Markup = "markdown" if extracted.kind in _MARKDOWN_KINDS else "text"
+    title = extracted.title or fallback_title(path)
+    digest = content_digest(data)
+    return [Document(url, title, extracted.text, kind_markup, content_type, digest, extracted.published)]
+
+
+def read_file_url(url: str, roots: list[Path]) -> Document:
+    """The document at a ``file://`` URL whose real path lies inside one of ``roots``, read now.
+
+    Raises ``URLBlocked`` for a path outside the roots (after resolving symlinks) or a hidden one,
+    and ``FetchError`` for a missing, unsupported or unreadable file.
+    """
+    parts = urlsplit(url)
+    if parts.netloc not in ("", "localhost"):
+        raise URLBlocked(f"refused {url}: only files on this machine can be opened")
+    requested = file_url_path(url)
+    if not requested.is_absolute():
+        raise URLBlocked(f"refused {url}: the path is not absolute")
+    real = Path(os.path.realpath(requested))
+    root = next((r for r in roots if real == r or real.is_relative_to(r)), None)
+    if root is None:
+        raise URLBlocked(
+            f"refused {url}: only files inside the indexed folders can be opened "
+            "(add its folder with `deepresearch index add`)"
+        )
+    if any(part.startswith(".") for part in real.relative_to(root).parts):
+        raise URLBlocked(f"refused {url}: hidden files and folders are not opened")
+    suffix = real.suffix.lower()
+    if suffix not in SUPPORTED_SUFFIXES:
+        raise FetchError(f"cannot open {url}: unsupported file type {suffix or '(none)'}")
+    try:
+        size = real.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise ContentTooLarge(f"{url} is {size} bytes, more than the {MAX_FILE_BYTES}-byte limit")
+        data = real.read_bytes()
+    except OSError as exc:
+        raise FetchError(f"cannot open {url}: {exc.strerror or exc}") from exc
+    if suffix == JSONL_SUFFIX and not parts.fragment:
+        # A JSONL file without a record id: the whole file, as text.
+        text = decode_text(data, None).strip()
+        return Document(url, real.name, text, "text", "application/jsonl", content_digest(data))
+    errors: list[str] = []
+    documents = load_file(real, data, errors)
+    if suffix == JSONL_SUFFIX:
+        wanted = f"{real.as_uri()}#{parts.fragment}"
+        documents = [document for document in documents if document.url == wanted]
+    if not documents:
+        raise FetchError(errors[0] if errors else f"cannot open {url}: no such record in {real.name}")
+    return documents[0]
+
+
+def file_url_path(url: str) -> Path:
+    """The local path a ``file://`` URL names (percent-escapes undone; fragment and query ignored)."""
+    return Path(url2pathname(urlsplit(url).path))
+
+
+def content_digest(*parts: bytes | str) -> str:
+    """SHA-256 of ``parts`` and ``INDEX_FORMAT``: equal digests mean nothing needs re-indexing."""
+    sha = hashlib.sha256(INDEX_FORMAT.encode())
+    for part in parts:
+        sha.update(b"\0")
+        sha.update(part.encode() if isinstance(part, str) else part)
+    return sha.hexdigest()
+
+
+def fallback_title(path: Path) -> str:
+    return path.stem.replace("_", " ").replace("-", " ").strip() or path.name
+
+
+def _load_jsonl(path: Path, data: bytes, errors: list[str]) -> list[Document]:
+    """One document per line ``{id, title, url, text}``; a bad line is reported and the rest still load."""
+    documents: list[Document] = []
+    for number, line in enumerate(decode_text(data, None).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as exc:
+            errors.append(f"{path}:{number}: invalid JSON ({exc})")
+            continue
+        if not isinstance(record, dict):
+            errors.append(f"{path}:{number}: expected an object with id, title, url and text")
+            continue
+        text, title, url, key = (record.get(name) for name in ("text", "title", "url", "id"))
+        if not isinstance(text, str) or not text.strip():
+            errors.append(f"{path}:{number}: missing or empty 'text'")
+            continue
+        if any(value is not None and not isinstance(value, str | int) for value in (title, url, key)):
+            errors.append(f"{path}:{number}: 'id', 'title' and 'url' must be strings")
+            continue
+        if not url:
+            url = f"{path.as_uri()}#{key if key not in (None, '') else f'line-{number}'}"
+        title = str(title).strip() if title else document_title(text, markup="markdown", fallback=str(url))
+        digest = content_digest(str(url), title, text)
+        documents.append(Document(str(url), title, text.strip(), "markdown", "text/markdown", digest))
+    return documents
