@@ -17,6 +17,7 @@ import pytest
 
 from deepresearch.llm.client import LLMConfig
 from tests.fakes.openai_server import FakeOpenAI, start_fake_openai
+from tests.fakes.search_providers import FakeSearchProviders, start_fake_search_providers
 from tests.fakes.web_server import FakeWebSite, start_fake_web_server
 
 
@@ -131,3 +132,19 @@ def corpus_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with LocalIndex(path) as index:
         assert index.add_paths([CORPUS]).errors == []
     return path
+
+
+@pytest.fixture(scope="session")
+def search_providers_server() -> Iterator[FakeSearchProviders]:
+    """One fake of every web search provider for the whole session; tests use ``search_fake``."""
+    server = start_fake_search_providers()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def search_fake(search_providers_server: FakeSearchProviders) -> Iterator[FakeSearchProviders]:
+    """The fake search providers with no failure switched on and no recorded request."""
+    search_providers_server.reset()
+    yield search_providers_server
+    search_providers_server.reset()

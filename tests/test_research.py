@@ -340,3 +340,43 @@ def test_missing_endpoint_is_a_clear_error_and_creates_nothing(tmp_path):
     with pytest.raises(ConfigError, match="--base-url"):
         asyncio.run(research("q", settings))
     assert not (tmp_path / "run").exists()
+
+
+def test_research_over_a_web_provider_with_authority_ranking(fake_llm, search_fake, make_settings):
+    from tests.fakes.search_providers import API_KEY
+
+    def script(request: dict[str, Any]) -> Reply:
+        if turn(request) == 0:
+            return Reply(
+                tool_calls=[("batch_web_surfer", {"action": "batch_search", "queries": ["bloom filter"]})]
+            )
+        keys = cited_keys(request)
+        first_url, first_key = next(iter(keys.items()))
+        return Reply(
+            content=f"<answer>Bloom filters may give false positives \\cite{{{first_key}}}.</answer>"
+        )
+
+    fake_llm.script = script
+    settings = make_settings(
+        search="tavily", tavily_api_key=API_KEY, search_endpoint=search_fake.endpoint("tavily")
+    )
+    result = asyncio.run(research("What is a Bloom filter?", settings))
+    assert result.status == "done" and result.citations["resolved"] == 1
+    sent = search_fake.sent("tavily")
+    assert len(sent) == 1 and sent[0].json["query"] == "bloom filter"
+    tool_text = next(
+        m["content"] for m in json.loads((settings.out / "messages.json").read_text()) if m["role"] == "tool"
+    )
+    assert "<cite_index>web_" in tool_text and "wikipedia.org" in tool_text
+    # close scores: the university paper and the official docs overtake the personal tutorial page
+    assert tool_text.index("harvard.edu") < tool_text.index("redis.io") < tool_text.index("llimllib.github.io")
+    assert "[1] " in result.report and "https://" in result.report.split("## References")[1]
+
+
+def test_a_search_backend_without_its_key_fails_before_creating_a_run(make_settings):
+    from deepresearch.errors import ConfigError
+
+    settings = make_settings(search="brave")
+    with pytest.raises(ConfigError, match="BRAVE_API_KEY"):
+        asyncio.run(research("q", settings))
+    assert not settings.out.exists()

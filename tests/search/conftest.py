@@ -47,24 +47,3 @@ def shared_index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalInde
         report = local_index.add_paths([CORPUS])
         assert report.errors == []
         yield local_index
-
-
-# --- the fake web search providers (test_providers.py, test_backends.py)
-
-from tests.fakes.search_providers import FakeSearchProviders, start_fake_search_providers  # noqa: E402
-
-
-@pytest.fixture(scope="session")
-def search_providers_server() -> Iterator[FakeSearchProviders]:
-    """One fake of every web search provider for the whole session; tests use ``search_fake``."""
-    server = start_fake_search_providers()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def search_fake(search_providers_server: FakeSearchProviders) -> Iterator[FakeSearchProviders]:
-    """The fake search providers with no failure switched on and no recorded request."""
-    search_providers_server.reset()
-    yield search_providers_server
-    search_providers_server.reset()
