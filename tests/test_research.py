@@ -351,7 +351,7 @@ def test_research_over_a_web_provider_with_authority_ranking(fake_llm, search_fa
                 tool_calls=[("batch_web_surfer", {"action": "batch_search", "queries": ["bloom filter"]})]
             )
         keys = cited_keys(request)
-        first_url, first_key = next(iter(keys.items()))
+        first_key = next(iter(keys.values()))
         return Reply(
             content=f"<answer>Bloom filters may give false positives \\cite{{{first_key}}}.</answer>"
         )
@@ -369,7 +369,8 @@ def test_research_over_a_web_provider_with_authority_ranking(fake_llm, search_fa
     )
     assert "<cite_index>web_" in tool_text and "wikipedia.org" in tool_text
     # close scores: the university paper and the official docs overtake the personal tutorial page
-    assert tool_text.index("harvard.edu") < tool_text.index("redis.io") < tool_text.index("llimllib.github.io")
+    position = tool_text.index
+    assert position("harvard.edu") < position("redis.io") < position("llimllib.github.io")
     assert "[1] " in result.report and "https://" in result.report.split("## References")[1]
 
 
