@@ -125,7 +125,9 @@ def research(
     max_cost: MaxCostOpt = None,
     max_tokens: MaxTokensOpt = None,
     max_time: MaxTimeOpt = None,
-    tool_mode: Annotated[str | None, typer.Option("--tool-mode", help="native or text tool calls.")] = None,
+    tool_mode: Annotated[
+        str | None, typer.Option("--tool-mode", help="auto, native, json or text tool calls.")
+    ] = None,
     stream: Annotated[bool | None, typer.Option("--stream/--no-stream", help="Stream model replies.")] = None,
     language: Annotated[str | None, typer.Option("--language", help="auto, en or zh.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,

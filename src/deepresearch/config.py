@@ -61,11 +61,17 @@ class Settings(BaseModel):
     base_url: str | None = None
     """OpenAI-compatible endpoint, e.g. ``http://localhost:8000/v1`` (vLLM, SGLang, llama.cpp, Ollama…)."""
     model: str | None = None
-    """Model name sent to the endpoint."""
+    """Model name sent to the endpoint; ``local`` runs the bundled small model on this machine
+    (``deepresearch models pull`` first), ``local:/path/model.gguf`` any GGUF file."""
     api_key: SecretStr | None = None
     """Bearer key for the endpoint; never written to the run directory or printed."""
-    tool_mode: Literal["native", "text"] = "native"
-    """``native`` OpenAI tool calls, or ``text`` for models that only write ``<tool_call>`` blocks."""
+    tool_mode: Literal["auto", "native", "json", "text"] = "auto"
+    """``native`` OpenAI tool calls; ``json``: one schema-constrained JSON action per step (small and local
+    models); ``text``: ``<tool_call>`` blocks; ``auto``: ``json`` for ``--model local``, else ``native``."""
+    local_context: int = 8192
+    """Context window of the embedded model server (``--model local``), in tokens."""
+    local_threads: int | None = None
+    """CPU threads of the embedded model server; unset uses every core."""
     stream: bool = True
     """Stream replies (SSE); usage is requested in both modes."""
     temperature: float | None = None
@@ -172,6 +178,13 @@ class Settings(BaseModel):
                 f"context_lower ({self.context_lower}) must be below context_upper ({self.context_upper})"
             )
         return self
+
+    @property
+    def effective_tool_mode(self) -> Literal["native", "json", "text"]:
+        """``tool_mode`` with ``auto`` resolved."""
+        if self.tool_mode != "auto":
+            return self.tool_mode
+        return "json" if self.model is not None and self.model.split(":", 1)[0] == "local" else "native"
 
     def public(self) -> dict[str, Any]:
         """The settings as recorded in ``run.json``/events: JSON-able, without any key."""

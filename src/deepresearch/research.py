@@ -131,7 +131,7 @@ def _client(settings: Settings) -> Any:
         retry_max_delay=settings.retry_max_delay,
         temperature=settings.temperature,
         max_output_tokens=settings.max_output_tokens,
-        tool_mode=settings.tool_mode,
+        tool_mode=settings.effective_tool_mode,
         prices={
             name: Price(input_per_million=p.input, output_per_million=p.output)
             for name, p in settings.prices.items()
@@ -236,7 +236,7 @@ async def research(
         model=settings.model or "",
         search=settings.search,
         language=language,
-        tool_mode=settings.tool_mode,
+        tool_mode=settings.effective_tool_mode,
         tools=list(tools),
         messages=messages,
         settings=settings.public(),
@@ -338,7 +338,7 @@ async def _drive(
                 fixed_tokens=count_tokens(json.dumps([t.schema() for t in tools.values()])),
             ),
             tool_result_max_chars=settings.tool_result_max_chars,
-            encoded_messages=settings.tool_mode == "native",
+            encoded_messages=settings.effective_tool_mode == "native",
         )
         agent = Agent(
             model=services.client,
