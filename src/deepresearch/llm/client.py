@@ -2,8 +2,8 @@
 
 This is the llm package's boundary: httpx errors, HTTP statuses, cut streams and malformed bodies are
 translated here into ``LLMError`` and its subclasses, after retries. The agent sees content, reasoning
-(``reasoning_content``/``reasoning`` fields or ``<think>`` tags), tool calls (native or, in text mode,
-parsed from the reply), the finish reason, and usage with its cost — the same in streaming and
+(``reasoning_content``/``reasoning`` fields or ``<think>`` tags), tool calls (native or, in text and
+JSON mode, parsed from the reply), the finish reason, and usage with its cost — the same in streaming and
 non-streaming mode.
 
 Performance contract: the request body is written by hand so that messages the agent has already
@@ -80,9 +80,11 @@ class LLMConfig(BaseModel):
     extra_body: dict[str, Any] = Field(default_factory=dict)
     """Merged into every request body last, so it can set vendor options (``top_p``,
     ``chat_template_kwargs``, …) or override the fields above; ``messages`` and ``stream`` are refused."""
-    tool_mode: Literal["native", "text"] = "native"
-    """``native``: OpenAI ``tools``/``tool_calls``. ``text``: tools described in the system message and
-    calls parsed from ``<tool_call>`` blocks, for models without a tool-call parser on the server."""
+    tool_mode: Literal["native", "json", "text"] = "native"
+    """``native``: OpenAI ``tools``/``tool_calls``. ``json``: one JSON action per reply, constrained by a
+    ``response_format`` schema built from the tools, for small local models (``llm/jsonmode.py``).
+    ``text``: tools described in the system message and calls parsed from ``<tool_call>`` blocks, for
+    models without a tool-call parser on the server."""
     prices: dict[str, Price] = Field(default_factory=dict)
     """Per-model prices that override (or extend) the shipped table in ``llm/prices.toml``."""
 
@@ -143,6 +145,8 @@ class ChatClient:
             fields["temperature"] = config.temperature
         self._fields = fields
         self._fields_tail = _dumps({**fields, **config.extra_body})[1:]  # '"model":…}' after the messages
+        self._schema_refused = False
+        """JSON mode: the server answered 400 to a ``response_format`` schema; ask in the prompt only."""
 
     def __repr__(self) -> str:
         return f"ChatClient({self._where!r})"
@@ -169,19 +173,47 @@ class ChatClient:
         """One assistant reply to ``messages``; raises ``LLMError`` (or a subclass) after retries.
 
         In text tool mode ``messages`` must be dicts (``TypeError`` otherwise); ``tool_choice="none"``
-        leaves the tool instructions out there.
+        leaves the tool instructions out there. In JSON tool mode ``tool_choice="none"`` narrows the
+        schema to the final answer.
         """
         taken_ids: set[str] | None = None
+        response_format: dict[str, Any] | None = None
+        final_only = tool_choice == "none"
         if self.config.tool_mode == "text":
             from deepresearch.llm import textmode
 
             taken_ids = textmode.used_call_ids(messages)
             messages = textmode.to_wire(messages, tools if tool_choice != "none" else None)
             tools, tool_choice = None, None
-        payload = self._encode(messages, tools, tool_choice)
+        elif self.config.tool_mode == "json":
+            from deepresearch.llm import jsonmode, textmode
+
+            taken_ids = textmode.used_call_ids(messages)
+            max_answer = jsonmode.answer_cap(self.config.max_output_tokens)
+            if not self._schema_refused:
+                schema = jsonmode.action_schema(tools or [], max_answer=max_answer, final_only=final_only)
+                response_format = jsonmode.response_format(schema)
+            messages = jsonmode.to_wire(messages, tools or [], max_answer=max_answer)
+            tools, tool_choice = None, None
+        payload = self._encode(messages, tools, tool_choice, response_format)
         started = time.monotonic()
-        raw, attempts = await self._send_with_retries(payload)
-        completion = self._completion(raw, payload, taken_ids)
+        try:
+            raw, attempts = await self._send_with_retries(payload)
+        except LLMError as exc:
+            from deepresearch.llm.jsonmode import rejects_response_format
+
+            if response_format is None or not rejects_response_format(exc):
+                raise
+            self._schema_refused = True
+            logger.warning(
+                "LLM %s: the server refused the response_format schema (%s); "
+                "asking for JSON actions in the prompt only from now on",
+                self.config.model,
+                self._redact(str(exc)),
+            )
+            payload = self._encode(messages, None, None)
+            raw, attempts = await self._send_with_retries(payload)
+        completion = self._completion(raw, payload, taken_ids, final_only=final_only)
         usage = completion.usage
         logger.info(
             "LLM %s: %d prompt + %d completion tokens%s, finish=%s, %.2fs, %d attempt(s)",
@@ -200,15 +232,18 @@ class ChatClient:
         messages: Sequence[Message | Encoded],
         tools: list[dict[str, Any]] | None,
         tool_choice: str | None,
+        response_format: dict[str, Any] | None = None,
     ) -> bytes:
         parts = [message if isinstance(message, Encoded) else _dumps(message) for message in messages]
         tail = self._fields_tail
-        if tools or tool_choice is not None:
+        if tools or tool_choice is not None or response_format is not None:
             call_fields: dict[str, Any] = {}
             if tools:
                 call_fields["tools"] = tools
             if tool_choice is not None:
                 call_fields["tool_choice"] = tool_choice
+            if response_format is not None:
+                call_fields["response_format"] = response_format
             tail = _dumps({**self._fields, **call_fields, **self.config.extra_body})[1:]
         return ('{"messages":[' + ",".join(parts) + "]," + tail).encode()
 
@@ -309,10 +344,20 @@ class ChatClient:
             raise LLMBadResponse("stream ended without a finish_reason or [DONE]")
         return accumulator.result()
 
-    def _completion(self, raw: RawReply, payload: bytes, taken_ids: set[str] | None) -> Completion:
+    def _completion(
+        self, raw: RawReply, payload: bytes, taken_ids: set[str] | None, *, final_only: bool = False
+    ) -> Completion:
         think, content = split_reasoning(raw.content)
         calls = raw.tool_calls
-        if taken_ids is not None:
+        if taken_ids is not None and self.config.tool_mode == "json":
+            from deepresearch.llm import jsonmode
+
+            if not calls:  # a server that produced native calls anyway is taken at its word
+                content, thought, calls = jsonmode.parse_reply(
+                    content, taken_ids=taken_ids, final_only=final_only
+                )
+                think = join_reasoning(think, thought)
+        elif taken_ids is not None:
             from deepresearch.llm import textmode
 
             content, parsed = textmode.parse_tool_calls(content, taken_ids=taken_ids | {c.id for c in calls})

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from deepresearch.errors import ToolError
 from deepresearch.llm.messages import ToolCall
+from deepresearch.llm.textmode import INVALID_TOOL_CALL
 from deepresearch.tools.base import Tool, ToolContext, ToolResult
 
 logger = logging.getLogger(__name__)
@@ -55,6 +56,12 @@ def describe_validation_error(exc: ValidationError) -> str:
 
 
 async def execute(call: ToolCall, tools: Mapping[str, Tool], ctx: ToolContext) -> ToolResult:
+    if call.name == INVALID_TOOL_CALL:  # the client could not read an action out of the reply
+        return error_result(
+            f"your reply could not be read as a tool call: {call.arguments[:300]!r}. Reply again with exactly "
+            "one well-formed tool call in the format the instructions give, or with your final answer.",
+            "InvalidToolCall",
+        )
     tool = tools.get(call.name)
     if tool is None:
         return error_result(
