@@ -275,6 +275,45 @@ def index_remove(
     typer.echo(f"{removed} document(s) removed")
 
 
+@index_app.command("fetch")
+def index_fetch(
+    name: Annotated[str, typer.Argument(help="The corpus: debian-docs.")],
+    packages: Annotated[
+        list[str] | None,
+        typer.Option("--packages", help="Documentation packages (default: the corpus's own)."),
+    ] = None,
+    index: IndexOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Download a documentation corpus and add it to the local index. debian-docs needs apt-get and dpkg
+    (Debian or a derivative); downloads are kept in the cache dir and reused."""
+    from deepresearch.config import default_cache_dir
+    from deepresearch.research import open_local_index
+    from deepresearch.search.corpora import fetch_corpus
+
+    store = open_local_index(_settings(config, index=index))
+    try:
+        report = fetch_corpus(
+            name,
+            index=store,
+            packages=packages or None,
+            work_dir=default_cache_dir() / "corpora" / name,
+            progress=typer.echo,
+        )
+    except DeepResearchError as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        store.close()
+    added = report.added
+    typer.echo(
+        f"{name}: {report.sections} sections; {added.added} added, {added.replaced} updated, "
+        f"{added.skipped} unchanged; {added.passages} passages written in {report.seconds:.0f}s"
+    )
+    for error in added.errors:
+        typer.secho(f"  skipped {error}", fg="yellow", err=True)
+
+
 @index_app.command("stats")
 def index_stats(index: IndexOpt = None, config: ConfigOpt = None) -> None:
     """Documents and passages in the local index."""

@@ -58,8 +58,8 @@ def describe_validation_error(exc: ValidationError) -> str:
 async def execute(call: ToolCall, tools: Mapping[str, Tool], ctx: ToolContext) -> ToolResult:
     if call.name == INVALID_TOOL_CALL:  # the client could not read an action out of the reply
         return error_result(
-            f"your reply could not be read as a tool call: {call.arguments[:300]!r}. Reply again with exactly "
-            "one well-formed tool call in the format the instructions give, or with your final answer.",
+            f"your reply could not be read as a tool call: {call.arguments[:300]!r}. Reply again with "
+            "exactly one well-formed tool call in the format the instructions give, or your final answer.",
             "InvalidToolCall",
         )
     tool = tools.get(call.name)

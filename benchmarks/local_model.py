@@ -1,0 +1,163 @@
+"""How fast is ``--model local`` on this machine, and does a growing conversation prefill only its new tokens?
+
+Four measurements against the embedded server (``LocalModelServer``, the pulled default model unless
+``--model`` names a GGUF file):
+
+1. Load: spawn → ``/health`` answers, median of ``--loads`` starts.
+2. Prefill: a ~2,000-token prompt with ``cache_prompt: false`` and one output token; tokens/s from the
+   server's ``timings`` (median of 3).
+3. Generation: 256 tokens with ``ignore_eos`` at temperature 0; tokens/s from ``timings`` (median of 3).
+4. KV-cache reuse: a 5-step agent-like conversation (a ~600-token system prompt, then per step the model's
+   reply plus a ~250-token tool result). Per step it prints the prompt size, the tokens served from the
+   cache (``timings.cache_n``) and the tokens prefilled (``timings.prompt_n``), which should equal what the
+   step added. Baseline: the same five prompts with ``cache_prompt: false``; the ratio is baseline prefill
+   time over cached prefill time.
+
+    .venv/bin/python benchmarks/local_model.py [--model PATH] [--threads N] [--loads 3]
+
+Takes well under two minutes with the bundled 135M model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from deepresearch.config import default_data_dir
+from deepresearch.llm.local.models import model_path
+from deepresearch.llm.local.server import LocalModelServer
+
+VOCABULARY = (
+    "the index ranks passages by authority and recency while the agent reads sources and cites evidence "
+    "storage engines consensus protocols bloom filters caching compaction replication latency throughput "
+    "benchmarks datasets rubrics judges citations references quotes tables figures"
+)
+STEPS = 5
+
+
+def _text(count: int, seed: int) -> str:
+    """``count`` pseudo-random words in sentences, the same for the same seed."""
+    rng = random.Random(seed)
+    vocabulary = VOCABULARY.split()
+    sentences = []
+    while count > 0:
+        length = min(count, rng.randint(8, 18))
+        sentences.append(" ".join(rng.choice(vocabulary) for _ in range(length)).capitalize() + ".")
+        count -= length
+    return " ".join(sentences)
+
+
+def _chat(client: httpx.Client, model: str, messages: list[dict[str, str]], **extra: Any) -> dict[str, Any]:
+    body = {"model": model, "messages": messages, "temperature": 0, **extra}
+    response = client.post("/chat/completions", json=body)
+    response.raise_for_status()
+    result: dict[str, Any] = response.json()
+    return result
+
+
+def measure_load(path: Path, threads: int | None, loads: int) -> float:
+    times = []
+    for _ in range(loads):
+        started = time.perf_counter()
+        with LocalModelServer(path, threads=threads):
+            times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def measure_speed(client: httpx.Client, model: str) -> tuple[float, int, float]:
+    """(prefill tokens/s, prompt tokens, generation tokens/s)."""
+    prompt = [{"role": "user", "content": _text(1500, seed=1)}]
+    prefill = [_chat(client, model, prompt, max_tokens=1, cache_prompt=False)["timings"] for _ in range(3)]
+    generate = [
+        _chat(
+            client,
+            model,
+            [{"role": "user", "content": "Write a long story about a lighthouse."}],
+            max_tokens=256,
+            ignore_eos=True,
+            cache_prompt=False,
+        )["timings"]
+        for _ in range(3)
+    ]
+    return (
+        statistics.median(t["prompt_per_second"] for t in prefill),
+        prefill[0]["prompt_n"],
+        statistics.median(t["predicted_per_second"] for t in generate),
+    )
+
+
+def conversation(client: httpx.Client, model: str, *, cache: bool) -> list[dict[str, Any]]:
+    """Run the 5-step conversation; one row per step with the server's token counts and timings."""
+    messages = [
+        {"role": "system", "content": "You are a research agent. " + _text(450, seed=2)},
+        {"role": "user", "content": "Question: how do storage engines use bloom filters? Start searching."},
+    ]
+    rows = []
+    for step in range(STEPS):
+        reply = _chat(client, model, messages, max_tokens=48, cache_prompt=cache)
+        timings, usage = reply["timings"], reply["usage"]
+        rows.append(
+            {
+                "prompt": usage["prompt_tokens"],
+                "cached": timings["cache_n"],
+                "prefilled": timings["prompt_n"],
+                "prefill_ms": timings["prompt_ms"],
+                "completion": usage["completion_tokens"],
+            }
+        )
+        messages.append({"role": "assistant", "content": reply["choices"][0]["message"]["content"] or ""})
+        messages.append({"role": "user", "content": f"Tool result {step + 1}: " + _text(200, seed=10 + step)})
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, help="a GGUF file (default: the pulled default model)")
+    parser.add_argument("--threads", type=int, help="CPU threads (default: llama.cpp's choice)")
+    parser.add_argument("--loads", type=int, default=3, help="server starts to time")
+    args = parser.parse_args()
+    path = args.model or model_path("local", default_data_dir())
+    print(f"model: {path} ({path.stat().st_size / 1e6:.1f} MB), threads: {args.threads or 'auto'}")
+
+    load = measure_load(path, args.threads, args.loads)
+    print(f"load (spawn -> /health ok): median {load:.2f} s over {args.loads} starts")
+
+    with LocalModelServer(path, threads=args.threads) as server:
+        headers = {"Authorization": f"Bearer {server.api_key}"}
+        with httpx.Client(base_url=server.base_url, headers=headers, timeout=300) as client:
+            prefill, prompt_tokens, generation = measure_speed(client, server.model_name)
+            print(f"prefill: {prefill:.0f} tokens/s ({prompt_tokens}-token prompt, cache off, median of 3)")
+            print(f"generation: {generation:.1f} tokens/s (256 tokens, median of 3)")
+            cached = conversation(client, server.model_name, cache=True)
+            baseline = conversation(client, server.model_name, cache=False)
+
+    print(f"\n{STEPS}-step growing conversation, tokens ('new' = prompt minus the previous prompt and reply)")
+    print(f"{'step':>4}{'prompt':>8}{'new':>6}{'cached':>8}{'prefilled':>10}{'ms':>8}{'no-cache ms':>13}")
+    seen = 0
+    for step, (row, base) in enumerate(zip(cached, baseline, strict=True), start=1):
+        print(
+            f"{step:>4}{row['prompt']:>8}{row['prompt'] - seen:>6}{row['cached']:>8}{row['prefilled']:>10}"
+            f"{row['prefill_ms']:>8.1f}{base['prefill_ms']:>13.1f}"
+        )
+        seen = row["prompt"] + row["completion"]
+    later = cached[1:]
+    with_cache = sum(r["prefill_ms"] for r in cached)
+    without = sum(r["prefill_ms"] for r in baseline)
+    print(
+        f"steps 2-{STEPS}: prefilled {sum(r['prefilled'] for r in later)} of "
+        f"{sum(r['prompt'] for r in later)} prompt tokens ({sum(r['cached'] for r in later)} from the cache)"
+    )
+    print(
+        f"prefill time over {STEPS} steps: {with_cache:.0f} ms with the cache, {without:.0f} ms without "
+        f"(cache_prompt false): ratio {without / with_cache:.1f}x"
+    )
+
+
+if __name__ == "__main__":
+    main()

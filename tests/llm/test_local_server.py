@@ -1,0 +1,367 @@
+"""The embedded llama.cpp server: clear errors before anything starts, and — with the real bundled model,
+marked ``slow`` — the OpenAI-compatible endpoint (non-stream, stream, the official SDK), schema-constrained
+JSON through ``response_format``, deterministic greedy decoding, prompt caching across a growing
+conversation, and a server process that never outlives its owner.
+
+The real model is not downloaded here (the socket guard allows loopback only): it is taken from
+``DEEPRESEARCH_TEST_MODEL``, the default data dir (``deepresearch models pull``, which ``.ci/run`` runs
+before the tests) or ``~/.cache/deepresearch-test-models``. When none has it the slow tests fail and say how
+to get it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from deepresearch.config import default_data_dir
+from deepresearch.errors import ConfigError, LLMError
+from deepresearch.llm.local.models import CATALOGUE, DEFAULT_MODEL, installed_path, verify
+from deepresearch.llm.local.server import NEEDS_EXTRA, LocalModelServer
+
+CONTEXT = 4096
+LONG_SYSTEM = "You are a careful research assistant. " + " ".join(
+    f"Rule {n}: cite every claim with the source key you were given, never invent a URL, and keep the "
+    "answer short and factual."
+    for n in range(1, 16)
+)
+
+
+@pytest.fixture(scope="session")
+def real_model() -> Path:
+    """The bundled model's GGUF file. Session scope: set up before the per-test environment isolation, so
+    it sees the real ``DEEPRESEARCH_TEST_MODEL`` and home directory."""
+    candidates = [installed_path(DEFAULT_MODEL, default_data_dir())]
+    candidates.append(Path.home() / ".cache" / "deepresearch-test-models" / f"{DEFAULT_MODEL}.gguf")
+    if os.environ.get("DEEPRESEARCH_TEST_MODEL"):
+        chosen = Path(os.environ["DEEPRESEARCH_TEST_MODEL"])
+        if not chosen.is_file():
+            pytest.fail(f"DEEPRESEARCH_TEST_MODEL={chosen} does not exist")
+        return chosen
+    for path in candidates:
+        if path.is_file():
+            verify(path, CATALOGUE[DEFAULT_MODEL])
+            return path
+    pytest.fail(
+        "the slow local-model tests need the bundled model; run `deepresearch models pull` (or set "
+        "DEEPRESEARCH_TEST_MODEL=/path/to/SmolLM2-135M-Instruct.Q4_1.gguf). Looked in: "
+        + ", ".join(str(path) for path in candidates)
+    )
+
+
+@pytest.fixture(scope="session")
+def local_server(real_model: Path) -> Iterator[LocalModelServer]:
+    """One server for the read-only tests of the session."""
+    with LocalModelServer(real_model, context=CONTEXT, threads=2) as server:
+        yield server
+
+
+@pytest.fixture
+def client(local_server: LocalModelServer) -> Iterator[httpx.Client]:
+    headers = {"Authorization": f"Bearer {local_server.api_key}"}
+    with httpx.Client(base_url=local_server.base_url, headers=headers, timeout=60) as http:
+        yield http
+
+
+def _chat(client: httpx.Client, messages: list[dict[str, str]], **extra: Any) -> dict[str, Any]:
+    response = client.post("/chat/completions", json={"model": "smollm2-135m", "messages": messages, **extra})
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie left for a non-reaping init counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return state != "Z"
+
+
+def _wait_gone(pid: int, seconds: float = 15) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+# --- errors found before any process starts
+
+
+def test_missing_extra_is_a_config_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF" + bytes(64))
+    monkeypatch.setitem(sys.modules, "xllamacpp", None)  # what find_spec sees when it is not installed
+    server = LocalModelServer(model)
+    with pytest.raises(ConfigError) as caught:
+        server.start()
+    assert (
+        str(caught.value)
+        == NEEDS_EXTRA
+        == "--model local needs the local extra: pip install 'deepresearch[local]'"
+    )
+    assert server.pid is None
+
+
+def test_a_missing_or_foreign_model_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="model file not found"):
+        LocalModelServer(tmp_path / "absent.gguf").start()
+    text = tmp_path / "notes.gguf"
+    text.write_text("just text")
+    with pytest.raises(ConfigError, match="is not a GGUF model file"):
+        LocalModelServer(text).start()
+    with pytest.raises(ConfigError, match="local_context"):
+        LocalModelServer(text, context=16)
+    with pytest.raises(ConfigError, match="local_threads"):
+        LocalModelServer(text, threads=0)
+    server = LocalModelServer(text)
+    assert server.model_name == "notes" and not server.running
+    with pytest.raises(RuntimeError, match="not running"):
+        _ = server.base_url
+    server.stop()  # stopping what never started is harmless
+
+
+@pytest.mark.slow
+def test_a_corrupt_gguf_is_a_config_error_with_llama_cpp_reason(tmp_path: Path) -> None:
+    corrupt = tmp_path / "corrupt.gguf"
+    corrupt.write_bytes(b"GGUF" + os.urandom(4096))
+    server = LocalModelServer(corrupt)
+    with pytest.raises(ConfigError) as caught:
+        server.start()
+    assert f"{corrupt}: llama.cpp could not load this model" in str(caught.value)
+    assert "failed to load model" in str(caught.value)
+    assert server.pid is None and not server.running
+
+
+# --- the real model
+
+
+@pytest.mark.slow
+def test_the_server_listens_on_loopback_with_a_key(
+    local_server: LocalModelServer, client: httpx.Client
+) -> None:
+    assert local_server.running and local_server.model_name == "smollm2-135m"
+    assert local_server.base_url.startswith("http://127.0.0.1:") and local_server.base_url.endswith("/v1")
+    root = local_server.base_url.removesuffix("/v1")
+    assert httpx.get(f"{root}/health").json() == {"status": "ok"}
+    assert httpx.get(f"{local_server.base_url}/models").status_code == 401  # no key
+    [model] = client.get("/models").json()["data"]
+    assert model["id"] == "smollm2-135m" and model["meta"]["n_ctx"] == CONTEXT
+    [slot] = client.get(f"{root}/slots").json()  # one slot with the whole context
+    assert slot["n_ctx"] == CONTEXT
+
+
+@pytest.mark.slow
+def test_chat_completions_non_stream_and_stream_through_the_sdk(local_server: LocalModelServer) -> None:
+    messages: list[Any] = [{"role": "user", "content": "Name three colours."}]
+    with openai.OpenAI(base_url=local_server.base_url, api_key=local_server.api_key, max_retries=0) as sdk:
+        reply = sdk.chat.completions.create(
+            model=local_server.model_name, messages=messages, max_tokens=24, temperature=0
+        )
+        chunks = list(
+            sdk.chat.completions.create(
+                model=local_server.model_name,
+                messages=messages,
+                max_tokens=24,
+                temperature=0,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+        )
+    [choice] = reply.choices
+    assert choice.message.role == "assistant" and (choice.message.content or "").strip()
+    assert choice.finish_reason in ("stop", "length")
+    assert (
+        reply.usage is not None and reply.usage.prompt_tokens > 0 and 0 < reply.usage.completion_tokens <= 24
+    )
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert streamed == choice.message.content  # same greedy decode, delivered in pieces
+    assert len([c for c in chunks if c.choices and c.choices[0].delta.content]) > 1
+    assert (
+        chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == reply.usage.completion_tokens
+    )
+
+
+ACTION_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "tool": {"type": "string", "enum": ["batch_web_surfer", "file", "todo", "answer"]},
+        "query": {"type": "string", "maxLength": 60},
+        "topk": {"type": "integer", "minimum": 1, "maximum": 50},
+    },
+    "required": ["tool", "query", "topk"],
+    "additionalProperties": False,
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "question",
+    [
+        "What is the capital of France?",
+        "Find recent papers about protein folding and summarize them.",
+        "写一份关于量子计算的报告。",
+    ],
+)
+@pytest.mark.parametrize("stream", [False, True])
+def test_response_format_json_schema_always_parses(client: httpx.Client, question: str, stream: bool) -> None:
+    messages = [
+        {"role": "system", "content": "You are a research agent. Answer with one JSON action."},
+        {"role": "user", "content": question},
+    ]
+    body = {
+        "model": "smollm2-135m",
+        "messages": messages,
+        "max_tokens": 300,  # far above what 60 characters of query need
+        "temperature": 0,
+        "stream": stream,
+        "response_format": {
+            "type": "json_schema",
+            "json_schema": {"name": "action", "strict": True, "schema": ACTION_SCHEMA},
+        },
+    }
+    if stream:
+        with client.stream("POST", "/chat/completions", json=body) as response:
+            assert response.status_code == 200
+            events = [
+                line.removeprefix("data: ") for line in response.iter_lines() if line.startswith("data: ")
+            ]
+        assert events[-1] == "[DONE]"
+        chunks = [json.loads(event) for event in events[:-1]]
+        text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+        finish = [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]][-1]
+    else:
+        choice = _chat(client, messages, **{k: v for k, v in body.items() if k not in ("model", "messages")})
+        text = choice["choices"][0]["message"]["content"]
+        finish = choice["choices"][0]["finish_reason"]
+    assert finish == "stop", text
+    action = json.loads(text)
+    assert set(action) == {"tool", "query", "topk"}
+    assert action["tool"] in ACTION_SCHEMA["properties"]["tool"]["enum"]  # type: ignore[index]
+    assert isinstance(action["query"], str) and len(action["query"]) <= 60
+    assert isinstance(action["topk"], int) and 1 <= action["topk"] <= 50
+
+
+@pytest.mark.slow
+def test_greedy_decoding_is_deterministic(client: httpx.Client) -> None:
+    messages = [{"role": "user", "content": "Write one sentence about lighthouses."}]
+    options = {"max_tokens": 40, "temperature": 0, "cache_prompt": False}
+    first, second = _chat(client, messages, **options), _chat(client, messages, **options)
+    text = first["choices"][0]["message"]["content"]
+    assert text and text == second["choices"][0]["message"]["content"]
+    assert first["timings"]["cache_n"] == second["timings"]["cache_n"] == 0  # both prefilled from scratch
+    assert first["usage"] == second["usage"]
+
+
+@pytest.mark.slow
+def test_a_growing_conversation_prefills_only_new_tokens(client: httpx.Client) -> None:
+    messages = [
+        {"role": "system", "content": LONG_SYSTEM},
+        {"role": "user", "content": "What is a Bloom filter?"},
+    ]
+    first = _chat(client, messages, max_tokens=16, temperature=0)
+    messages += [
+        {"role": "assistant", "content": first["choices"][0]["message"]["content"]},
+        {"role": "user", "content": "And how large should it be for a million items?"},
+    ]
+    second = _chat(client, messages, max_tokens=16, temperature=0)
+    shared = first["usage"]["prompt_tokens"]
+    assert shared > 300  # the long system prompt
+    timings, usage = second["timings"], second["usage"]
+    assert timings["cache_n"] >= shared  # the whole first prompt (and some of the reply) came from the cache
+    assert timings["cache_n"] + timings["prompt_n"] == usage["prompt_tokens"]
+    assert timings["prompt_n"] < usage["prompt_tokens"] - shared + 8  # only the new turn was prefilled
+    assert usage["prompt_tokens_details"]["cached_tokens"] == timings["cache_n"]
+
+
+@pytest.mark.slow
+def test_async_context_manager(real_model: Path) -> None:
+    async def run() -> tuple[int, str]:
+        async with LocalModelServer(real_model, context=1024, threads=1, model_name="tiny") as server:
+            headers = {"Authorization": f"Bearer {server.api_key}"}
+            async with httpx.AsyncClient(base_url=server.base_url, headers=headers, timeout=60) as http:
+                response = await http.post(
+                    "/chat/completions",
+                    json={"model": "tiny", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4},
+                )
+            assert server.pid is not None
+            return server.pid, response.json()["model"]
+
+    pid, model = asyncio.run(run())
+    assert model == "tiny"
+    assert not _alive(pid)
+
+
+@pytest.mark.slow
+def test_a_crash_is_reported_with_its_cause(real_model: Path) -> None:
+    server = LocalModelServer(real_model, context=1024, threads=1)
+    with pytest.raises(LLMError) as caught, server:
+        assert server.pid is not None
+        os.kill(server.pid, signal.SIGKILL)  # what an abort inside llama.cpp looks like from outside
+        assert _wait_gone(server.pid)
+        httpx.post(f"{server.base_url}/chat/completions", json={})  # the client's view: connection refused
+    assert "stopped unexpectedly (killed by SIGKILL)" in str(caught.value)
+    assert isinstance(caught.value.__cause__, httpx.ConnectError)
+    with pytest.raises(LLMError, match="stopped unexpectedly"):
+        server.check()  # still known after the stop
+    assert server.pid is None
+
+    async def watch() -> None:
+        async with LocalModelServer(real_model, context=1024, threads=1) as watched:
+            assert watched.pid is not None
+            os.kill(watched.pid, signal.SIGKILL)
+            await asyncio.wait_for(watched.watch(interval=0.05), timeout=10)
+
+    with pytest.raises(LLMError, match="killed by SIGKILL"):
+        asyncio.run(watch())
+
+
+OWNER = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from deepresearch.llm.local.server import LocalModelServer
+    with LocalModelServer(Path(sys.argv[1]), context=1024, threads=1) as server:
+        print(server.pid, flush=True)
+        while True:
+            time.sleep(0.1)
+    """
+)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
+@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
+def test_the_server_never_outlives_its_owner(real_model: Path, how: signal.Signals) -> None:
+    owner = subprocess.Popen(
+        [sys.executable, "-c", OWNER, str(real_model)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        assert owner.stdout is not None
+        line = owner.stdout.readline()
+        assert line.strip().isdigit(), owner.stderr.read() if owner.stderr else line
+        server_pid = int(line)
+        assert _alive(server_pid)
+        owner.send_signal(how)  # SIGINT: Ctrl-C → KeyboardInterrupt → the with block stops the server
+        owner.wait(timeout=30)
+        assert _wait_gone(server_pid), f"server {server_pid} still running after the owner got {how.name}"
+    finally:
+        if owner.poll() is None:
+            owner.kill()
+            owner.wait()
