@@ -148,3 +148,28 @@ def search_fake(search_providers_server: FakeSearchProviders) -> Iterator[FakeSe
     search_providers_server.reset()
     yield search_providers_server
     search_providers_server.reset()
+
+
+@pytest.fixture(scope="session")
+def real_model() -> Path:
+    """The bundled model's GGUF file. Session scope: set up before the per-test environment isolation, so
+    it sees the real ``DEEPRESEARCH_TEST_MODEL`` and home directory."""
+    from deepresearch.config import default_data_dir
+    from deepresearch.llm.local.models import CATALOGUE, DEFAULT_MODEL, installed_path, verify
+
+    candidates = [installed_path(DEFAULT_MODEL, default_data_dir())]
+    candidates.append(Path.home() / ".cache" / "deepresearch-test-models" / f"{DEFAULT_MODEL}.gguf")
+    if os.environ.get("DEEPRESEARCH_TEST_MODEL"):
+        chosen = Path(os.environ["DEEPRESEARCH_TEST_MODEL"])
+        if not chosen.is_file():
+            pytest.fail(f"DEEPRESEARCH_TEST_MODEL={chosen} does not exist")
+        return chosen
+    for path in candidates:
+        if path.is_file():
+            verify(path, CATALOGUE[DEFAULT_MODEL])
+            return path
+    pytest.fail(
+        "the slow local-model tests need the bundled model; run `deepresearch models pull` (or set "
+        "DEEPRESEARCH_TEST_MODEL=/path/to/SmolLM2-135M-Instruct.Q4_1.gguf). Looked in: "
+        + ", ".join(str(path) for path in candidates)
+    )

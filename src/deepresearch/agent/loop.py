@@ -39,6 +39,9 @@ from deepresearch.tools.truncate import clip
 
 logger = logging.getLogger(__name__)
 
+REPEAT_HINT_AFTER = 3
+"""Identical failing calls before the result tells the model to stop repeating itself."""
+
 
 class ChatModel(Protocol):
     async def complete(
@@ -83,6 +86,7 @@ class Agent:
         self.make_context = make_context
         self.schemas = [tool.schema() for tool in tools.values()]
         self._started = time.monotonic()
+        self._failing: dict[tuple[str, str], int] = {}
 
     def record(self, event: Event) -> None:
         self.recorder.record(event)
@@ -231,6 +235,7 @@ class Agent:
         text = result.text
         if result.is_error and length_cut and result.data.get("error_type") == "InvalidArguments":
             text += " (Your reply was cut off by the output token limit; make smaller calls.)"
+        text += self.repetition_hint(call, result)
         if len(text) > self.config.tool_result_max_chars:
             text, _ = clip(
                 text,
@@ -239,6 +244,20 @@ class Agent:
                 f"tool_outputs/step{n:03d}_{index + 1}_{call.name}.txt",
             )
         self.record(self.result_event(n, call, ctx, result, text, time.monotonic() - started))
+
+    def repetition_hint(self, call: ToolCall, result: ToolResult) -> str:
+        """A loop breaker: the same failing call again and again gets told so (small models do this)."""
+        signature = (call.name, call.arguments)
+        if not result.is_error:
+            self._failing.pop(signature, None)
+            return ""
+        self._failing[signature] = repeats = self._failing.get(signature, 0) + 1
+        if repeats < REPEAT_HINT_AFTER:
+            return ""
+        return (
+            f"\n(This exact call has now failed {repeats} times. Do not repeat it: change the arguments, "
+            "use another tool — for example batch_web_surfer with batch_search — or write your answer.)"
+        )
 
     def result_event(
         self, n: int, call: ToolCall, ctx: ToolContext, result: ToolResult, text: str, duration: float

@@ -131,10 +131,12 @@ class ChatClient:
         }
         if self._secret:
             headers["Authorization"] = f"Bearer {self._secret}"
+        loopback = urlsplit(config.base_url).hostname in ("127.0.0.1", "localhost", "::1")
         self._http = httpx.AsyncClient(
             headers=headers,
             timeout=httpx.Timeout(config.timeout, connect=min(config.timeout, _CONNECT_TIMEOUT)),
             transport=transport,
+            trust_env=not loopback,  # HTTP_PROXY must not capture a server on this machine
         )
         fields: dict[str, Any] = {"model": config.model, "stream": config.stream}
         if config.stream:

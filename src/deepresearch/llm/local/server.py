@@ -12,9 +12,11 @@ agent dies without cleaning up (even ``kill -9``).
 
 What the server is set up for: one slot (``n_parallel=1``) holding the whole context, prompt caching on, so
 each step of a growing conversation prefills only its new tokens (responses report ``timings.cache_n`` and
-``usage.prompt_tokens_details.cached_tokens``); ``response_format`` with a JSON schema is enforced by
-llguidance, built into the xllamacpp wheel; the web UI is off; it listens on 127.0.0.1 only (checked again on
-the address it reports) and wants a random API key, so other local users cannot borrow it.
+``usage.prompt_tokens_details.cached_tokens``). ``response_format`` ``{"type": "json_schema", "json_schema":
+{"name": …, "schema": …}}`` needs no switch: on ``/v1/chat/completions`` llama.cpp turns the schema into a
+grammar that constrains sampling, so the reply always parses when ``max_tokens`` leaves room for it. The web
+UI is off; the server listens on 127.0.0.1 only (checked again on the address it reports) and demands a random
+API key, so other local users cannot borrow it.
 """
 
 from __future__ import annotations
@@ -119,6 +121,7 @@ class LocalModelServer:
             while (address := self._poll_ready(deadline)) is None:
                 time.sleep(0.02)
             self._confirm(address)
+            self._go_live(address)
         except BaseException:
             self.stop()
             raise
@@ -131,6 +134,7 @@ class LocalModelServer:
             while (address := self._poll_ready(deadline)) is None:
                 await asyncio.sleep(0.02)
             await asyncio.to_thread(self._confirm, address)
+            self._go_live(address)
         except BaseException:
             self.stop()
             raise
@@ -263,7 +267,7 @@ class LocalModelServer:
         return None
 
     def _confirm(self, address: str) -> None:
-        """Check the reported address is loopback and that ``/health`` answers, then go live."""
+        """Check that the reported address is loopback and that ``/health`` answers."""
         if urlsplit(address).hostname != LOOPBACK:
             raise LLMError(f"the local model server listens on {address}, not on {LOOPBACK}; refused")
         try:
@@ -273,8 +277,10 @@ class LocalModelServer:
             raise LLMError(f"the local model server at {address} does not answer /health ({exc})") from exc
         if not healthy:
             raise LLMError(f"the local model server at {address} is not healthy: {response.text[:200]}")
-        self._address = address
+
+    def _go_live(self, address: str) -> None:
         assert self._process is not None
+        self._address = address
         logger.info(
             "local model server for %s on %s (pid %d, context %d)",
             self.model_path.name,
@@ -288,7 +294,7 @@ class LocalModelServer:
         if code == _EXIT_NO_XLLAMACPP:
             return ConfigError(f"{NEEDS_EXTRA} ({self._tail()})")
         if code == _EXIT_LOAD_FAILED:
-            errors = [m.group(1).strip() for line in self._stderr if (m := _LLAMA_ERROR.match(line))]
+            errors = [m.group(1).strip() for line in self._stderr.copy() if (m := _LLAMA_ERROR.match(line))]
             reason = "; ".join(errors[-3:]) if errors else self._tail()
             return ConfigError(f"{self.model_path}: llama.cpp could not load this model ({reason})")
         return LLMError(
@@ -313,7 +319,8 @@ class LocalModelServer:
             reader.join(timeout=2)
 
     def _tail(self, prefix: str = "", lines: int = 5) -> str:
-        tail = " | ".join(line for line in list(self._stderr)[-lines:] if line.strip())
+        recent = list(self._stderr.copy())[-lines:]  # copy() is atomic; iterating a growing deque is not
+        tail = " | ".join(line for line in recent if line.strip())
         return f"{prefix}{tail}" if tail else ""
 
 
