@@ -327,3 +327,37 @@ class HTTPProvider:
 def _host(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
+
+
+class KeyedProvider(HTTPProvider):
+    """A provider that authenticates with an API key in one header; subclasses declare which.
+
+    ``key_header`` is the header's name; ``"Authorization"`` means ``Bearer <key>``.
+    """
+
+    default_endpoint = ""
+    key_header = "Authorization"
+    key_setting = ""
+    """The ``Settings`` field holding the key (named in "key refused" errors)."""
+    refused_markers: tuple[str, ...] = ()
+    """Body markers that mean "bad key" even when the status does not say so."""
+
+    def __init__(
+        self,
+        api_key: str,
+        *,
+        endpoint: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        value = f"Bearer {api_key}" if self.key_header == "Authorization" else api_key
+        http = ProviderHTTP(
+            self.name,
+            timeout=timeout,
+            headers={self.key_header: value, "Accept": "application/json"},
+            secret=api_key,
+            key_setting=self.key_setting,
+            refused_markers=self.refused_markers,
+            transport=transport,
+        )
+        super().__init__(http, endpoint or self.default_endpoint)

@@ -12,13 +12,9 @@ page) become our content. ``web`` is left out when there are no web results. Err
 
 from __future__ import annotations
 
-import httpx
-
 from deepresearch.search import SearchHit
 from deepresearch.search.providers._http import (
-    DEFAULT_TIMEOUT,
-    HTTPProvider,
-    ProviderHTTP,
+    KeyedProvider,
     clamp,
     plain,
     text,
@@ -28,27 +24,12 @@ DEFAULT_ENDPOINT = "https://api.search.brave.com"
 MAX_COUNT = 20
 
 
-class BraveSearch(HTTPProvider):
+class BraveSearch(KeyedProvider):
     name = "brave"
-
-    def __init__(
-        self,
-        api_key: str,
-        *,
-        endpoint: str | None = None,
-        timeout: float = DEFAULT_TIMEOUT,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        http = ProviderHTTP(
-            self.name,
-            timeout=timeout,
-            headers={"X-Subscription-Token": api_key, "Accept": "application/json"},
-            secret=api_key,
-            key_setting="brave_api_key",
-            refused_markers=("SUBSCRIPTION_TOKEN_INVALID",),
-            transport=transport,
-        )
-        super().__init__(http, endpoint or DEFAULT_ENDPOINT)
+    default_endpoint = DEFAULT_ENDPOINT
+    key_header = "X-Subscription-Token"
+    key_setting = "brave_api_key"
+    refused_markers = ("SUBSCRIPTION_TOKEN_INVALID",)
 
     async def _search(self, query: str, limit: int) -> list[SearchHit]:
         response = await self._http.send(

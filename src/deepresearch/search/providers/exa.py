@@ -14,8 +14,7 @@ import httpx
 from deepresearch.search import SearchHit
 from deepresearch.search.providers._http import (
     DEFAULT_TIMEOUT,
-    HTTPProvider,
-    ProviderHTTP,
+    KeyedProvider,
     clamp,
     number,
     plain,
@@ -28,8 +27,11 @@ TEXT_CHARS = 4000
 """Page text asked for per hit: enough to judge a page; ``batch_open`` reads the whole of it."""
 
 
-class ExaSearch(HTTPProvider):
+class ExaSearch(KeyedProvider):
     name = "exa"
+    default_endpoint = DEFAULT_ENDPOINT
+    key_header = "x-api-key"
+    key_setting = "exa_api_key"
 
     def __init__(
         self,
@@ -40,15 +42,7 @@ class ExaSearch(HTTPProvider):
         text_chars: int = TEXT_CHARS,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        http = ProviderHTTP(
-            self.name,
-            timeout=timeout,
-            headers={"x-api-key": api_key, "Accept": "application/json"},
-            secret=api_key,
-            key_setting="exa_api_key",
-            transport=transport,
-        )
-        super().__init__(http, endpoint or DEFAULT_ENDPOINT)
+        super().__init__(api_key, endpoint=endpoint, timeout=timeout, transport=transport)
         self.text_chars = text_chars
 
     async def _search(self, query: str, limit: int) -> list[SearchHit]:

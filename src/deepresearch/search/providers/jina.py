@@ -9,13 +9,9 @@ docs). ``description`` is the snippet, ``content`` the page text. Errors keep th
 
 from __future__ import annotations
 
-import httpx
-
 from deepresearch.search import SearchHit
 from deepresearch.search.providers._http import (
-    DEFAULT_TIMEOUT,
-    HTTPProvider,
-    ProviderHTTP,
+    KeyedProvider,
     clamp,
     plain,
     text,
@@ -25,26 +21,11 @@ DEFAULT_ENDPOINT = "https://s.jina.ai"
 MAX_NUM = 20
 
 
-class JinaSearch(HTTPProvider):
+class JinaSearch(KeyedProvider):
     name = "jina"
-
-    def __init__(
-        self,
-        api_key: str,
-        *,
-        endpoint: str | None = None,
-        timeout: float = DEFAULT_TIMEOUT,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        http = ProviderHTTP(
-            self.name,
-            timeout=timeout,
-            headers={"Authorization": f"Bearer {api_key}", "Accept": "application/json"},
-            secret=api_key,
-            key_setting="jina_api_key",
-            transport=transport,
-        )
-        super().__init__(http, endpoint or DEFAULT_ENDPOINT)
+    default_endpoint = DEFAULT_ENDPOINT
+    key_header = "Authorization"
+    key_setting = "jina_api_key"
 
     async def _search(self, query: str, limit: int) -> list[SearchHit]:
         response = await self._http.send(

@@ -9,13 +9,9 @@ API docs). Only ``organic`` hits are kept; ``date`` appears on dated pages in Go
 
 from __future__ import annotations
 
-import httpx
-
 from deepresearch.search import SearchHit
 from deepresearch.search.providers._http import (
-    DEFAULT_TIMEOUT,
-    HTTPProvider,
-    ProviderHTTP,
+    KeyedProvider,
     clamp,
     plain,
     text,
@@ -25,26 +21,11 @@ DEFAULT_ENDPOINT = "https://google.serper.dev"
 MAX_NUM = 100
 
 
-class SerperSearch(HTTPProvider):
+class SerperSearch(KeyedProvider):
     name = "serper"
-
-    def __init__(
-        self,
-        api_key: str,
-        *,
-        endpoint: str | None = None,
-        timeout: float = DEFAULT_TIMEOUT,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        http = ProviderHTTP(
-            self.name,
-            timeout=timeout,
-            headers={"X-API-KEY": api_key, "Accept": "application/json"},
-            secret=api_key,
-            key_setting="serper_api_key",
-            transport=transport,
-        )
-        super().__init__(http, endpoint or DEFAULT_ENDPOINT)
+    default_endpoint = DEFAULT_ENDPOINT
+    key_header = "X-API-KEY"
+    key_setting = "serper_api_key"
 
     async def _search(self, query: str, limit: int) -> list[SearchHit]:
         response = await self._http.send(

@@ -17,8 +17,7 @@ import httpx
 from deepresearch.search import SearchHit
 from deepresearch.search.providers._http import (
     DEFAULT_TIMEOUT,
-    HTTPProvider,
-    ProviderHTTP,
+    KeyedProvider,
     clamp,
     number,
     plain,
@@ -29,8 +28,11 @@ DEFAULT_ENDPOINT = "https://api.tavily.com"
 MAX_RESULTS = 20
 
 
-class TavilySearch(HTTPProvider):
+class TavilySearch(KeyedProvider):
     name = "tavily"
+    default_endpoint = DEFAULT_ENDPOINT
+    key_header = "Authorization"
+    key_setting = "tavily_api_key"
 
     def __init__(
         self,
@@ -43,15 +45,7 @@ class TavilySearch(HTTPProvider):
         include_raw_content: bool = False,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        http = ProviderHTTP(
-            self.name,
-            timeout=timeout,
-            headers={"Authorization": f"Bearer {api_key}", "Accept": "application/json"},
-            secret=api_key,
-            key_setting="tavily_api_key",
-            transport=transport,
-        )
-        super().__init__(http, endpoint or DEFAULT_ENDPOINT)
+        super().__init__(api_key, endpoint=endpoint, timeout=timeout, transport=transport)
         self.search_depth = search_depth
         """``advanced`` costs two credits and returns better extracts; ``None``: Tavily's default."""
         self.topic = topic
