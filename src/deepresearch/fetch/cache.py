@@ -28,11 +28,11 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urldefrag
 
 from deepresearch.fetch import Page
+from deepresearch.migrations import Migrations, NotOurs, apply_migrations, transaction
 from deepresearch.sources import normalize_url
 
 logger = logging.getLogger(__name__)
@@ -50,13 +50,8 @@ class CachedPage:
     exempted: bool
 
 
-Migration = Callable[[sqlite3.Connection], None]
-MIGRATIONS: list[Migration] = []
-
-
-def _migration(function: Migration) -> Migration:
-    MIGRATIONS.append(function)
-    return function
+MIGRATIONS = Migrations()
+_migration = MIGRATIONS.register
 
 
 @_migration
@@ -134,7 +129,7 @@ class FetchCache:
             if db is None:
                 return
             now = self._clock()
-            with _transaction(db):
+            with transaction(db):
                 db.executemany(
                     "INSERT OR REPLACE INTO pages (key, url, status, content_type, title, text, published,"
                     " exempted, fetched_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -214,35 +209,10 @@ class FetchCache:
         return db
 
 
-@contextlib.contextmanager
-def _transaction(db: sqlite3.Connection) -> Iterator[None]:
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
-    db.execute("COMMIT")
-
-
 def _migrate(db: sqlite3.Connection, path: Path) -> str | None:
     """Apply the migrations this file has not seen; why it cannot be used, or ``None``."""
-    tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    if tables and "migrations" not in tables:
-        return "it is an SQLite database, but not a deepresearch fetch cache"
-    db.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
-    applied = {row[0] for row in db.execute("SELECT name FROM migrations")}
-    unknown = applied - {migration.__name__ for migration in MIGRATIONS}
-    if unknown:
-        return f"written by another program or a newer version (migrations {', '.join(sorted(unknown))})"
-    for migration in MIGRATIONS:
-        if migration.__name__ in applied:
-            continue
-        with _transaction(db):
-            migration(db)
-            db.execute(
-                "INSERT INTO migrations (name, applied_at) VALUES (?, ?)",
-                (migration.__name__, datetime.now(UTC).isoformat(timespec="seconds")),
-            )
-        logger.info("fetch cache %s: applied migration %s", path, migration.__name__)
+    try:
+        apply_migrations(db, MIGRATIONS, what=f"fetch cache ({path})")
+    except NotOurs as exc:
+        return str(exc)
     return None

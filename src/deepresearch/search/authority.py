@@ -34,15 +34,14 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
 
 from deepresearch.errors import ConfigError
-from deepresearch.fetch import Page
-from deepresearch.search import DocumentStore, SearchBackend, SearchHit
+from deepresearch.search import SearchBackend, SearchHit
+from deepresearch.search.wrapped import WrappedBackend
 
 logger = logging.getLogger(__name__)
 
@@ -197,7 +196,7 @@ def rerank(
     return [dataclasses.replace(hits[i], rank=position) for position, i in enumerate(order, start=1)]
 
 
-class AuthorityRanked:
+class AuthorityRanked(WrappedBackend):
     """A ``SearchBackend`` that re-ranks every result list of ``backend`` with ``rerank``.
 
     It asks the backend for ``limit`` hits, no more: a paid provider is not queried deeper for the
@@ -207,10 +206,9 @@ class AuthorityRanked:
     def __init__(
         self, backend: SearchBackend, authority: AuthorityList, *, margin: float = DEFAULT_MARGIN
     ) -> None:
-        self.backend = backend
+        super().__init__(backend)
         self.authority = authority
         self.margin = margin
-        self.name = backend.name
 
     async def search(self, query: str, *, limit: int = 10) -> list[SearchHit]:
         hits = await self.backend.search(query, limit=limit)
@@ -218,34 +216,6 @@ class AuthorityRanked:
         moved = sum(1 for before, after in zip(hits, ranked, strict=True) if before.url != after.url)
         logger.debug("authority re-rank %r: %d of %d hits moved", query, moved, len(hits))
         return ranked
-
-    async def get_document(self, url: str) -> Page | None:
-        """The wrapped backend's stored document, or ``None`` when it holds no documents."""
-        if isinstance(self.backend, DocumentStore):
-            return await self.backend.get_document(url)
-        return None
-
-    def close(self) -> None:
-        """Close the wrapped backend if it has a synchronous ``close``."""
-        close = getattr(self.backend, "close", None)
-        if callable(close):
-            close()
-
-    async def aclose(self) -> None:
-        """Close the wrapped backend: its ``aclose`` if it has one, else its ``close``."""
-        aclose = getattr(self.backend, "aclose", None)
-        if callable(aclose):
-            await aclose()
-        else:
-            self.close()
-
-    async def __aenter__(self) -> AuthorityRanked:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
 
 
 # --- parsing ------------------------------------------------------------------------------------

@@ -22,12 +22,11 @@ import os
 import threading
 from collections.abc import Hashable, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from deepresearch.errors import ConfigError, DeepResearchError, SearchError
-from deepresearch.fetch import Page
-from deepresearch.search import DocumentStore, SearchBackend, SearchHit
+from deepresearch.search import SearchBackend, SearchHit
+from deepresearch.search.wrapped import WrappedBackend
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +74,7 @@ def passage_text(hit: SearchHit) -> str:
     return f"{hit.title}\n{body}" if hit.title else body
 
 
-class HybridRanked:
+class HybridRanked(WrappedBackend):
     """A ``SearchBackend`` that re-orders ``backend``'s hits by fusing them with an embedding order.
 
     Each search asks the backend for ``max(limit, candidates)`` hits, embeds the query and every
@@ -95,11 +94,10 @@ class HybridRanked:
     ) -> None:
         if candidates < 1:
             raise ValueError(f"candidates must be >= 1, got {candidates}")
-        self.backend = backend
+        super().__init__(backend)
         self.embedder = embedder
         self.candidates = candidates
         self.k = k
-        self.name = backend.name
 
     async def search(self, query: str, *, limit: int = 10) -> list[SearchHit]:
         if limit <= 0:
@@ -135,34 +133,6 @@ class HybridRanked:
             dataclasses.replace(hits[i], rank=position, score=None)
             for position, (i, _) in enumerate(fused[:limit], start=1)
         ]
-
-    async def get_document(self, url: str) -> Page | None:
-        """The wrapped backend's stored document, or ``None`` when it holds no documents."""
-        if isinstance(self.backend, DocumentStore):
-            return await self.backend.get_document(url)
-        return None
-
-    def close(self) -> None:
-        """Close the wrapped backend if it has a synchronous ``close``."""
-        close = getattr(self.backend, "close", None)
-        if callable(close):
-            close()
-
-    async def aclose(self) -> None:
-        """Close the wrapped backend: its ``aclose`` if it has one, else its ``close``."""
-        aclose = getattr(self.backend, "aclose", None)
-        if callable(aclose):
-            await aclose()
-        else:
-            self.close()
-
-    async def __aenter__(self) -> HybridRanked:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
 
 
 def minilm_model_path() -> Path:

@@ -8,24 +8,17 @@ query sits here too because it is written against these tables and nothing else.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import sqlite3
-from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 from deepresearch.errors import SearchError
+from deepresearch.migrations import Migrations, NotOurs, apply_migrations
 
 logger = logging.getLogger(__name__)
 
-Migration = Callable[[sqlite3.Connection], None]
-MIGRATIONS: list[Migration] = []
-
-
-def _migration(function: Migration) -> Migration:
-    MIGRATIONS.append(function)
-    return function
+MIGRATIONS = Migrations()
+_migration = MIGRATIONS.register
 
 
 @_migration
@@ -97,17 +90,6 @@ def m004_document_dates(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE documents ADD COLUMN published TEXT NOT NULL DEFAULT ''")
 
 
-@contextlib.contextmanager
-def transaction(db: sqlite3.Connection) -> Iterator[None]:
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
-    db.execute("COMMIT")
-
-
 SEARCH_SQL = """
 -- Only the best K matches are joined and numbered (K is a parameter): numbering every match of a query
 -- made of common words cost ~100 ms on 100k passages. The caller widens K when the per-document cap
@@ -133,22 +115,11 @@ LIMIT ?
 
 
 def migrate(db: sqlite3.Connection, path: Path) -> None:
-    """Apply the migrations this database has not seen, each in its own transaction."""
-    tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    if tables and "migrations" not in tables:
-        raise SearchError(f"{path} is an SQLite database but not a deepresearch index")
-    db.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
-    applied = {row[0] for row in db.execute("SELECT name FROM migrations")}
-    for migration in MIGRATIONS:
-        if migration.__name__ in applied:
-            continue
-        with transaction(db):
-            migration(db)
-            db.execute(
-                "INSERT INTO migrations (name, applied_at) VALUES (?, ?)",
-                (migration.__name__, datetime.now(UTC).isoformat(timespec="seconds")),
-            )
-        logger.info("local index %s: applied migration %s", path, migration.__name__)
+    """Bring the index's schema up to date (``SearchError`` for a file that is not an index of ours)."""
+    try:
+        apply_migrations(db, MIGRATIONS, what=f"index ({path})")
+    except NotOurs as exc:
+        raise SearchError(f"{path}: {exc}") from exc
 
 
 COUNT_UP_TO_SQL = "SELECT count(*) FROM (SELECT 1 FROM passages_fts WHERE passages_fts MATCH ? LIMIT ?)"

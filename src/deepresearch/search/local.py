@@ -41,8 +41,9 @@ from types import TracebackType
 
 from deepresearch.errors import SearchError
 from deepresearch.fetch import Page
+from deepresearch.migrations import transaction
 from deepresearch.search import SearchHit
-from deepresearch.search.index_schema import COUNT_UP_TO_SQL, SEARCH_SQL, migrate, transaction
+from deepresearch.search.index_schema import COUNT_UP_TO_SQL, SEARCH_SQL, migrate
 from deepresearch.search.loaders import (
     Document,
     file_url_path,
