@@ -27,7 +27,6 @@ ignore it.
 
 from __future__ import annotations
 
-import html
 import json
 import re
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -39,7 +38,7 @@ from deepresearch.agent.prompts import render
 from deepresearch.errors import LLMError
 from deepresearch.llm.messages import Encoded, Message, ToolCall
 from deepresearch.llm.stream import content_text
-from deepresearch.llm.textmode import INVALID_TOOL_CALL
+from deepresearch.llm.textmode import INVALID_TOOL_CALL, add_to_system, tool_response_block
 
 FINAL_ANSWER = "final_answer"
 """The action that ends the research; its one argument, ``answer``, is the report."""
@@ -200,7 +199,7 @@ def to_wire(
             wire.append(message)
     flush()
     if tools is not None:
-        _add_to_system(wire, instructions(tools, max_answer=max_answer))
+        add_to_system(wire, instructions(tools, max_answer=max_answer))
     return wire
 
 
@@ -485,25 +484,11 @@ def _rewritten(message: Message, content: str) -> Message:
 
 def _tool_response(message: Message, call: Mapping[str, Any] | None) -> str:
     name = message.get("name") or ((call or {}).get("function") or {}).get("name") or "unknown"
-    content = content_text(message.get("content"))
-    return f'<tool_response name="{html.escape(name)}">\n{content}\n</tool_response>'
+    return tool_response_block(name, content_text(message.get("content")))
 
 
 def _user(text: str) -> Message:
     return {"role": "user", "content": text}
-
-
-def _add_to_system(wire: list[Message], text: str) -> None:
-    for index, message in enumerate(wire):
-        if message.get("role") == "system":
-            content = message.get("content")
-            if isinstance(content, list):
-                new_content: Any = [*content, {"type": "text", "text": text}]
-            else:
-                new_content = f"{content_text(content)}\n\n{text}" if content else text
-            wire[index] = {**message, "content": new_content}
-            return
-    wire.insert(0, {"role": "system", "content": text})
 
 
 def _dumps(value: Any) -> str:

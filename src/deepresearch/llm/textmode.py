@@ -79,7 +79,7 @@ def to_wire(
     if responses:
         wire.append({"role": "user", "content": "\n".join(responses)})
     if tools:
-        _add_to_system(wire, instructions(tools))
+        add_to_system(wire, instructions(tools))
     return wire
 
 
@@ -190,11 +190,16 @@ def _assistant_as_text(message: Message, names: dict[str, str]) -> Message:
 
 def _tool_response(message: Message, names: Mapping[str, str]) -> str:
     name = message.get("name") or names.get(message.get("tool_call_id") or "") or "unknown"
-    content = content_text(message.get("content"))
+    return tool_response_block(name, content_text(message.get("content")))
+
+
+def tool_response_block(name: str, content: str) -> str:
+    """How a tool result is shown to a model that has no tool role (text and JSON modes)."""
     return f'<tool_response name="{html.escape(name)}">\n{content}\n</tool_response>'
 
 
-def _add_to_system(wire: list[Message], text: str) -> None:
+def add_to_system(wire: list[Message], text: str) -> None:
+    """Append ``text`` to the first system message (or start with one)."""
     for index, message in enumerate(wire):
         if message.get("role") == "system":
             content = message.get("content")
