@@ -38,7 +38,7 @@ class JudgeRecord(BaseModel):
     role: Role = "explicit"
     fatal: bool = False
     verdict: Verdict | None = None
-    """The verdict after ``trials`` (majority; ties go to the middle verdict); ``None`` when grading failed."""
+    """The verdict after ``trials`` (majority; ties go to the middle one); ``None`` when grading failed."""
     score: float | None = None
     """Mean ternary score of the trials (1 / 0.5 / 0), before any weighting."""
     trials: list[Trial] = Field(default_factory=list)
