@@ -92,6 +92,14 @@ class Settings(BaseModel):
     replay_reasoning: bool = False
     """Send earlier reasoning back to the model (``reasoning_content``); most APIs reject or ignore it."""
 
+    # --- the judge (defaults to the agent's endpoint)
+    judge_base_url: str | None = None
+    """Endpoint of the rubric judge; unset uses ``base_url``."""
+    judge_model: str | None = None
+    """Judge model; unset uses ``model``."""
+    judge_api_key: SecretStr | None = None
+    """Judge key; unset uses ``api_key``."""
+
     # --- search
     search: str = "local"
     """Search backend: ``local`` (the embedded index), a web provider (``searxng``, ``tavily``, ``brave``,
