@@ -1,0 +1,221 @@
+"""An on-disk cache of judge verdicts, so that re-scoring a set of reports costs nothing.
+
+Grading a benchmark means thousands of judge calls; re-running the scorer (another mode, a fixed
+loader, a new report among old ones) must not pay for them again. One entry is one trial of one
+rubric, stored as the parsed ``Trial``. Its key is a SHA-256 over everything the verdict depends on:
+
+- the judge model and its sampling temperature,
+- the version of the prompt templates (a hash of every file in ``judge/prompts/``),
+- the grading method (``single``, ``batch``, ``chunked:<tokens per chunk>``): a batch verdict was given
+  beside other rubrics and a chunked one from collected evidence, so they are not interchangeable,
+- the rubric's criterion and polarity, the task prompt, the report's SHA-256,
+- the trial index (trial 2 of 3 is a separate sample from trial 1).
+
+Only successful trials are stored; failures are tried again next time. The schema grows through the
+numbered migrations below. A cache that cannot be used (a corrupt file, someone else's database) is
+reported once and then bypassed: a cache must never be the reason grading fails. SQLite calls block,
+so the async methods run them in a worker thread; one connection, guarded by a lock, serves all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from deepresearch.judge.records import Trial
+from deepresearch.migrations import Migrations, NotOurs, apply_migrations, transaction
+
+logger = logging.getLogger(__name__)
+
+KEY_FORMAT = 1
+"""Bumped when the meaning of a key changes, so old entries stop matching instead of lying."""
+
+MIGRATIONS = Migrations()
+_migration = MIGRATIONS.register
+
+
+@_migration
+def m001_verdicts(db: sqlite3.Connection) -> None:
+    db.execute(
+        """
+        CREATE TABLE verdicts (
+            key TEXT PRIMARY KEY,          -- cache_key(...)
+            judge_model TEXT NOT NULL,     -- the rest is for people reading the file
+            prompt_version TEXT NOT NULL,
+            method TEXT NOT NULL,
+            criterion TEXT NOT NULL,
+            report_sha256 TEXT NOT NULL,
+            trial_index INTEGER NOT NULL,
+            trial TEXT NOT NULL,           -- the Trial as JSON
+            created_at REAL NOT NULL       -- Unix time
+        )
+        """
+    )
+
+
+def report_digest(report: str) -> str:
+    """SHA-256 of a report's text (UTF-8)."""
+    return hashlib.sha256(report.encode()).hexdigest()
+
+
+def cache_key(
+    *,
+    judge_model: str,
+    temperature: float | None,
+    prompt_version: str,
+    method: str,
+    criterion: str,
+    negative: bool,
+    task_prompt: str,
+    report_sha256: str,
+    trial_index: int,
+) -> str:
+    """The key of one trial of one rubric on one report; see the module docstring for why each part."""
+    parts = [
+        KEY_FORMAT,
+        judge_model,
+        temperature,
+        prompt_version,
+        method,
+        criterion,
+        negative,
+        task_prompt,
+        report_sha256,
+        trial_index,
+    ]
+    return hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode()).hexdigest()
+
+
+class JudgeCache:
+    """Judge trials by key, in one SQLite file at ``path`` (created on the first write)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+        self._broken = False
+
+    def close(self) -> None:
+        """Close the connection; a later call opens it again."""
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+    async def get(self, key: str) -> Trial | None:
+        """The stored trial, or ``None`` (a miss, or no usable cache)."""
+        return await asyncio.to_thread(self._get, key)
+
+    async def put(
+        self,
+        key: str,
+        trial: Trial,
+        *,
+        judge_model: str,
+        prompt_version: str,
+        method: str,
+        criterion: str,
+        report_sha256: str,
+        trial_index: int,
+    ) -> None:
+        """Store ``trial`` under ``key`` (replacing an older entry)."""
+        row = (
+            key,
+            judge_model,
+            prompt_version,
+            method,
+            criterion,
+            report_sha256,
+            trial_index,
+            trial.model_dump_json(),
+            time.time(),
+        )
+        await asyncio.to_thread(self._put, row)
+
+    def _get(self, key: str) -> Trial | None:
+        with self._lock, self._guard():
+            db = self._connect(create=False)
+            if db is None:
+                return None
+            row = db.execute("SELECT trial FROM verdicts WHERE key = ?", (key,)).fetchone()
+            if row is None:
+                return None
+            try:
+                return Trial.model_validate_json(row[0])
+            except ValidationError:
+                logger.debug("judge cache %s: unreadable entry %s, ignored", self.path, key[:12])
+                return None
+        return None  # the guard swallowed an error
+
+    def _put(self, row: tuple[str, str, str, str, str, str, int, str, float]) -> None:
+        with self._lock, self._guard():
+            db = self._connect(create=True)
+            if db is None:
+                return
+            with transaction(db):
+                db.execute(
+                    "INSERT OR REPLACE INTO verdicts (key, judge_model, prompt_version, method, criterion,"
+                    " report_sha256, trial_index, trial, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    row,
+                )
+
+    @contextlib.contextmanager
+    def _guard(self) -> Iterator[None]:
+        """A busy file skips one call; any other SQLite error disables the cache for this process."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            if any(word in str(exc).lower() for word in ("locked", "busy")):
+                logger.debug("judge cache %s busy, skipping one call: %s", self.path, exc)
+                return
+            self._disable(str(exc))
+
+    def _disable(self, reason: str) -> None:
+        if not self._broken:
+            logger.warning("judge cache %s is unusable (%s); grading without it", self.path, reason)
+        self._broken = True
+        if self._db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.close()
+            self._db = None
+
+    def _connect(self, *, create: bool) -> sqlite3.Connection | None:
+        """The open, migrated connection (lock held); ``None`` when there is nothing to read or it broke."""
+        if self._broken:
+            return None
+        if self._db is not None:
+            return self._db
+        if not create and not self.path.is_file():
+            return None
+        if create:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                self._disable(f"cannot create {self.path.parent}: {exc.strerror or exc}")
+                return None
+            target, uri = str(self.path), False
+        else:
+            target, uri = self.path.absolute().as_uri() + "?mode=rw", True  # a read never creates it
+        db = sqlite3.connect(target, uri=uri, timeout=5, isolation_level=None, check_same_thread=False)
+        try:
+            apply_migrations(db, MIGRATIONS, what=f"judge cache ({self.path})")
+            db.execute("PRAGMA journal_mode = WAL")
+        except NotOurs as exc:
+            db.close()
+            self._disable(str(exc))
+            return None
+        except BaseException:
+            db.close()
+            raise
+        self._db = db
+        return db
