@@ -18,3 +18,11 @@ def test_public_api_is_sorted_and_complete():
     assert deepresearch.__all__ == sorted(deepresearch.__all__)
     for name in deepresearch.__all__:
         assert getattr(deepresearch, name) is not None
+
+
+def test_judge_api_is_sorted_and_importable():
+    import deepresearch.judge as judge
+
+    assert judge.__all__ == sorted(judge.__all__)
+    for name in judge.__all__:
+        assert getattr(judge, name) is not None

@@ -17,8 +17,9 @@ Errors from httpx and the tokenizer are translated into these at one boundary pe
     ├── SearchError            a search backend failed
     ├── ToolError              a tool refused its arguments (shown to the model, never fatal)
     │   └── PathOutsideWorkspace
-    └── RunStoreError          the run directory cannot be read or written
-        └── RunCorrupted       a run file does not parse (names the path and the line)
+    ├── RunStoreError          the run directory cannot be read or written
+    │   └── RunCorrupted       a run file does not parse (names the path and the line)
+    └── RewardUnavailable      some rubrics could not be graded, so a reward would be a guess
 """
 
 from __future__ import annotations
@@ -95,3 +96,7 @@ class RunCorrupted(RunStoreError):
         super().__init__(f"{where}: {reason}")
         self.path = path
         self.line = line
+
+
+class RewardUnavailable(DeepResearchError):
+    """Some rubrics could not be graded, so the reward would be a guess; the message lists them."""

@@ -29,7 +29,7 @@ from collections.abc import Coroutine, Sequence
 from functools import cache
 from typing import Any, Literal, TypeVar
 
-from deepresearch.errors import DeepResearchError
+from deepresearch.errors import RewardUnavailable
 from deepresearch.judge.grader import Judge
 from deepresearch.judge.records import JudgeRecord
 from deepresearch.judge.rubrics import Rubric, Task
@@ -38,10 +38,6 @@ from deepresearch.judge.scoring import task_score
 T = TypeVar("T")
 
 OnFailure = Literal["raise", "skip"]
-
-
-class RewardUnavailable(DeepResearchError):
-    """Some rubrics could not be graded, so the reward would be a guess; the message lists them."""
 
 
 def strict_reward(records: Sequence[JudgeRecord], *, on_failure: OnFailure = "raise") -> float:

@@ -30,16 +30,15 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-import jinja2
 import json_repair
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from deepresearch.errors import ConfigError, LLMError
+from deepresearch.judge.grader import render
 from deepresearch.judge.rubrics import Role, Rubric, Task
 from deepresearch.llm.client import ChatClient
 
@@ -260,7 +259,7 @@ class _Calls:
         """The parsed reply of ``step``, retried once with its problems; ``(None, problems)`` at last."""
         problems: list[str] = []
         for _ in range(ATTEMPTS):
-            prompt = _render(template, problems=problems, **variables)
+            prompt = render(template, problems=problems, **variables)
             completion = await client.complete([{"role": "user", "content": prompt}])
             self.cost_usd += completion.usage.cost_usd
             data = _json_object(completion.content)
@@ -490,21 +489,6 @@ def _clip(text: str, limit: int = 80) -> str:
 
 def _compact(exc: ValidationError) -> str:
     return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors())
-
-
-@cache
-def _environment() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.PackageLoader("deepresearch.judge", "prompts"),
-        undefined=jinja2.StrictUndefined,
-        autoescape=False,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-
-
-def _render(name: str, **variables: Any) -> str:
-    return _environment().get_template(name).render(**variables).strip()
 
 
 # --- seeds and files
