@@ -30,7 +30,7 @@ from deepresearch.agent.tokens import count_tokens
 from deepresearch.config import Settings, default_cache_dir, default_data_dir
 from deepresearch.errors import ConfigError, LLMError, RunStoreError
 from deepresearch.report import Language, render_html, render_markdown, resolve_citations
-from deepresearch.runs import RunInfo, RunStore, new_run_id, read_info
+from deepresearch.runs import RunInfo, RunStore, json_text, new_run_id, read_info
 from deepresearch.tools.base import ShellConfig, ToolContext
 from deepresearch.tools.registry import Registry, default_tools
 
@@ -71,12 +71,32 @@ class Recorder:
 
     def checkpoint(self, state: RunState) -> None:
         """Rewrite the derived files after a step; then fsync the event log."""
-        self.store.write_encoded_list("messages.json", state.history.records())
-        self.store.write_json("sources.json", [s.to_dict() | {"n": None} for s in state.sources])
+        self.write(self._snapshot(state))
+
+    async def save(self, state: RunState, *, sources: list[dict[str, Any]] | None = None) -> None:
+        """``checkpoint`` with the writes and the fsync in a worker thread: the run still waits for
+        them, but other runs in this event loop (a benchmark's) go on meanwhile. ``sources`` replaces
+        the unnumbered source list (the report's numbering, once it exists)."""
+        await asyncio.to_thread(self.write, self._snapshot(state, sources))
+
+    def _snapshot(self, state: RunState, sources: list[dict[str, Any]] | None = None) -> dict[str, str]:
+        """The derived files' text, built on the loop's thread while nothing else changes ``state``."""
+        if sources is None:
+            sources = [s.to_dict() | {"n": None} for s in state.sources]
+        files = {
+            "messages.json": "[\n" + ",\n".join(state.history.records()) + "\n]",  # already encoded
+            "sources.json": json_text(sources),
+        }
         if "todo" in state.tool_state:
-            self.store.write_json("todo.json", state.tool_state["todo"])
+            files["todo.json"] = json_text(state.tool_state["todo"])
         self.info.steps, self.info.usage = state.step, state.usage.to_dict()
-        self.store.write_info(self.info)
+        files["run.json"] = self.info.model_dump_json(indent=1)
+        return files
+
+    def write(self, files: dict[str, str]) -> None:
+        """Write whole files (atomically, each), then fsync the event log."""
+        for name, text in files.items():
+            self.store.write_text(name, text)
         self.store.sync()
 
 
@@ -405,33 +425,32 @@ async def _drive(
             services.explain(exc)
             exc.add_note(f"run directory: {store.path} (continue with: deepresearch resume {store.path})")
             raise
-        return _deliver(stop, store, info, recorder, state)
+        return await _deliver(stop, store, info, recorder, state)
     finally:
         await services.aclose()
         store.close()
 
 
-def _deliver(
+async def _deliver(
     stop: Finished, store: RunStore, info: RunInfo, recorder: Recorder, state: RunState
 ) -> RunResult:
     language: Language = "zh" if state.language == "zh" else "en"
     cited = resolve_citations(stop.answer, state.sources)
     markdown = render_markdown(cited, language)
-    store.write_text("report.md", markdown)
-    store.write_text("report.html", render_html(cited, title=state.question[:200], language=language))
+    html = render_html(cited, title=state.question[:200], language=language)
+    await asyncio.to_thread(recorder.write, {"report.md": markdown, "report.html": html})
     recorder.record(
         ReportWritten(
             step=state.step, path="report.md", chars=len(markdown), origin=stop.origin, citations=cited.stats
         )
     )
-    recorder.checkpoint(state)
-    numbers = cited.numbers
-    store.write_json("sources.json", [s.to_dict() | {"n": numbers.get(s.key)} for s in state.sources])
     info.status, info.ended, info.citations, info.report_origin = "done", now_iso(), cited.stats, stop.origin
     recorder.record(
         RunFinished(step=state.step, status="done", usage=state.usage.to_dict(), steps=state.step)
     )
-    store.write_info(info)
+    numbers = cited.numbers
+    numbered = [s.to_dict() | {"n": numbers.get(s.key)} for s in state.sources]
+    await recorder.save(state, sources=numbered)
     return RunResult(
         run_dir=store.path,
         status="done",

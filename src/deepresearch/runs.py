@@ -150,7 +150,7 @@ class RunStore:
     # --- whole files
 
     def write_json(self, name: str, data: Any) -> None:
-        self.write_text(name, json.dumps(data, ensure_ascii=False, indent=1))
+        self.write_text(name, json_text(data))
 
     def write_text(self, name: str, text: str) -> None:
         target = self.path / name
@@ -158,15 +158,16 @@ class RunStore:
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, target)
 
-    def write_encoded_list(self, name: str, items: list[str]) -> None:
-        """A JSON array from already-encoded items (messages.json without re-encoding the history)."""
-        self.write_text(name, "[\n" + ",\n".join(items) + "\n]")
-
     def read_json(self, name: str) -> Any:
         return read_json(self.path / name)
 
     def write_info(self, info: RunInfo) -> None:
         self.write_text("run.json", info.model_dump_json(indent=1))
+
+
+def json_text(data: Any) -> str:
+    """How run files hold JSON: readable (indent 1) and not ASCII-escaped."""
+    return json.dumps(data, ensure_ascii=False, indent=1)
 
 
 def read_json(path: Path) -> Any:

@@ -55,7 +55,11 @@ class ChatModel(Protocol):
 
 class Recorder(Protocol):
     def record(self, event: Event) -> None: ...
-    def checkpoint(self, state: RunState) -> None: ...
+    def checkpoint(self, state: RunState) -> None:
+        """Write the derived files and fsync now (on the way out of a cancelled run)."""
+
+    async def save(self, state: RunState) -> None:
+        """``checkpoint`` at a step boundary, with the disk work off the event loop."""
 
 
 @dataclass(frozen=True)
@@ -226,7 +230,7 @@ class Agent:
             for index, call in enumerate(calls):
                 if call.id not in self.state.results:
                     group.create_task(self.run_call(n, index, call, length_cut))
-        self.recorder.checkpoint(self.state)
+        await self.recorder.save(self.state)
 
     async def run_call(self, n: int, index: int, call: ToolCall, length_cut: bool) -> None:
         ctx = self.make_context(n, call.id)

@@ -38,6 +38,7 @@ from deepresearch.fetch import Page
 from deepresearch.fetch.cache import FetchCache
 from deepresearch.fetch.extract import extract_document
 from deepresearch.fetch.guard import Allowlist, check_url
+from deepresearch.tls import shared_ssl_context
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +122,7 @@ class HttpFetcher:
             transport=transport,
             timeout=httpx.Timeout(self._config.timeout_s),
             follow_redirects=False,
+            verify=shared_ssl_context(),
             headers={
                 "User-Agent": self._config.user_agent,
                 "Accept": DEFAULT_ACCEPT,

@@ -34,6 +34,7 @@ from deepresearch.llm.messages import Completion, Encoded, Message, Usage
 from deepresearch.llm.pricing import Price, cost_usd, price_for
 from deepresearch.llm.reasoning import join_reasoning, split_reasoning
 from deepresearch.llm.stream import DONE, RawReply, SSEDecoder, StreamAccumulator, read_body
+from deepresearch.tls import shared_ssl_context
 
 if TYPE_CHECKING:
     import httpx
@@ -137,6 +138,7 @@ class ChatClient:
             timeout=httpx.Timeout(config.timeout, connect=min(config.timeout, _CONNECT_TIMEOUT)),
             transport=transport,
             trust_env=not loopback,  # HTTP_PROXY must not capture a server on this machine
+            verify=shared_ssl_context(),
         )
         fields: dict[str, Any] = {"model": config.model, "stream": config.stream}
         if config.stream:

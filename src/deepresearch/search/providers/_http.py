@@ -35,6 +35,7 @@ import httpx
 
 from deepresearch.errors import SearchError
 from deepresearch.search import SearchHit
+from deepresearch.tls import shared_ssl_context
 
 logger = logging.getLogger(__name__)
 
@@ -150,6 +151,7 @@ class ProviderHTTP:
             timeout=httpx.Timeout(timeout),
             follow_redirects=follow_redirects,
             transport=transport,
+            verify=shared_ssl_context(),
         )
 
     def __repr__(self) -> str:

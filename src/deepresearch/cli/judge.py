@@ -1,0 +1,125 @@
+"""``deepresearch judge …``: grade reports against rubrics and synthesise rubric tasks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import typer
+
+from deepresearch.cli.common import ApiKeyOpt, BaseUrlOpt, ConfigOpt, ModelOpt, cli_settings, run_or_exit
+
+judge_app = typer.Typer(
+    no_args_is_help=True, help="Grade reports against rubrics (the Checklist-style Judger)."
+)
+
+JudgeModelOpt = Annotated[str | None, typer.Option("--judge-model", help="Judge model (default: --model).")]
+JudgeUrlOpt = Annotated[
+    str | None, typer.Option("--judge-base-url", help="Judge endpoint (default: --base-url).")
+]
+JudgeKeyOpt = Annotated[str | None, typer.Option("--judge-api-key", help="Judge key (default: --api-key).")]
+
+
+@judge_app.command("grade")
+def judge_grade(
+    tasks: Annotated[
+        Path, typer.Option("--tasks", help="Tasks: ResearchRubrics, DRB, ResearcherBench or ours.")
+    ],
+    reports: Annotated[
+        Path, typer.Option("--reports", help="Folder of <task_id>.md, folder of run directories, or JSONL.")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Per-rubric records (JSONL).")] = Path("results.jsonl"),
+    judge_model: JudgeModelOpt = None,
+    judge_base_url: JudgeUrlOpt = None,
+    judge_api_key: JudgeKeyOpt = None,
+    trials: Annotated[int, typer.Option("--trials", help="Independent gradings per rubric (paper: 3).")] = 1,
+    batch: Annotated[int, typer.Option("--batch", help="Rubrics per judge call.")] = 1,
+    mode: Annotated[
+        Literal["ternary", "binary", "strict"], typer.Option("--mode", help="ternary, binary or strict.")
+    ] = "ternary",
+    max_report_tokens: Annotated[
+        int, typer.Option("--max-report-tokens", help="Longer reports are judged in chunks.")
+    ] = 100_000,
+    cache: Annotated[Path | None, typer.Option("--cache", help="Verdict cache (SQLite).")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Grade reports against their rubrics; print per-task scores and the benchmark score."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from deepresearch.judge.commands import grade
+
+    settings = cli_settings(
+        config, judge_model=judge_model, judge_base_url=judge_base_url, judge_api_key=judge_api_key
+    )
+
+    def progress(task_id: str, scored: Any, cost: float) -> None:
+        shown = f"{scored.score * 100:.1f}" if scored is not None else "n/a"
+        typer.echo(f"graded {task_id}: {shown} (${cost:.4f})", err=True)
+
+    summary = run_or_exit(
+        grade(
+            settings,
+            tasks_path=tasks,
+            reports=reports,
+            out=out,
+            trials=trials,
+            batch=batch,
+            mode=mode,
+            max_report_tokens=max_report_tokens,
+            cache=cache,
+            on_task=progress,
+        )
+    )
+    table = Table("task", "score", "failed items", "fatal", "cost")
+    for scored in summary.scores:
+        table.add_row(
+            scored.task_id,
+            f"{scored.score * 100:.1f}",
+            str(scored.failed_items),
+            "yes" if scored.fatal_hit else "",
+            f"${summary.costs.get(scored.task_id, 0):.4f}",
+        )
+    Console().print(table)
+    for problem in summary.problems:
+        typer.secho(f"  {problem}", fg="yellow", err=True)
+    if summary.missing:
+        typer.secho(f"  no report for: {', '.join(summary.missing)}", fg="yellow", err=True)
+    score = "n/a" if summary.benchmark is None else f"{summary.benchmark:.2f}"
+    typer.echo(
+        f"benchmark score ({mode}): {score} over {len(summary.scores)} tasks; "
+        f"judge cost ${summary.usage.get('cost_usd', 0):.4f}; records in {out}"
+    )
+
+
+@judge_app.command("synth-rubrics")
+def judge_synth_rubrics(
+    seeds: Annotated[Path, typer.Option("--seeds", help="Seeds (JSONL: id, topic, domain, document…).")],
+    out: Annotated[Path, typer.Option("--out", help="Kept tasks (JSONL); discards go next to it.")],
+    threshold: Annotated[float, typer.Option("--threshold", help="Minimum consistency to keep.")] = 0.7,
+    base_url: BaseUrlOpt = None,
+    model: ModelOpt = None,
+    api_key: ApiKeyOpt = None,
+    judge_model: JudgeModelOpt = None,
+    judge_base_url: JudgeUrlOpt = None,
+    judge_api_key: JudgeKeyOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Synthesise RL tasks and rubrics from seeds (two-step reverse synthesis with a consistency judge)."""
+    from deepresearch.judge.commands import synth_rubrics
+
+    settings = cli_settings(
+        config,
+        base_url=base_url,
+        model=model,
+        api_key=api_key,
+        judge_model=judge_model,
+        judge_base_url=judge_base_url,
+        judge_api_key=judge_api_key,
+    )
+    report = run_or_exit(synth_rubrics(settings, seeds=seeds, out=out, threshold=threshold))
+    discarded = ", ".join(f"{reason} {count}" for reason, count in report.discarded.items()) or "none"
+    typer.echo(
+        f"kept {report.kept}; discarded: {discarded}; failed {report.failed}; "
+        f"skipped {report.skipped} already done; cost ${report.cost_usd:.4f}; tasks in {out}"
+    )
