@@ -256,11 +256,17 @@ async def _start_local_server(settings: Settings) -> Any:
 
 
 async def research(
-    question: str, settings: Settings, *, on_event: EventCallback | None = None, tools: Registry | None = None
+    question: str,
+    settings: Settings,
+    *,
+    on_event: EventCallback | None = None,
+    tools: Registry | None = None,
+    stop: asyncio.Event | None = None,
 ) -> RunResult:
     """Run a new research on ``question``; the run directory is ``settings.out`` or a new one.
 
-    ``tools`` replaces the default registry (``default_tools()`` plus your own, say).
+    ``tools`` replaces the default registry (``default_tools()`` plus your own, say). Setting ``stop``
+    ends the run after the step in progress, as ``cancelled`` and resumable.
     """
     if not question.strip():
         raise ConfigError("the question is empty")
@@ -302,7 +308,7 @@ async def research(
     )
     recorder.record(started)
     state.apply(started)
-    return await _drive(store, info, recorder, state, settings, services, tools)
+    return await _drive(store, info, recorder, state, settings, services, tools, stop)
 
 
 async def resume(
@@ -311,6 +317,7 @@ async def resume(
     *,
     on_event: EventCallback | None = None,
     tools: Registry | None = None,
+    stop: asyncio.Event | None = None,
 ) -> RunResult:
     """Continue an interrupted run from its last completed step (tool calls already done are not rerun).
 
@@ -357,7 +364,7 @@ async def resume(
         await services.aclose()
         store.close()
         raise
-    return await _drive(store, info, recorder, state, effective, services, tools)
+    return await _drive(store, info, recorder, state, effective, services, tools, stop)
 
 
 async def _drive(
@@ -368,6 +375,7 @@ async def _drive(
     settings: Settings,
     services: Services,
     tools: Registry,
+    stop: asyncio.Event | None,
 ) -> RunResult:
     try:
         info.sandbox = services.sandbox
@@ -407,9 +415,10 @@ async def _drive(
             recorder=recorder,
             config=loop_config,
             make_context=make_context,
+            stop=stop,
         )
         try:
-            stop = await agent.run()
+            finished = await agent.run()
         except BaseException as exc:
             recorder.checkpoint(state)
             interrupted = not isinstance(exc, Exception)
@@ -425,7 +434,7 @@ async def _drive(
             services.explain(exc)
             exc.add_note(f"run directory: {store.path} (continue with: deepresearch resume {store.path})")
             raise
-        return await _deliver(stop, store, info, recorder, state)
+        return await _deliver(finished, store, info, recorder, state)
     finally:
         await services.aclose()
         store.close()

@@ -30,7 +30,7 @@ from deepresearch.agent.events import (
     ToolResultEvent,
 )
 from deepresearch.agent.state import RunState
-from deepresearch.agent.stops import Finished
+from deepresearch.agent.stops import Finished, StopRequested
 from deepresearch.llm.messages import Completion, Encoded, Message, ToolCall
 from deepresearch.report import extract_answer, fallback_report
 from deepresearch.tools.base import Tool, ToolContext, ToolResult
@@ -85,9 +85,12 @@ class Agent:
         recorder: Recorder,
         config: LoopConfig,
         make_context: Callable[[int, str], ToolContext],
+        stop: asyncio.Event | None = None,
     ) -> None:
         self.model, self.tools, self.state, self.recorder, self.config = model, tools, state, recorder, config
         self.make_context = make_context
+        self.stop = stop
+        """Set it to end the run after the step in progress (checked between steps)."""
         self.schemas = [tool.schema() for tool in tools.values()]
         self._started = time.monotonic()
         self._failing: dict[tuple[str, str], int] = {}
@@ -102,6 +105,8 @@ class Agent:
             if self.state.pending_calls:
                 await self.act_on_tools(self.state.step, self.state.calls)
             while True:
+                if self.stop is not None and self.stop.is_set():
+                    raise StopRequested
                 await self.step()
         except Finished as stop:
             return stop

@@ -23,3 +23,11 @@ class Finished(RunStopped):
         self.answer = answer
         self.origin: Literal["answer", "forced", "fallback"] = origin
         self.reason = reason
+
+
+class StopRequested(BaseException):
+    """The run was asked to stop at the next step boundary (a server shutting down gracefully).
+
+    A ``BaseException``, like a cancellation: the run is recorded as ``cancelled``, with the step it
+    finished complete, and ``resume`` continues it.
+    """

@@ -1,0 +1,82 @@
+"""``deepresearch serve``: the HTTP API, web page, OpenAI-compatible endpoint and MCP server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from deepresearch.cli.common import (
+    ApiKeyOpt,
+    BaseUrlOpt,
+    ConfigOpt,
+    IndexOpt,
+    MaxStepsOpt,
+    ModelOpt,
+    SearchOpt,
+    cli_settings,
+    run_or_exit,
+)
+
+DataDirOpt = Annotated[
+    Path, typer.Option("--data-dir", help="Where jobs and their run directories are kept.")
+]
+
+
+def serve(
+    host: Annotated[
+        str, typer.Option("--host", help="Address to bind (anything but loopback needs a token).")
+    ] = ("127.0.0.1"),
+    port: Annotated[int, typer.Option("--port", help="Port (0: any free port).")] = 8000,
+    token: Annotated[
+        str | None,
+        typer.Option("--token", envvar="DEEPRESEARCH_SERVER_TOKEN", help="API token clients send as Bearer."),
+    ] = None,
+    data_dir: DataDirOpt = Path("server-data"),
+    workers: Annotated[int, typer.Option("--workers", help="Research jobs run at once.")] = 4,
+    cors_origin: Annotated[
+        list[str] | None, typer.Option("--cors-origin", help="Allow browser calls from this origin.")
+    ] = None,
+    rate: Annotated[int, typer.Option("--rate", help="Job submissions per client per minute.")] = 30,
+    grace: Annotated[
+        float, typer.Option("--grace", help="Seconds a shutdown waits for running steps to finish.")
+    ] = 30.0,
+    base_url: BaseUrlOpt = None,
+    model: ModelOpt = None,
+    api_key: ApiKeyOpt = None,
+    search: SearchOpt = None,
+    index: IndexOpt = None,
+    max_steps: MaxStepsOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Serve research over HTTP: JSON API with live events, a web page, /v1/chat/completions and MCP."""
+    from pydantic import SecretStr
+
+    from deepresearch.server.app import ServerConfig
+    from deepresearch.server.run import serve as run_server
+
+    settings = cli_settings(
+        config,
+        base_url=base_url,
+        model=model,
+        api_key=api_key,
+        search=search,
+        index=index,
+        max_steps=max_steps,
+    )
+    server_config = ServerConfig(
+        host=host,
+        port=port,
+        token=SecretStr(token) if token else None,
+        data_dir=data_dir,
+        workers=workers,
+        grace_s=grace,
+        cors_origins=cors_origin or [],
+        rate_per_minute=rate,
+    )
+
+    def ready(url: str) -> None:
+        typer.echo(f"listening on {url}", err=True)
+
+    run_or_exit(run_server(settings, server_config, ready=ready))
