@@ -53,6 +53,62 @@ class PriceOverride(BaseModel):
     output: float
 
 
+class McpServer(BaseModel):
+    """One MCP server whose tools the agent may call (a ``[[mcp_servers]]`` table in the TOML file).
+
+    Either ``command`` (a stdio server this run starts and stops) or ``url`` (a streamable-HTTP
+    server). Values of ``env`` and ``headers`` are secrets: ``Settings.public`` records their names
+    only, so put tokens there, not in ``args`` or the URL.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
+    """Prefix of the tools' names as the model sees them (``<name>__<tool>``): letters, digits, ``_``
+    and ``-``, at most 32."""
+    command: str | None = None
+    """Executable that runs a stdio server (looked up on ``PATH``), e.g. ``npx`` or ``uvx``."""
+    args: list[str] = Field(default_factory=list)
+    """Arguments of ``command``."""
+    env: dict[str, SecretStr] = Field(default_factory=dict)
+    """Variables for the stdio server, on top of the few it inherits (``PATH``, ``HOME``, ``USER``…)."""
+    cwd: Path | None = None
+    """Working directory of the stdio server; unset: the current one."""
+    url: str | None = None
+    """Endpoint of a streamable-HTTP server, e.g. ``http://localhost:8000/mcp``."""
+    headers: dict[str, SecretStr] = Field(default_factory=dict)
+    """HTTP headers sent with every request to ``url``, e.g. ``Authorization``."""
+    tools: list[str] | None = None
+    """The server's tool names to offer the model; unset offers all of them."""
+    timeout_s: float = Field(default=30.0, gt=0)
+    """Seconds the server may take to start, to list its tools, and to answer one tool call."""
+
+    @model_validator(mode="after")
+    def _one_transport(self) -> McpServer:
+        if (self.command is None) == (self.url is None):
+            raise ValueError(f"MCP server {self.name!r} needs either `command` (stdio) or `url` (HTTP)")
+        if self.url is not None and (self.args or self.env or self.cwd is not None):
+            raise ValueError(
+                f"MCP server {self.name!r}: `args`, `env` and `cwd` go with `command`, not `url`"
+            )
+        if self.command is not None and self.headers:
+            raise ValueError(f"MCP server {self.name!r}: `headers` go with `url`, not `command`")
+        if self.url is not None and not self.url.startswith(("http://", "https://")):
+            raise ValueError(f"MCP server {self.name!r}: `url` must start with http:// or https://")
+        return self
+
+    def public(self) -> dict[str, Any]:
+        """This entry as recorded with the run: JSON-able, ``env`` and ``headers`` values left out."""
+        return self.model_dump(mode="json", exclude={"env", "headers"})
+
+    def secret_names(self) -> list[str]:
+        """``mcp_servers.<name>.env.<VAR>`` / ``….headers.<Header>`` for each secret value set."""
+        prefix = f"mcp_servers.{self.name}"
+        return [f"{prefix}.env.{key}" for key in self.env] + [
+            f"{prefix}.headers.{key}" for key in self.headers
+        ]
+
+
 class Settings(BaseModel):
     """Everything a run can be told. Field names are the TOML keys and, upper-cased, the env twins."""
 
@@ -175,12 +231,26 @@ class Settings(BaseModel):
     prices: dict[str, PriceOverride] = Field(default_factory=dict)
     """Per-model prices that override the shipped table."""
 
+    mcp_servers: list[McpServer] = Field(default_factory=list)
+    """MCP servers whose tools the agent may call besides its own: ``[[mcp_servers]]`` tables in the
+    TOML file (no environment twin). Each is started (or connected to) when a run starts, and one that
+    fails stops the run before it begins."""
+
     @field_validator("fetch_allowlist", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         return (
             [item.strip() for item in value.split(",") if item.strip()] if isinstance(value, str) else value
         )
+
+    @field_validator("mcp_servers")
+    @classmethod
+    def _unique_server_names(cls, servers: list[McpServer]) -> list[McpServer]:
+        names = [server.name for server in servers]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(f"MCP server names must be unique: {', '.join(twice)}")
+        return servers
 
     @model_validator(mode="after")
     def _check_context_limits(self) -> Settings:
@@ -223,8 +293,12 @@ class Settings(BaseModel):
     def public(self) -> dict[str, Any]:
         """The settings as recorded in ``run.json``/events: JSON-able, without any key."""
         secrets = {name for name, value in self if isinstance(value, SecretStr) or name.endswith("api_key")}
-        data = self.model_dump(mode="json", exclude=secrets)
-        data["keys_set"] = sorted(name for name in secrets if getattr(self, name) is not None)
+        data = self.model_dump(mode="json", exclude=secrets | {"mcp_servers"})
+        data["mcp_servers"] = [server.public() for server in self.mcp_servers]
+        keys = [name for name in secrets if getattr(self, name) is not None]
+        data["keys_set"] = sorted(
+            keys + [name for server in self.mcp_servers for name in server.secret_names()]
+        )
         return data
 
 
@@ -306,7 +380,8 @@ def load_settings(
         problems = []
         for error in exc.errors():
             field = str(error["loc"][0]) if error["loc"] else ""
-            problems.append(f"{field} (from {origin.get(field, 'settings')}): {error['msg']}")
+            where = ".".join(str(part) for part in error["loc"])  # mcp_servers.0.name, not just mcp_servers
+            problems.append(f"{where} (from {origin.get(field, 'settings')}): {error['msg']}")
         raise ConfigError("invalid settings: " + "; ".join(problems)) from exc
 
 

@@ -32,7 +32,7 @@ from deepresearch.errors import ConfigError, LLMError, RunStoreError
 from deepresearch.report import Language, render_html, render_markdown, resolve_citations
 from deepresearch.runs import RunInfo, RunStore, json_text, new_run_id, read_info
 from deepresearch.tools.base import ShellConfig, ToolContext
-from deepresearch.tools.registry import Registry, default_tools
+from deepresearch.tools.registry import Registry, default_tools, register
 
 logger = logging.getLogger(__name__)
 
@@ -194,6 +194,9 @@ class Services:
     sandbox: str
     server: Any = None
     """The embedded model server of ``--model local`` (stopped with the rest)."""
+    mcp: Any = None
+    """The open MCP sessions of ``mcp_servers`` and their tools (``tools.mcp.McpTools``), closed with
+    the rest; opened here, in the run's task, because anyio must close them in the task that opened them."""
 
     @classmethod
     async def open(cls, settings: Settings) -> Services:
@@ -203,7 +206,7 @@ class Services:
         shell = _shell_config(settings)
         sandbox = str(detect_sandbox(shell))
         search = open_search(settings)
-        fetcher = server = None
+        fetcher = server = client = mcp = None
         try:
             fetcher = _fetcher(settings)
             if settings.is_local:
@@ -217,14 +220,27 @@ class Services:
                     }
                 )
             client = _client(settings)
+            if settings.mcp_servers:  # last: a server that fails to start fails the run before it starts
+                from deepresearch.tools.mcp import open_servers
+
+                mcp = await open_servers(settings.mcp_servers)
         except BaseException:
+            if client is not None:
+                await client.aclose()
             if server is not None:
                 await asyncio.to_thread(server.stop)
             if fetcher is not None:
                 await fetcher.aclose()
             await close_backend(search)
             raise
-        return cls(client, search, fetcher, shell, sandbox, server)
+        return cls(client, search, fetcher, shell, sandbox, server, mcp)
+
+    def registry(self, tools: Registry) -> Registry:
+        """``tools`` plus the MCP servers' tools, in a new dict; a name taken twice is a ``ConfigError``."""
+        merged = dict(tools)
+        for tool in self.mcp.tools if self.mcp is not None else ():
+            register(merged, tool)
+        return merged
 
     def explain(self, exc: BaseException) -> None:
         """Add the embedded server's crash report to ``exc`` when that is why the run failed."""
@@ -238,6 +254,8 @@ class Services:
     async def aclose(self) -> None:
         from deepresearch.search.backends import close_backend
 
+        if self.mcp is not None:
+            await self.mcp.aclose()
         await self.client.aclose()
         await self.fetcher.aclose()
         await close_backend(self.search)
@@ -274,6 +292,7 @@ async def research(
     services = await Services.open(settings)  # a bad setting fails before a run directory exists
     run_id = new_run_id()
     try:
+        tools = services.registry(tools if tools is not None else default_tools())
         store = RunStore.create(settings.out or settings.runs_dir / run_id)
     except BaseException:
         await services.aclose()
@@ -294,7 +313,6 @@ async def research(
         {"role": "user", "content": question},
     ]
     state = RunState(history=History(count_tokens, replay_reasoning=settings.replay_reasoning))
-    tools = tools if tools is not None else default_tools()
     started = RunStarted(
         run_id=run_id,
         question=question,
@@ -333,7 +351,10 @@ async def resume(
         recorded = Settings.model_validate(
             {k: v for k, v in first.settings.items() if k in Settings.model_fields}
         )
-        overrides = settings.model_dump(exclude_unset=True) if settings is not None else {}
+        # the set fields as objects (a dump would turn McpServer and PriceOverride entries into dicts)
+        overrides = (
+            {n: getattr(settings, n) for n in settings.model_fields_set} if settings is not None else {}
+        )
         effective = recorded.model_copy(update={k: v for k, v in overrides.items() if k not in ("out",)})
         if settings is not None and settings.api_key is not None:
             effective.api_key = settings.api_key
@@ -356,7 +377,7 @@ async def resume(
             info = RunInfo(id=state.run_id, question=state.question, started=first.ts)
         info.status, info.pid, info.ended, info.error = "running", os.getpid(), None, None
         recorder = Recorder(store, info, on_event)
-        tools = tools if tools is not None else default_tools()
+        tools = services.registry(tools if tools is not None else default_tools())
         resumed = RunResumed(step=state.step, pending_calls=[c.id for c in state.pending_calls])
         recorder.record(resumed)
         state.apply(resumed)

@@ -22,8 +22,8 @@ Tools: ``lookup(term)``, ``fail(reason)`` (raises, so the call comes back with `
 from __future__ import annotations
 
 import argparse
-import base64
 import asyncio
+import base64
 import os
 import sys
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -71,7 +71,9 @@ def build_server() -> MCPServer:
     def picture() -> list[mcp_types.ContentBlock]:
         return [
             mcp_types.TextContent(type="text", text="A one-pixel image:"),
-            mcp_types.ImageContent(type="image", data=base64.b64encode(PNG_1X1).decode(), mime_type="image/png"),
+            mcp_types.ImageContent(
+                type="image", data=base64.b64encode(PNG_1X1).decode(), mime_type="image/png"
+            ),
         ]
 
     @server.tool(name="dotted.name", description="A tool whose name needs sanitizing. " + "x" * 3000)

@@ -31,6 +31,7 @@ from deepresearch.cli.common import (
     setup_logging,
 )
 from deepresearch.cli.judge import judge_app
+from deepresearch.cli.mcp import mcp
 from deepresearch.cli.serve import serve
 from deepresearch.errors import DeepResearchError
 
@@ -49,6 +50,7 @@ app.add_typer(bench_app, name="bench")
 models_app = typer.Typer(no_args_is_help=True, help="Models that run on this machine (--model local).")
 app.add_typer(models_app, name="models")
 app.command("serve")(serve)
+app.command("mcp")(mcp)
 
 
 @app.callback()

@@ -42,6 +42,9 @@ from deepresearch.server.jobs import (
     ResearchOptions,
     job_report,
 )
+from deepresearch.server.mcp_server import mount_mcp
+from deepresearch.server.openai_compat import openai_router
+from deepresearch.server.ui import ui_router
 
 KEEPALIVE_S = 15.0
 DEFAULT_PORT = 8000
@@ -262,7 +265,8 @@ def create_app(settings: Settings, config: ServerConfig, *, manager: JobManager 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await jobs.start()
         try:
-            yield
+            async with mcp_sessions.run():  # the /mcp sessions end before the jobs stop
+                yield
         finally:
             await jobs.shutdown()
 
@@ -298,6 +302,10 @@ def create_app(settings: Settings, config: ServerConfig, *, manager: JobManager 
                 429, "too many research requests; slow down", headers={"Retry-After": str(math.ceil(wait))}
             )
         return client
+
+    # the OpenAI-compatible and MCP faces: the same jobs, the same guard and rate limit
+    app.include_router(openai_router(jobs, admit=admit, keepalive_s=KEEPALIVE_S))
+    mcp_sessions = mount_mcp(app, jobs, admit=admit, loopback=is_loopback(config.host))
 
     def found(job_id: str) -> Job:
         job = jobs.get(job_id)
@@ -377,6 +385,7 @@ def create_app(settings: Settings, config: ServerConfig, *, manager: JobManager 
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
         )
+    app.include_router(ui_router())  # the web page: /, /favicon.ico, /static/* (open, see OPEN_PATHS)
     app.add_middleware(BodyLimit, limit=config.max_body_bytes)
     return app
 

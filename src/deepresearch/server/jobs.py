@@ -41,6 +41,7 @@ from deepresearch.config import Settings
 from deepresearch.errors import ConfigError, RunStoreError
 from deepresearch.migrations import Migrations, NotOurs, apply_migrations
 from deepresearch.runs import load_events
+from deepresearch.tools.registry import Registry
 
 logger = logging.getLogger(__name__)
 
@@ -241,7 +242,7 @@ class JobManager:
     ) -> None:
         if workers < 1:
             raise ConfigError("the server needs at least one worker")
-        self.settings = settings
+        self.settings, self.tools = sandboxed(settings)
         self.data_dir = data_dir
         self.runs_dir = data_dir / "runs"
         self.workers = workers
@@ -410,9 +411,9 @@ class JobManager:
         self._set(job.id, status="running", started=job.started or _now(), error="")
         try:
             if resuming:
-                await resume(run_dir, settings, on_event=feed.publish, stop=stop)
+                await resume(run_dir, settings, on_event=feed.publish, stop=stop, tools=self.tools)
             else:
-                await research(job.question, settings, on_event=feed.publish, stop=stop)
+                await research(job.question, settings, on_event=feed.publish, stop=stop, tools=self.tools)
         except asyncio.CancelledError:
             self._set(job.id, **({"status": "interrupted"} if self._closing else _ended("cancelled")))
             raise
@@ -437,6 +438,28 @@ class JobManager:
         changed = self._changed.get(job_id)
         if changed is not None:
             changed.set()
+
+
+def sandboxed(settings: Settings) -> tuple[Settings, Registry | None]:
+    """The server's settings and tools: the shell runs under bubblewrap or not at all.
+
+    Requests come from anywhere the token reaches, so ``shell_sandbox = "none"`` (or the network-only
+    ``unshare`` fallback) is not honoured here: without a working bubblewrap the ``shell`` tool is
+    left out of the registry (``None`` means the default tools).
+    """
+    from deepresearch.tools.base import ShellConfig
+    from deepresearch.tools.registry import default_tools
+    from deepresearch.tools.sandbox import SandboxKind, detect_sandbox
+
+    try:
+        kind = detect_sandbox(ShellConfig(sandbox="bwrap"))
+    except ConfigError as exc:
+        logger.warning("no bubblewrap sandbox (%s): the server runs without the shell tool", exc)
+        tools = default_tools()
+        del tools["shell"]
+        return settings, tools
+    assert kind is SandboxKind.BWRAP
+    return settings.model_copy(update={"shell_sandbox": "bwrap"}), None
 
 
 def _ended(status: JobStatus) -> dict[str, str]:

@@ -95,16 +95,17 @@ class Tool:
     args: type[BaseModel]
     run: ToolFunction
     description: str = ""
+    parameters: dict[str, Any] | None = field(default=None, hash=False)
+    """A JSON schema shown to the model instead of the one built from ``args``: for a tool whose
+    schema comes from elsewhere (an MCP server's ``inputSchema``), whose ``args`` model then accepts
+    any object and whose owner validates the arguments."""
 
     def schema(self) -> dict[str, Any]:
         """The OpenAI ``tools`` entry for this tool."""
+        parameters = json_schema(self.args) if self.parameters is None else copy.deepcopy(self.parameters)
         return {
             "type": "function",
-            "function": {
-                "name": self.name,
-                "description": self.description,
-                "parameters": json_schema(self.args),
-            },
+            "function": {"name": self.name, "description": self.description, "parameters": parameters},
         }
 
 
