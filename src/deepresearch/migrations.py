@@ -10,6 +10,7 @@ import logging
 import sqlite3
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
@@ -69,3 +70,25 @@ def apply_migrations(db: sqlite3.Connection, migrations: Migrations, *, what: st
         logger.info("%s: applied migration %s", what, migration.__name__)
         done.append(migration.__name__)
     return done
+
+
+def connect(path: Path, migrations: Migrations, *, what: str) -> sqlite3.Connection:
+    """Open (or create) one of our SQLite files for several threads: autocommit, up to date, WAL.
+
+    For the stores whose loss would be the user's (the benchmark results, the server's jobs): a file
+    that is not ours is a ``ConfigError`` naming it. The caches decide for themselves (they disable).
+    """
+    from deepresearch.errors import ConfigError
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+    try:
+        apply_migrations(db, migrations, what=f"{what} ({path})")
+        db.execute("PRAGMA journal_mode = WAL")
+    except NotOurs as exc:
+        db.close()
+        raise ConfigError(f"{path}: {exc}") from exc
+    except BaseException:
+        db.close()
+        raise
+    return db

@@ -20,9 +20,8 @@ from dataclasses import astuple, dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
-from deepresearch.errors import ConfigError
 from deepresearch.judge.records import JudgeRecord
-from deepresearch.migrations import Migrations, NotOurs, apply_migrations, transaction
+from deepresearch.migrations import Migrations, connect, transaction
 
 STORE_FILE = "results.sqlite"
 
@@ -104,21 +103,11 @@ class BenchStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
-        try:
-            apply_migrations(db, MIGRATIONS, what=f"benchmark store ({path})")
-            db.execute("PRAGMA journal_mode = WAL")
-            # no fsync per commit (WAL stays consistent; a power cut may lose the last rows): every row
-            # can be rebuilt from the run directories, which the runner reconciles on the next start
-            db.execute("PRAGMA synchronous = NORMAL")
-        except NotOurs as exc:
-            db.close()
-            raise ConfigError(f"{path}: {exc}") from exc
-        except BaseException:
-            db.close()
-            raise
+        db = connect(path, MIGRATIONS, what="benchmark store")
+        # no fsync per commit (WAL stays consistent; a power cut may lose the last rows): every row
+        # can be rebuilt from the run directories, which the runner reconciles on the next start
+        db.execute("PRAGMA synchronous = NORMAL")
         self._db = db
 
     @classmethod

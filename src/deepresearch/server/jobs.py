@@ -39,7 +39,7 @@ from deepresearch.agent.events import Event
 from deepresearch.agent.stops import StopRequested
 from deepresearch.config import Settings
 from deepresearch.errors import ConfigError, RunStoreError
-from deepresearch.migrations import Migrations, NotOurs, apply_migrations
+from deepresearch.migrations import Migrations, connect
 from deepresearch.runs import load_events
 from deepresearch.tools.registry import Registry
 
@@ -137,18 +137,8 @@ class JobStore:
     """The job table; every write commits at once (a job is never lost between two statements)."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
-        try:
-            apply_migrations(db, MIGRATIONS, what=f"job store ({path})")
-            db.execute("PRAGMA journal_mode = WAL")
-        except NotOurs as exc:
-            db.close()
-            raise ConfigError(f"{path}: {exc}") from exc
-        except BaseException:
-            db.close()
-            raise
+        db = connect(path, MIGRATIONS, what="job store")
         self._db = db
 
     def close(self) -> None:
