@@ -347,7 +347,11 @@ def _cost_score_panel(stats_list: Sequence[BenchStats]) -> _Panel:
         ax.annotate(_label(name), (cost, score), xytext=(5, 5), textcoords="offset points")
     ax.set_xlabel("cost per report (USD)")
     ax.set_ylabel("score (%)")
-    ax.margins(0.2)
+    # the whole frame from zero, as in the report's figure: autoscaling one point around itself
+    # would make any two systems look far apart
+    costs, scores = [cost for _, cost, _ in points], [score for _, _, score in points]
+    ax.set_xlim(0, max(max(costs) * 1.25, 1e-4))
+    ax.set_ylim(min(0.0, min(scores) - 5), max(100.0, max(scores) + 5))
     return _Panel(fig_id, caption, _svg(fig, fig_id), "; ".join(n for n in notes if n))
 
 
