@@ -58,7 +58,7 @@ from deepresearch.server.jobs import (
     ResearchOptions,
     job_report,
 )
-from deepresearch.server.openai_compat import progress_line
+from deepresearch.server.progress import progress_line
 from deepresearch.tools.execute import describe_validation_error
 
 SERVER_NAME = "deepresearch"

@@ -20,7 +20,7 @@ job (counted by the same rate limiter as ``POST /v1/research``), and the answer 
   completion id (``chatcmpl-<job id>``) and the ``X-DeepResearch-Job`` header, so the report can be
   fetched later from ``/v1/research/<job id>``.
 
-``progress_line`` — one short line per event worth showing a person — is shared with the MCP face.
+Progress lines come from ``server/progress.py``, shared with the MCP face.
 """
 
 from __future__ import annotations
@@ -36,21 +36,11 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from deepresearch.agent.events import (
-    ContextCompacted,
-    ErrorEvent,
-    Event,
-    FinalAnswerForced,
-    LLMCall,
-    ReportWritten,
-    RunResumed,
-    RunStarted,
-    ToolCallEvent,
-    ToolResultEvent,
     parse_event,
 )
-from deepresearch.display import describe_call
 from deepresearch.errors import ConfigError
 from deepresearch.server.jobs import Job, JobManager, ResearchOptions, job_report
+from deepresearch.server.progress import progress_line
 from deepresearch.tools.execute import describe_validation_error
 
 MODEL_ID = "deepresearch"
@@ -58,7 +48,6 @@ MODEL_ID = "deepresearch"
 JOB_HEADER = "X-DeepResearch-Job"
 REPORT_CHUNK_CHARS = 1000
 """The report is streamed in pieces of about this size, cut at line ends."""
-LINE_MAX_CHARS = 160
 """Progress lines are cut here: they are a glance at the run, not its record."""
 
 
@@ -100,70 +89,6 @@ class ChatRequest(BaseModel):
             parts = [p.get("text") for p in message.content or [] if p.get("type") == "text"]
             return "\n".join(p for p in parts if isinstance(p, str)).strip()
         return ""
-
-
-# --- progress lines
-
-
-def progress_line(event: Event) -> str | None:
-    """One short line for a person following the run, or None for events not worth a line."""
-    prefix = f"step {event.step}: " if event.step else ""
-    line: str | None = None
-    match event:
-        case RunStarted():
-            line = "started the research"
-        case RunResumed():
-            line = "resumed the research where it stopped"
-        case LLMCall() if not event.message.get("tool_calls"):
-            line = prefix + "writing the report"
-        case ToolCallEvent():
-            line = prefix + _describe_tool_call(event)
-        case ToolResultEvent():
-            line = _describe_tool_result(event)
-        case FinalAnswerForced():
-            line = f"{prefix}budget reached ({event.reason}); writing the report"
-        case ContextCompacted():
-            line = f"compacted the context ({event.tokens_before:,} → {event.tokens_after:,} tokens)"
-        case ReportWritten():
-            cited = event.citations.get("resolved", 0)
-            line = f"report written ({event.chars:,} characters, {cited} source(s) cited)"
-        case ErrorEvent():
-            line = f"error: {event.error_type}: {event.message}"
-        case _:
-            line = None
-    return None if line is None else " ".join(line.split())[:LINE_MAX_CHARS]
-
-
-def _describe_tool_call(event: ToolCallEvent) -> str:
-    if event.name == "batch_web_surfer":
-        try:
-            args = json.loads(event.arguments or "{}")
-        except ValueError:
-            args = {}
-        if isinstance(args, dict) and args.get("action") == "batch_search":
-            queries = args.get("queries") or []
-            queries = queries if isinstance(queries, list) else [queries]
-            return "searching: " + "; ".join(str(q) for q in queries)
-        if isinstance(args, dict) and args.get("action") == "batch_open":
-            urls = args.get("urls") or []
-            return f"opening {len(urls) if isinstance(urls, list) else 1} page(s)"
-    return describe_call(event.name, event.arguments)
-
-
-def _describe_tool_result(event: ToolResultEvent) -> str | None:
-    action = event.data.get("action")
-    if action == "batch_search":
-        return f"found {event.data.get('results', 0)} result(s)"
-    if action == "batch_open":
-        opened = event.data.get("opened") or []
-        ok = sum(1 for page in opened if isinstance(page, dict) and page.get("ok"))
-        return f"opened {ok} page(s)" + (f", {len(opened) - ok} failed" if ok < len(opened) else "")
-    if event.is_error:
-        return f"{event.name} failed"
-    return None
-
-
-# --- the endpoint
 
 
 def openai_router(jobs: JobManager, *, admit: Callable[[Request], str], keepalive_s: float) -> APIRouter:
