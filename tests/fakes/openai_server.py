@@ -79,6 +79,8 @@ class FakeOpenAI:
         """Every JSON body received, in order."""
         self.request_headers: list[dict[str, str]] = []
         """The headers of each request in ``requests`` (lower-case names)."""
+        self.request_peers: list[tuple[str, int] | None] = []
+        """The client address of each request: one port for several requests means one connection."""
         self.script: Callable[[dict[str, Any]], Reply] | None = None
         """Answers from the request body when the queue is empty."""
         self._queue: deque[ReplySource] = deque()
@@ -98,6 +100,7 @@ class FakeOpenAI:
             self._queue.clear()
             self.requests.clear()
             self.request_headers.clear()
+            self.request_peers.clear()
             self.script = None
 
     @property
@@ -158,6 +161,7 @@ class FakeOpenAI:
         with self._lock:
             self.requests.append(request)
             self.request_headers.append(headers)
+            self.request_peers.append(tuple(scope["client"]) if scope.get("client") else None)
             number = len(self.requests)
             source: ReplySource | None = self._queue.popleft() if self._queue else self.script
         if source is None:

@@ -102,6 +102,20 @@ def test_content_usage_and_request_shape(fake_llm: FakeOpenAI, stream: bool) -> 
 
 
 @both_modes
+def test_consecutive_calls_share_one_connection(fake_llm: FakeOpenAI, stream: bool) -> None:
+    """A stream read up to ``[DONE]`` is drained, so its connection goes back to the pool (a new
+    connection per model call would cost a TLS handshake each time against a real endpoint)."""
+    fake_llm.enqueue(*(Reply(content=f"reply {i}") for i in range(3)))
+
+    async def calls() -> list[str]:
+        async with ChatClient(make_config(fake_llm, stream=stream)) as client:
+            return [(await client.complete(USER)).content for _ in range(3)]
+
+    assert asyncio.run(calls()) == ["reply 0", "reply 1", "reply 2"]
+    assert len(set(fake_llm.request_peers)) == 1
+
+
+@both_modes
 @pytest.mark.parametrize("field", ["reasoning_content", "reasoning"])
 def test_reasoning_field(fake_llm: FakeOpenAI, stream: bool, field: str) -> None:
     fake_llm.enqueue(Reply(content="Paris.", reasoning="France's capital is Paris.", reasoning_field=field))

@@ -20,7 +20,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from types import TracebackType
@@ -329,9 +329,11 @@ class ChatClient:
         decoder = SSEDecoder()
         accumulator = StreamAccumulator()
         try:
-            async for line in response.aiter_lines():
+            lines = response.aiter_lines()
+            async for line in lines:
                 event = decoder.feed(line)
                 if event is DONE:
+                    await _drain(lines)
                     return accumulator.result()
                 if event is not None:
                     accumulator.feed(event)
@@ -475,3 +477,14 @@ def _estimate_tokens(text: str) -> int:
 
 def _int(value: Any) -> int:
     return value if isinstance(value, int) else 0
+
+
+async def _drain(lines: AsyncIterator[str], most: int = 64) -> None:
+    """Read what follows ``[DONE]`` — normally nothing but the end of the chunked body — so that the
+    connection goes back to the pool: a response closed unread closes its connection, and a new one
+    per model call costs a TCP (and TLS) handshake. A server that goes on talking is cut off."""
+    seen = 0
+    async for _ in lines:
+        seen += 1
+        if seen >= most:
+            return
