@@ -13,7 +13,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -26,6 +26,9 @@ from pydantic import (
 )
 
 from deepresearch.errors import ConfigError
+
+if TYPE_CHECKING:
+    from deepresearch.llm.pricing import Price
 
 ENV_PREFIX = "DEEPRESEARCH_"
 CONFIG_FILE_NAME = "deepresearch.toml"
@@ -289,6 +292,15 @@ class Settings(BaseModel):
         if self.tool_mode != "auto":
             return self.tool_mode
         return "json" if self.is_local else "native"
+
+    def price_overrides(self) -> dict[str, Price]:
+        """``[prices]`` from the config as the price table's entries (they win over the shipped table)."""
+        from deepresearch.llm.pricing import Price
+
+        return {
+            name: Price(input_per_million=price.input, output_per_million=price.output)
+            for name, price in self.prices.items()
+        }
 
     def public(self) -> dict[str, Any]:
         """The settings as recorded in ``run.json``/events: JSON-able, without any key."""

@@ -136,7 +136,6 @@ async def search_once(query: str, settings: Settings, *, limit: int = 10) -> lis
 
 def _client(settings: Settings) -> Any:
     from deepresearch.llm.client import ChatClient, LLMConfig
-    from deepresearch.llm.pricing import Price
 
     if not settings.base_url or not settings.model:
         raise ConfigError(
@@ -155,10 +154,7 @@ def _client(settings: Settings) -> Any:
         temperature=settings.temperature,
         max_output_tokens=settings.max_output_tokens,
         tool_mode=settings.effective_tool_mode,
-        prices={
-            name: Price(input_per_million=p.input, output_per_million=p.output)
-            for name, p in settings.prices.items()
-        },
+        prices=settings.price_overrides(),
     )
     return ChatClient(config, count_tokens=count_tokens)
 

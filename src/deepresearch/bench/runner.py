@@ -454,14 +454,11 @@ class _Runner:
 
 
 def _priced(settings: Settings) -> bool:
-    from deepresearch.llm.pricing import Price, price_for
+    from deepresearch.llm.pricing import price_for
 
     if settings.is_local or not settings.model:
         return True  # nothing to pay, or nothing will run
-    overrides = {
-        n: Price(input_per_million=p.input, output_per_million=p.output) for n, p in settings.prices.items()
-    }
-    return price_for(settings.model, overrides) is not None
+    return price_for(settings.model, settings.price_overrides()) is not None
 
 
 def _info(run_dir: Path) -> RunInfo | None:
