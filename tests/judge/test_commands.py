@@ -108,3 +108,26 @@ def test_synth_rubrics_cli_writes_kept_tasks(fake_llm, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "kept 1" in result.stdout
     assert load_tasks(out).tasks[0].task_id == "synth-s1"
+
+
+def test_the_judge_is_priced_from_the_config(fake_llm, tmp_path: Path) -> None:
+    task = load_tasks(sample_tasks_path()).tasks[0]
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    (reports / f"{task.task_id}.md").write_text("A short report.")
+    config = tmp_path / "deepresearch.toml"
+    config.write_text('[prices."judge-priced"]\ninput = 1000.0\noutput = 1000.0\n')
+    fake_llm.script = ScriptedJudge({})
+    out = tmp_path / "results.jsonl"
+    result = runner.invoke(
+        app,
+        [
+            *("judge", "grade", "--tasks", str(sample_tasks_path()), "--reports", str(reports)),
+            *("--judge-model", "judge-priced", "--judge-base-url", fake_llm.base_url, "--out", str(out)),
+            *("--cache", str(tmp_path / "cache.sqlite"), "--config", str(config)),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    records = [JudgeRecord.model_validate_json(line) for line in out.read_text().splitlines()]
+    assert records and all(r.cost_usd > 0 for r in records)
+    assert "judge cost $0.0000" not in result.stdout

@@ -48,6 +48,7 @@ def judge_client(settings: Settings) -> Any:
         max_retries=settings.max_retries,
         retry_base_delay=settings.retry_base_delay,
         retry_max_delay=settings.retry_max_delay,
+        prices=settings.price_overrides(),  # [prices] price the judge's model too
     )
     return ChatClient(judge_llm_config(config))
 
