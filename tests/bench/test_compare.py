@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from deepresearch.bench.compare import (
+    append_verdict,
+    latest,
     read_verdicts,
     reports_from_rows,
     resolve_bench,
@@ -66,3 +68,23 @@ def test_select_picks_people_models_or_both() -> None:
     assert select([human, llm], "human") == [human]
     assert select([human, llm], "llm") == [llm]
     assert select([human, llm], "both") == [human, llm]
+
+
+def test_a_verdict_cut_short_at_the_end_is_skipped(tmp_path: Path) -> None:
+    path = tmp_path / "pairs.jsonl"
+    one, two = verdict("t1", "llm:judge"), verdict("t2", "llm:judge")
+    append_verdict(path, one)
+    append_verdict(path, two)
+    path.write_text(path.read_text() + two.model_dump_json()[:40])  # killed mid-line
+    assert read_verdicts(path) == [one, two]
+    path.write_text(two.model_dump_json()[:40] + "\n" + one.model_dump_json() + "\n")
+    with pytest.raises(ConfigError, match=r"pairs.jsonl:1"):
+        read_verdicts(path)  # a broken line in the middle is not a torn write
+
+
+def test_latest_keeps_the_last_verdict_per_task_judge_and_pair() -> None:
+    failed = verdict("t1", "llm:judge").model_copy(update={"failed": True, "overall": None})
+    retried = verdict("t1", "llm:judge", "right_better")
+    other_judge = verdict("t1", "llm:other")
+    person = verdict("t2", "human:ann")
+    assert latest([failed, other_judge, person, retried]) == [retried, other_judge, person]

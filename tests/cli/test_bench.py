@@ -115,6 +115,12 @@ def test_compare_two_resumes_and_three_are_ranked(benches, fake_llm, corpus_inde
     assert len(fake_llm.requests) == asked, "finished comparisons were asked again"
     assert re.search(r"Overall\W+2\W+1\W+0", again.output)
 
+    other = ["--judge-model", "judge-2", "--judge-base-url", fake_llm.base_url]
+    second = invoke("bench", "compare", "alpha", "beta", "--root", str(benches), *other)
+    assert re.search(r"Overall\W+2\W+1\W+0\W+0\W", second.output)  # judge-2's three, not six
+    judges = [json.loads(line)["judge"] for line in verdicts.read_text().splitlines()]
+    assert judges == ["llm:judge"] * 3 + ["llm:judge-2"] * 3  # the first judge's verdicts are kept
+
     tasks = tmp_path / "tasks.jsonl"
     gamma = invoke(
         *("bench", "run", "--tasks", str(tasks), "--name", "gamma", "--dir", str(benches / "gamma")),

@@ -122,17 +122,15 @@ async def compare_benchmarks(
             earlier = read_verdicts(path) if path.is_file() else []
             if client is not None:
                 judge = f"llm:{client.config.model}"
-                kept = [v for v in earlier if not v.failed and v.judge == judge and {a, b} == _pair(v)]
-                done = {v.task_id for v in kept}
+                mine = [v for v in earlier if v.judge == judge and {a, b} == _pair(v)]
+                done = {v.task_id for v in mine if not v.failed}
                 reports_a = {t: r for t, r in loaded[a][0].items() if t not in done}
                 reports_b = {t: r for t, r in loaded[b][0].items() if t not in done}
-                collected = list(kept)
+                fresh: list[PairVerdict] = []
 
-                def keep(
-                    verdict: PairVerdict, collected: list[PairVerdict] = collected, path: Path = path
-                ) -> None:
-                    collected.append(verdict)
-                    write_verdicts(path, collected)  # rewritten whole: a kill loses at most one verdict
+                def keep(verdict: PairVerdict, fresh: list[PairVerdict] = fresh, path: Path = path) -> None:
+                    fresh.append(verdict)
+                    append_verdict(path, verdict)  # as it lands: a kill loses at most this one
                     if on_verdict is not None:
                         on_verdict(verdict)
 
@@ -149,8 +147,10 @@ async def compare_benchmarks(
                         missing=missing,
                         on_verdict=keep,
                     )
-                outcome.cost_usd += sum(v.cost_usd for v in collected[len(kept) :])
-                earlier = collected
+                outcome.cost_usd += sum(v.cost_usd for v in fresh)
+                earlier = latest([*mine, *fresh])  # a retried comparison replaces its failed one
+            else:
+                earlier = latest(earlier)
             if earlier:
                 outcome.verdict_files.append(path)
             pool.extend(earlier)
@@ -182,20 +182,37 @@ def write_verdicts(path: Path, verdicts: Iterable[PairVerdict]) -> None:
             handle.write(verdict.model_dump_json() + "\n")
 
 
+def append_verdict(path: Path, verdict: PairVerdict) -> None:
+    """Add one verdict to a JSONL file; earlier lines (other judges, failed tries) stay as they were."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(verdict.model_dump_json() + "\n")
+
+
 def read_verdicts(path: Path) -> list[PairVerdict]:
-    """Verdicts from a JSONL file; a line that does not parse raises ``ConfigError`` naming it."""
+    """Verdicts from a JSONL file; a line that does not parse raises ``ConfigError`` naming it, except
+    a last line cut short (no newline: the writer was killed mid-line), which is skipped."""
     verdicts = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
+    lines = path.read_text(encoding="utf-8").split("\n")
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            verdicts.append(PairVerdict.model_validate_json(line))
+        except ValidationError as exc:
+            if number == len(lines):
+                logger.warning("%s:%d: skipped a verdict cut short", path, number)
                 continue
-            try:
-                verdicts.append(PairVerdict.model_validate_json(line))
-            except ValidationError as exc:
-                raise ConfigError(
-                    f"{path}:{number}: not a pairwise verdict ({exc.errors()[0]['msg']})"
-                ) from exc
+            raise ConfigError(f"{path}:{number}: not a pairwise verdict ({exc.errors()[0]['msg']})") from exc
     return verdicts
+
+
+def latest(verdicts: Iterable[PairVerdict]) -> list[PairVerdict]:
+    """The last verdict of each judge on each task and pair of systems, in order of first appearance."""
+    found: dict[tuple[str, str, frozenset[str]], PairVerdict] = {}
+    for verdict in verdicts:
+        found[(verdict.task_id, verdict.judge, frozenset(_pair(verdict)))] = verdict
+    return list(found.values())
 
 
 def reports_from_rows(rows: Iterable[TaskRow], bench_dir: Path) -> tuple[dict[str, str], dict[str, str]]:
