@@ -425,7 +425,8 @@ class JobManager:
         if current is not None and current.final and changes.get("status") not in (None, current.status):
             return  # a cancelled job stays cancelled whatever its run does next
         self.store.update(job_id, **changes)
-        changed = self._changed.get(job_id)
+        final = changes.get("status") in FINAL  # its waiters wake, see it final and leave: forget it
+        changed = self._changed.pop(job_id, None) if final else self._changed.get(job_id)
         if changed is not None:
             changed.set()
 
