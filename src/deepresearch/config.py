@@ -10,10 +10,12 @@ the typed config object they need (``LLMConfig``, ``ShellConfig``, …) built he
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import (
     BaseModel,
@@ -47,6 +49,25 @@ _FALLBACKS = {
 }
 """Variables other tools already use, read when the ``DEEPRESEARCH_`` twin is unset."""
 OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
+_SECRET_QUERY_NAME = re.compile(r"key|token|secret|passw|auth|sig", re.IGNORECASE)
+
+
+def redact_url(url: str) -> str:
+    """``url`` as it may be recorded or shown: without ``user:password@`` and with the values of
+    query parameters named like a credential (``api_key=…``, ``token=…``) replaced by ``***``.
+
+    People paste keys into URLs (``http://user:KEY@host/v1``); every URL setting that reaches
+    ``run.json``, ``events.jsonl``, the server's event stream or a message passes through here."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URL>"
+    netloc = parts.netloc.rpartition("@")[2]
+    query = "&".join(
+        f"{name}=***" if sep and _SECRET_QUERY_NAME.search(name) else f"{name}{sep}{value}"
+        for name, sep, value in (item.partition("=") for item in parts.query.split("&") if item)
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 class PriceOverride(BaseModel):
@@ -101,8 +122,12 @@ class McpServer(BaseModel):
         return self
 
     def public(self) -> dict[str, Any]:
-        """This entry as recorded with the run: JSON-able, ``env`` and ``headers`` values left out."""
-        return self.model_dump(mode="json", exclude={"env", "headers"})
+        """This entry as recorded with the run: JSON-able, ``env`` and ``headers`` values left out,
+        credentials in ``url`` redacted."""
+        data = self.model_dump(mode="json", exclude={"env", "headers"})
+        if data.get("url"):
+            data["url"] = redact_url(data["url"])
+        return data
 
     def secret_names(self) -> list[str]:
         """``mcp_servers.<name>.env.<VAR>`` / ``….headers.<Header>`` for each secret value set."""
@@ -220,10 +245,14 @@ class Settings(BaseModel):
     # --- the shell tool
     shell_sandbox: Literal["auto", "bwrap", "unshare", "none"] = "auto"
     """How ``shell`` is isolated; ``auto`` uses bubblewrap when it works here."""
-    shell_memory_mb: int = 2048
-    """Address-space limit of shell commands."""
+    shell_memory_mb: int = Field(default=2048, ge=16)
+    """Memory limit of one shell call, all its processes together (a cgroup where this machine allows
+    one; else an address-space limit per process, recorded in ``run.json``)."""
     shell_max_timeout: int = 600
     """Longest timeout the model may give a shell command."""
+    workspace_max_mb: int = Field(default=1024, ge=1)
+    """Disk quota of the run's ``workspace/``: the ``file`` tool refuses writes beyond it and a shell
+    command that grows the workspace past it is stopped."""
 
     # --- where runs go
     runs_dir: Path = Path("runs")
@@ -306,12 +335,19 @@ class Settings(BaseModel):
         """The settings as recorded in ``run.json``/events: JSON-able, without any key."""
         secrets = {name for name, value in self if isinstance(value, SecretStr) or name.endswith("api_key")}
         data = self.model_dump(mode="json", exclude=secrets | {"mcp_servers"})
+        for name in _URL_SETTINGS:
+            if data.get(name):
+                data[name] = redact_url(data[name])
         data["mcp_servers"] = [server.public() for server in self.mcp_servers]
         keys = [name for name in secrets if getattr(self, name) is not None]
         data["keys_set"] = sorted(
             keys + [name for server in self.mcp_servers for name in server.secret_names()]
         )
         return data
+
+
+_URL_SETTINGS = ("base_url", "judge_base_url", "search_endpoint", "searxng_url", "package_index_url")
+"""Settings that hold a URL, redacted by ``Settings.public``."""
 
 
 def env_name(field: str) -> str:

@@ -408,6 +408,7 @@ async def _drive(
                 search=services.search,
                 fetcher=services.fetcher,
                 shell=services.shell,
+                workspace_max_bytes=settings.workspace_max_mb * 1024 * 1024,
             )
 
         loop_config = LoopConfig(

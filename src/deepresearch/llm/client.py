@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from deepresearch.config import redact_url
 from deepresearch.errors import LLMBadResponse, LLMError, LLMRateLimited, LLMTimeout
 from deepresearch.llm.messages import Completion, Encoded, Message, Usage
 from deepresearch.llm.pricing import Price, cost_usd, price_for
@@ -124,7 +125,7 @@ class ChatClient:
         """The model's price, or ``None`` when unknown (costs are then 0.0 and cannot be limited)."""
         self._count_tokens = count_tokens or _estimate_tokens
         self._url = f"{config.base_url}/chat/completions"
-        self._where = f"{config.model} at {_display_url(config.base_url)}"
+        self._where = f"{config.model} at {redact_url(config.base_url).partition('?')[0]}"
         self._secret = config.api_key.get_secret_value() if config.api_key else None
         headers = {
             "Content-Type": "application/json",
@@ -463,12 +464,6 @@ def parse_retry_after(headers: Mapping[str, str]) -> float | None:
             when = when.replace(tzinfo=UTC)
         return max(0.0, (when - datetime.now(UTC)).total_seconds())
     return None if math.isnan(value) else max(0.0, value)
-
-
-def _display_url(url: str) -> str:
-    """``url`` without credentials or query string, for messages."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
 
 
 def _estimate_tokens(text: str) -> int:

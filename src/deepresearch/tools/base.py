@@ -25,6 +25,10 @@ if TYPE_CHECKING:
     from deepresearch.search import SearchBackend
 
 
+DEFAULT_WORKSPACE_MAX_BYTES = 1024 * 1024 * 1024
+"""The workspace quota when the run sets none (``Settings.workspace_max_mb``)."""
+
+
 @dataclass(slots=True)
 class ToolResult:
     """What a call produced: ``text`` for the model, ``data`` (JSON-able) for the event log.
@@ -47,7 +51,7 @@ class ShellConfig(BaseModel):
     max_timeout: int = 600
     """Upper bound in seconds for the `timeout` argument the model passes (0 means this bound)."""
     memory_mb: int = 2048
-    """Address-space limit per process (RLIMIT_AS)."""
+    """Memory limit of one call, all its processes together (cgroup), else per process (RLIMIT_AS)."""
     max_file_mb: int = 256
     """Largest file a command may write (RLIMIT_FSIZE)."""
     max_processes: int = 256
@@ -73,6 +77,8 @@ class ToolContext:
     search: SearchBackend | None = None
     fetcher: Fetcher | None = None
     shell: ShellConfig = field(default_factory=ShellConfig)
+    workspace_max_bytes: int = DEFAULT_WORKSPACE_MAX_BYTES
+    """Disk quota of ``workspace`` (all files in it), enforced by the tools that write there."""
     new_sources: list[Source] = field(default_factory=list)
     state_changed: bool = False
     """Set by a tool that changed ``state``, so the new state is recorded with its result."""
