@@ -95,7 +95,7 @@ def test_write_refuses_oversized_content_and_directories(ctx: ToolContext):
     with pytest.raises(ToolError, match="is a directory"):
         call(ctx, action="write", path="folder", content="x")
     (ctx.workspace / "plain").write_text("x")
-    with pytest.raises(ToolError, match="cannot write"):
+    with pytest.raises(ToolError, match="is not a directory"):
         call(ctx, action="write", path="plain/child.txt", content="x")
 
 

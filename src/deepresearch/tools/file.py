@@ -7,9 +7,11 @@ texts the other tools saved when they had to cut a result (their truncation mark
 stat and patch. ``patch`` is the token-efficient edit: the model sends only the fragment to change and
 its replacement (the matching lives in ``tools/patch.py``).
 
-Every path is resolved, symlinks included, and must stay inside the workspace's real path; writes
-open the final component with ``O_NOFOLLOW`` so a link swapped in after the check is not followed.
-Mistakes come back to the model as ``ToolError``/``PathOutsideWorkspace``; the blocking file work runs
+Every path is resolved beneath the workspace's directory descriptor (``tools/workspace.py``), never
+checked and then opened by name, so a shell command of the same step that swaps a folder for a link
+cannot redirect a call to the host; only regular files are read or written (a FIFO cannot hang a
+call), and writes that would take the workspace past its disk quota are refused. Mistakes come back
+to the model as ``ToolError``/``PathOutsideWorkspace``; the blocking file work runs
 in a thread so that the other tool calls of a step go on meanwhile.
 """
 
@@ -17,24 +19,23 @@ from __future__ import annotations
 
 import asyncio
 import codecs
-import contextlib
 import os
 import re
 import stat as stat_mode
-import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Any, BinaryIO, Literal
 
 from pydantic import BaseModel, Field
 
-from deepresearch.errors import PathOutsideWorkspace, ToolError
+from deepresearch.errors import ToolError
 from deepresearch.tools.base import Tool, ToolContext, ToolResult, tool_description
 from deepresearch.tools.patch import apply_patch
 from deepresearch.tools.truncate import cut_point
+from deepresearch.tools.workspace import Place, disk_usage, located
 
 DEFAULT_READ_CHARS = 12_000
 """Characters ``read`` returns when ``limit`` is 0."""
@@ -88,7 +89,7 @@ class FileArgs(BaseModel):
 async def run_file(args: FileArgs, ctx: ToolContext) -> ToolResult:
     """Run one ``file`` call against ``ctx.workspace``."""
     handler = _HANDLERS[args.action]
-    return await asyncio.to_thread(handler, args, Path(ctx.workspace))
+    return await asyncio.to_thread(handler, args, ctx)
 
 
 def file_tool() -> Tool:
@@ -96,46 +97,22 @@ def file_tool() -> Tool:
     return Tool(name="file", args=FileArgs, run=run_file, description=tool_description("file"))
 
 
-# -- confinement -------------------------------------------------------------------------------------
-
-
-def resolve_in_workspace(workspace: Path, path: str) -> tuple[Path, str]:
-    """The real path ``path`` names inside ``workspace`` and its tidy relative form for messages;
-    ``PathOutsideWorkspace`` when it is absolute, climbs with ``..`` or leads out through a symlink."""
-    raw = path.strip() or "."
-    if "\x00" in raw:
-        raise PathOutsideWorkspace("paths are relative to the workspace; this one contains a NUL byte")
-    if raw.startswith(("/", "~")):
-        raise PathOutsideWorkspace(
-            f"paths are relative to the workspace; {raw!r} is not (drop the "
-            "leading '/' or '~' and name the file inside the workspace)"
-        )
-    if ".." in raw.split("/"):
-        raise PathOutsideWorkspace(f"paths are relative to the workspace; {raw!r} uses '..' to leave it")
-    root = Path(os.path.realpath(workspace))
-    relative = PurePosixPath(raw)
-    real = Path(os.path.realpath(root / relative))
-    if real != root and not real.is_relative_to(root):
-        raise PathOutsideWorkspace(
-            f"paths are relative to the workspace; {raw!r} leads outside it through a symbolic link"
-        )
-    return real, relative.as_posix()
-
-
 # -- actions -----------------------------------------------------------------------------------------
 
 
-def _read(args: FileArgs, workspace: Path) -> ToolResult:
-    real, rel = resolve_in_workspace(workspace, args.path)
-    _require_file(real, rel)
-    limit = min(args.limit or DEFAULT_READ_CHARS, MAX_READ_CHARS)
-    with _open_read(real, rel) as fh:
-        size = os.fstat(fh.fileno()).st_size
-        head = fh.read(_SNIFF_BYTES)
-        if b"\x00" in head:
-            binary = {"action": "read", "path": rel, "bytes": size, "binary": True}
-            return ToolResult(_render("read", rel, f"binary file, {size} bytes; not shown as text"), binary)
-        scan = _scan(fh, head, args.offset, limit + 1)  # one more, to see whether a break falls there
+def _read(args: FileArgs, ctx: ToolContext) -> ToolResult:
+    with located(ctx.workspace, args.path) as place:
+        rel = place.rel
+        _require_file(place)
+        limit = min(args.limit or DEFAULT_READ_CHARS, MAX_READ_CHARS)
+        with _open_read(place) as fh:
+            size = os.fstat(fh.fileno()).st_size
+            head = fh.read(_SNIFF_BYTES)
+            if b"\x00" in head:
+                binary = {"action": "read", "path": rel, "bytes": size, "binary": True}
+                shown_as = f"binary file, {size} bytes; not shown as text"
+                return ToolResult(_render("read", rel, shown_as), binary)
+            scan = _scan(fh, head, args.offset, limit + 1)  # one more, to see whether a break falls there
     shown = scan.window[: cut_point(scan.window, limit)]
     end = args.offset + len(shown)
     data: dict[str, Any] = {
@@ -164,15 +141,15 @@ def _read(args: FileArgs, workspace: Path) -> ToolResult:
     return ToolResult(_render("read", rel, details, shown), data)
 
 
-def _write(args: FileArgs, workspace: Path) -> ToolResult:
-    return _put(args, workspace, append=False)
+def _write(args: FileArgs, ctx: ToolContext) -> ToolResult:
+    return _put(args, ctx, append=False)
 
 
-def _append(args: FileArgs, workspace: Path) -> ToolResult:
-    return _put(args, workspace, append=True)
+def _append(args: FileArgs, ctx: ToolContext) -> ToolResult:
+    return _put(args, ctx, append=True)
 
 
-def _put(args: FileArgs, workspace: Path, *, append: bool) -> ToolResult:
+def _put(args: FileArgs, ctx: ToolContext, *, append: bool) -> ToolResult:
     action = "append" if append else "write"
     payload = args.content.encode("utf-8", errors="replace")
     if len(payload) > MAX_WRITE_BYTES:
@@ -180,44 +157,54 @@ def _put(args: FileArgs, workspace: Path, *, append: bool) -> ToolResult:
             f"{action} accepts at most {MAX_WRITE_BYTES} bytes per call and `content` has "
             f"{len(payload)}; split it over several append calls"
         )
-    real, rel = resolve_in_workspace(workspace, args.path)
-    _require_writable(real, rel)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_APPEND if append else os.O_TRUNC)
-    with _WRITE_LOCK:
-        existed = real.exists()
+    with _WRITE_LOCK, located(ctx.workspace, args.path, create_parents=True) as place:
+        rel = place.rel
+        before = place.lstat()
+        if (before is not None and stat_mode.S_ISDIR(before.st_mode)) or place.name is None:
+            raise ToolError(f"{rel} is a directory; name a file inside it")
+        freed = 0 if append or before is None else before.st_blocks * 512
+        _check_quota(place, ctx, action, len(payload), freed)
+        flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else 0)
         try:
-            real.parent.mkdir(parents=True, exist_ok=True)
-            if os.path.realpath(real.parent) != str(real.parent):  # a folder became a link meanwhile
-                raise PathOutsideWorkspace(
-                    f"paths are relative to the workspace; {rel!r} changed under the check"
-                )
-            fd = os.open(real, flags, 0o644)
+            fd = place.open_regular(flags)
+        except ToolError:
+            raise
         except OSError as exc:
             raise ToolError(f"cannot {action} {rel}: {exc.strerror or exc}") from exc
         with os.fdopen(fd, "wb") as fh:
+            if not append:
+                fh.truncate(0)
             fh.write(payload)
             fh.flush()
             size = os.fstat(fh.fileno()).st_size
     verb = "appended" if append else "wrote"
+    existed = before is not None
     how = "created the file" if not existed else ("added at the end" if append else "replaced the file")
     details = f"{verb} {len(payload)} bytes ({how}); size now {size} bytes"
     data = {"action": action, "path": rel, "bytes": len(payload), "size": size, "created": not existed}
     return ToolResult(_render(action, rel, details), data)
 
 
-def _list(args: FileArgs, workspace: Path) -> ToolResult:
-    real, rel = resolve_in_workspace(workspace, args.path)
-    if not real.exists():
-        raise ToolError(f"no such file or directory: {rel}; list `.` to see the workspace")
-    if not real.is_dir():
-        rows = [(real.name, "file", str(real.stat().st_size))]
-        total, dirs = 1, 0
-    else:
-        with os.scandir(real) as it:
-            entries = sorted(it, key=lambda e: (not e.is_dir(follow_symlinks=False), e.name.casefold()))
-        dirs = sum(1 for e in entries if e.is_dir(follow_symlinks=False))
-        rows = [_describe(entry) for entry in entries[:MAX_LIST_ENTRIES]]
-        total = len(entries)
+def _list(args: FileArgs, ctx: ToolContext) -> ToolResult:
+    with located(ctx.workspace, args.path) as place:
+        rel = place.rel
+        info = place.lstat()
+        if info is None:
+            raise ToolError(f"no such file or directory: {rel}; list `.` to see the workspace")
+        if not stat_mode.S_ISDIR(info.st_mode):
+            kind = "link" if stat_mode.S_ISLNK(info.st_mode) else "file"
+            rows = [(PurePosixPath(rel).name, kind, str(info.st_size))]
+            total, dirs = 1, 0
+        else:
+            fd = place.open_directory()
+            try:
+                with os.scandir(fd) as it:
+                    entries = sorted(it, key=_folders_first)
+                dirs = sum(1 for e in entries if e.is_dir(follow_symlinks=False))
+                rows = [_describe(entry) for entry in entries[:MAX_LIST_ENTRIES]]
+            finally:
+                os.close(fd)
+            total = len(entries)
     summary = _count(total, "entry", "entries") + (f" ({_count(dirs, 'folder', 'folders')})" if dirs else "")
     lines = [summary, "name | type | size (bytes)"]
     lines += [f"{name} | {kind} | {size}" for name, kind, size in rows]
@@ -227,38 +214,43 @@ def _list(args: FileArgs, workspace: Path) -> ToolResult:
     return ToolResult(_render("list", rel, "\n".join(lines)), data)
 
 
-def _stat(args: FileArgs, workspace: Path) -> ToolResult:
-    real, rel = resolve_in_workspace(workspace, args.path)
-    try:
-        info = real.stat()
-    except OSError as exc:
-        raise ToolError(f"no such file or directory: {rel}; list `.` to see the workspace") from exc
-    modified = datetime.fromtimestamp(info.st_mtime, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-    data: dict[str, Any] = {"action": "stat", "path": rel, "modified": modified}
-    if stat_mode.S_ISDIR(info.st_mode):
-        with os.scandir(real) as it:
-            count = sum(1 for _ in it)
-        data |= {"type": "dir", "entries": count}
-        details = f"type: directory; {_count(count, 'entry', 'entries')}; modified {modified}"
-    else:
-        with _open_read(real, rel) as fh:
-            head = fh.read(_SNIFF_BYTES)
-            binary = b"\x00" in head
-            scan = None if binary else _scan(fh, head, 0, 0)
-        data |= {"type": "file", "bytes": info.st_size, "binary": binary}
-        details = f"type: {'binary ' if binary else 'text '}file; {info.st_size} bytes"
-        if scan is not None:
-            data |= {"chars": scan.chars, "lines": scan.lines}
-            details += f", {scan.chars} characters, {scan.lines} lines"
-        details += f"; modified {modified}"
+def _stat(args: FileArgs, ctx: ToolContext) -> ToolResult:
+    with located(ctx.workspace, args.path) as place:
+        rel = place.rel
+        info = place.lstat()
+        if info is None:
+            raise ToolError(f"no such file or directory: {rel}; list `.` to see the workspace")
+        modified = datetime.fromtimestamp(info.st_mtime, UTC).isoformat(timespec="seconds")
+        modified = modified.replace("+00:00", "Z")
+        data: dict[str, Any] = {"action": "stat", "path": rel, "modified": modified}
+        if stat_mode.S_ISDIR(info.st_mode):
+            fd = place.open_directory()
+            try:
+                with os.scandir(fd) as it:
+                    count = sum(1 for _ in it)
+            finally:
+                os.close(fd)
+            data |= {"type": "dir", "entries": count}
+            details = f"type: directory; {_count(count, 'entry', 'entries')}; modified {modified}"
+        else:
+            with _open_read(place) as fh:
+                head = fh.read(_SNIFF_BYTES)
+                binary = b"\x00" in head
+                scan = None if binary else _scan(fh, head, 0, 0)
+            data |= {"type": "file", "bytes": info.st_size, "binary": binary}
+            details = f"type: {'binary ' if binary else 'text '}file; {info.st_size} bytes"
+            if scan is not None:
+                data |= {"chars": scan.chars, "lines": scan.lines}
+                details += f", {scan.chars} characters, {scan.lines} lines"
+            details += f"; modified {modified}"
     return ToolResult(_render("stat", rel, details), data)
 
 
-def _patch(args: FileArgs, workspace: Path) -> ToolResult:
-    real, rel = resolve_in_workspace(workspace, args.path)
-    _require_file(real, rel)
-    with _WRITE_LOCK:
-        with _open_read(real, rel) as fh:
+def _patch(args: FileArgs, ctx: ToolContext) -> ToolResult:
+    with _WRITE_LOCK, located(ctx.workspace, args.path) as place:
+        rel = place.rel
+        _require_file(place)
+        with _open_read(place) as fh:
             info = os.fstat(fh.fileno())
             if info.st_size > MAX_PATCH_BYTES:
                 raise ToolError(
@@ -271,7 +263,11 @@ def _patch(args: FileArgs, workspace: Path) -> ToolResult:
         text = raw.decode("utf-8", errors="surrogateescape")  # bytes that are not UTF-8 stay as they were
         outcome = apply_patch(text, _clean(args.old), _clean(args.new))
         payload = outcome.text.encode("utf-8", errors="surrogateescape")
-        _replace_atomically(real, rel, payload, info.st_mode)
+        _check_quota(place, ctx, "patch", len(payload), info.st_blocks * 512)
+        try:
+            place.replace(payload, info.st_mode)
+        except OSError as exc:
+            raise ToolError(f"cannot save {rel}: {exc.strerror or exc}; the file is unchanged") from exc
     span = _lines(outcome.start_line, outcome.end_line)
     details = f"replaced {span} (matched: {outcome.matched_by}"
     if outcome.matched_by == "fuzzy":
@@ -296,7 +292,7 @@ def _patch(args: FileArgs, workspace: Path) -> ToolResult:
     return ToolResult(_render("patch", rel, details, body), data)
 
 
-_HANDLERS: dict[Action, Callable[[FileArgs, Path], ToolResult]] = {
+_HANDLERS: dict[Action, Callable[[FileArgs, ToolContext], ToolResult]] = {
     "read": _read,
     "write": _write,
     "append": _append,
@@ -345,43 +341,49 @@ def _scan(fh: BinaryIO, head: bytes, offset: int, limit: int) -> _Scan:
     return _Scan("".join(pieces), chars, lines, before)
 
 
-def _open_read(real: Path, rel: str) -> BinaryIO:
+def _open_read(place: Place) -> BinaryIO:
     try:
-        fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = place.open_regular(os.O_RDONLY)
     except FileNotFoundError as exc:
-        raise ToolError(f"no such file: {rel}; list `.` to see the workspace") from exc
+        raise ToolError(f"no such file: {place.rel}; list `.` to see the workspace") from exc
+    except ToolError:
+        raise
     except OSError as exc:
-        raise ToolError(f"cannot open {rel}: {exc.strerror or exc}") from exc
+        raise ToolError(f"cannot open {place.rel}: {exc.strerror or exc}") from exc
     return os.fdopen(fd, "rb")
 
 
-def _require_file(real: Path, rel: str) -> None:
-    if real.is_dir():
-        raise ToolError(f'{rel} is a directory; use file(action="list", path="{rel}") to see what it holds')
-    if not real.exists():
-        raise ToolError(f"no such file: {rel}; list `.` to see the workspace, or create it with write")
+def _require_file(place: Place) -> None:
+    info = place.lstat()
+    if (info is not None and stat_mode.S_ISDIR(info.st_mode)) or place.name is None:
+        raise ToolError(
+            f'{place.rel} is a directory; use file(action="list", path="{place.rel}") to see what it holds'
+        )
+    if info is None:
+        raise ToolError(f"no such file: {place.rel}; list `.` to see the workspace, or create it with write")
 
 
-def _require_writable(real: Path, rel: str) -> None:
-    if real.is_dir():
-        raise ToolError(f"{rel} is a directory; name a file inside it")
+def _check_quota(place: Place, ctx: ToolContext, action: str, adding: int, freeing: int) -> None:
+    """Refuse a write that would take the workspace past its disk quota (``workspace_max_mb``)."""
+    if adding <= freeing:  # the workspace does not grow
+        return
+    quota = ctx.workspace_max_bytes
+    used = disk_usage(place.root_fd)
+    after = used - freeing + adding
+    if after > quota:
+        raise ToolError(
+            f"{action} refused: it would take the workspace to {_mb(after)} MB, over its quota of "
+            f"{_mb(quota)} MB ({_mb(used)} MB used now); delete files you no longer need "
+            "(shell `rm`) or write less"
+        )
 
 
-def _replace_atomically(real: Path, rel: str, payload: bytes, mode: int) -> None:
-    """Write ``payload`` to a temporary file beside ``real`` and move it over ``real``: a reader sees
-    the old text or the new one, and a failure leaves the old one intact."""
-    fd, tmp = tempfile.mkstemp(dir=real.parent, prefix=f".{real.name}.", suffix=".patch")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(payload)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, stat_mode.S_IMODE(mode))
-        os.replace(tmp, real)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise ToolError(f"cannot save {rel}: {exc.strerror or exc}; the file is unchanged") from exc
+def _mb(size: int) -> str:
+    return f"{size / (1024 * 1024):.1f}"
+
+
+def _folders_first(entry: os.DirEntry[str]) -> tuple[bool, str]:
+    return not entry.is_dir(follow_symlinks=False), entry.name.casefold()
 
 
 def _describe(entry: os.DirEntry[str]) -> tuple[str, str, str]:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from deepresearch.tools.workspace import write_text
+
 _SENTENCE_END = re.compile(r"[.!?。！？;；](?=\s|$)|\n")
 
 
@@ -37,10 +39,9 @@ def truncate(text: str, limit: int) -> tuple[str, bool]:
 
 
 def offload(text: str, workspace: Path, relpath: str) -> str:
-    """Write ``text`` to ``workspace/relpath`` (creating folders) and return ``relpath``."""
-    target = workspace / relpath
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(text, encoding="utf-8")
+    """Write ``text`` to ``workspace/relpath`` (creating folders, beneath the workspace's descriptor:
+    a folder the shell swapped for a link cannot redirect it) and return ``relpath``."""
+    write_text(workspace, relpath, text)
     return relpath
 
 
