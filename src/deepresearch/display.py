@@ -1,11 +1,15 @@
 """What a person watching a run sees: a live panel on a terminal, one line per event otherwise.
 
-Both views are fed the same events the run directory records; neither is the record.
+Both views are fed the same events the run directory records; neither is the record. What they show
+comes partly from the model and from web pages (queries, commands, paths, error messages), so every
+line passes through ``printable`` first: an escape sequence in a tool argument must not retitle the
+terminal, write the clipboard (OSC 52) or clear the screen.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from typing import IO, Any
@@ -29,6 +33,15 @@ from deepresearch.agent.events import (
     ToolCallEvent,
     ToolResultEvent,
 )
+
+_UNPRINTABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+"""C0 and C1 controls (ESC starts terminal sequences; CSI is also 0x9b) and the bidirectional
+overrides that make a line read differently from what it holds; tab and newline stay."""
+
+
+def printable(text: str) -> str:
+    """``text`` safe to print on a terminal: each control character shown as ``\\xNN``/``\\uNNNN``."""
+    return _UNPRINTABLE.sub(lambda m: ascii(m.group())[1:-1], text)
 
 
 def describe_call(name: str, arguments: str) -> str:
@@ -76,7 +89,7 @@ class Progress:
                 calls = event.message.get("tool_calls") or []
                 self.action = "running tools" if calls else "writing the report"
             case ToolCallEvent():
-                self.action = describe_call(event.name, event.arguments)
+                self.action = printable(describe_call(event.name, event.arguments))
             case ToolResultEvent():
                 for source in event.sources:
                     self.sources_seen.add(source["key"])
@@ -135,7 +148,7 @@ class LineView:
         self.progress.update(event)
         line = self.format(event)
         if line:
-            print(f"[step {event.step}] {line}", file=self.stream, flush=True)
+            print(f"[step {event.step}] {printable(line)}", file=self.stream, flush=True)
 
     def format(self, event: Event) -> str:
         match event:
