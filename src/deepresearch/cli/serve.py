@@ -39,6 +39,20 @@ def serve(
         list[str] | None, typer.Option("--cors-origin", help="Allow browser calls from this origin.")
     ] = None,
     rate: Annotated[int, typer.Option("--rate", help="Job submissions per client per minute.")] = 30,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allowed-host",
+            help="Also answer to this Host (name or name:port), e.g. a reverse proxy's; '*': any.",
+        ),
+    ] = None,
+    trust_forwarded_for: Annotated[
+        bool,
+        typer.Option(
+            "--trust-forwarded-for",
+            help="Rate-limit by the client in X-Forwarded-For (only behind a proxy that sets it).",
+        ),
+    ] = False,
     grace: Annotated[
         float, typer.Option("--grace", help="Seconds a shutdown waits for running steps to finish.")
     ] = 30.0,
@@ -74,6 +88,8 @@ def serve(
         grace_s=grace,
         cors_origins=cors_origin or [],
         rate_per_minute=rate,
+        allowed_hosts=allowed_host or [],
+        trust_forwarded_for=trust_forwarded_for,
     )
 
     def ready(url: str) -> None:

@@ -1,45 +1,74 @@
 """The HTTP face of the server: research jobs over a small JSON API with live Server-Sent Events.
 
 Everything a request starts goes through ``JobManager`` — the same ``research``/``resume`` as the CLI,
-the same run directories. This module is the guard at the door:
+the same run directories. This module is the guard at the door, for every route (the JSON API, the
+OpenAI-compatible face, ``/mcp`` and the page alike):
 
 - **Bind and auth**: 127.0.0.1 by default; any other address needs an API token (``Authorization:
   Bearer``), checked in constant time on every route but the health check (the page itself loads
   without it and asks for the token).
+- **Host** (DNS rebinding: a web page that points its own name at 127.0.0.1 reaches the server with
+  its own name as ``Host``): on a loopback bind only loopback names (``127.0.0.1``, ``localhost``,
+  ``[::1]``, any port), the bound address and the names in ``allowed_hosts`` (``--allowed-host``: a
+  reverse proxy's public name; ``*`` turns the check off) are answered; anything else gets 421. On
+  any other bind the token already keeps strangers out, so the check is on only when hosts are listed.
+- **Origin** (cross-site requests): a state-changing request (POST, PUT, PATCH, DELETE) whose
+  ``Origin`` is foreign gets 403 on every bind. Allowed are no Origin (not a browser), the server's
+  own origin (its host and port are the ``Host``), a listed CORS origin and a listed host;
+  ``Origin: null`` (sandboxed frames, local files) is foreign.
+- **Bodies are JSON**: a state-changing request with a body must say ``Content-Type:
+  application/json`` (415 otherwise). The types a page may send cross-site without a CORS preflight —
+  text/plain, form, multipart, none — are the ones refused, so a posted form cannot start a research.
+  A body-less POST (cancel) needs no type; what stops a page from sending it is the Origin check, as
+  browsers send ``Origin`` with every cross-site POST.
 - **CORS** is closed unless origins are listed.
 - **Limits**: request bodies over ``max_body_bytes`` are refused (413) before they are read whole; each
-  client (token, else address) gets ``rate_per_minute`` job submissions (429 with ``Retry-After``).
-- **Secrets**: responses carry run files and events, which hold ``Settings.public()`` only; error
-  bodies are one line and never echo headers or settings.
+  client gets ``rate_per_minute`` job submissions (429 with ``Retry-After``). The client is the peer
+  address: ``X-Forwarded-For`` names it only with ``trust_forwarded_for`` (behind a proxy that sets
+  the header), since anyone may send a fresh one per request; and the token is no key, as there is
+  one for everybody (an ``Authorization`` header a tokenless server never checks was a free new key).
+  uvicorn by default puts a value from ``X-Forwarded-For`` in place of a loopback peer, so a peer
+  found in that header counts as loopback, and all loopback requests share one bucket.
+- **Errors and secrets**: responses carry run files and events, which hold ``Settings.public()`` only;
+  error bodies are one line (validation errors: where and what, 422) and never echo headers, settings
+  or the input — which may be ``NaN`` or a lone surrogate, neither of which JSON can carry.
 - A client that disconnects from an event stream leaves the job running.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
-import ipaddress
 import math
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, HTTPException, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr
 
 from deepresearch.config import Settings
 from deepresearch.errors import ConfigError
+from deepresearch.server.guards import (
+    BodyLimit,
+    HostPolicy,
+    RateLimiter,
+    authorized,
+    client_of,
+    config_host,
+    is_loopback,
+    refusal,
+)
 from deepresearch.server.jobs import (
     QUESTION_MAX_CHARS,
     Job,
     JobManager,
     JobStatus,
     ResearchOptions,
+    check_text,
     job_report,
 )
 from deepresearch.server.mcp_server import mount_mcp
@@ -62,6 +91,12 @@ class ServerConfig:
     max_body_bytes: int = 64 * 1024
     rate_per_minute: int = 30
     """Job submissions per client per minute (a burst of this many is allowed)."""
+    allowed_hosts: list[str] = field(default_factory=list)
+    """More names the ``Host`` header may carry (``name`` for any port, ``name:port`` for one), e.g. a
+    reverse proxy's public name; ``*`` turns the Host check off. See the module docstring."""
+    trust_forwarded_for: bool = False
+    """Take the client's address for the rate limit from ``X-Forwarded-For`` (its last entry): only
+    behind a proxy that sets the header, since a client may send any."""
 
     def check(self) -> None:
         """Refuse a configuration that would expose the agent: a public bind without a token."""
@@ -70,19 +105,13 @@ class ServerConfig:
                 f"binding to {self.host} exposes the agent (it fetches URLs and runs shell commands): "
                 "set an API token (--token or DEEPRESEARCH_SERVER_TOKEN), or bind to 127.0.0.1"
             )
+        for name in self.allowed_hosts:
+            if name != "*" and config_host(name) is None:
+                raise ConfigError(f"--allowed-host {name!r} is not a host name, address or name:port")
         if self.token is not None and 0 < len(self.token.get_secret_value()) < 16:
             raise ConfigError("the API token must be at least 16 characters")
         if self.workers < 1:
             raise ConfigError("the server needs at least one worker")
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 # --- request and response shapes
@@ -91,7 +120,7 @@ def is_loopback(host: str) -> bool:
 class ResearchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    question: str = Field(min_length=1, max_length=QUESTION_MAX_CHARS)
+    question: Annotated[str, AfterValidator(check_text)] = Field(min_length=1, max_length=QUESTION_MAX_CHARS)
     options: ResearchOptions = Field(default_factory=ResearchOptions)
 
 
@@ -163,91 +192,25 @@ def detail(job: Job) -> JobDetail:
 # --- guards
 
 
-class BodyLimit:
-    """413 for a body over ``limit`` bytes, by its Content-Length or as it streams in."""
-
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await _plain(send, 413, "request body too large")
-            return
-        seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise _TooLarge
-            return message
-
-        try:
-            await self.app(scope, limited, send)
-        except _TooLarge:
-            await _plain(send, 413, "request body too large")
-
-
-class _TooLarge(Exception):
-    pass
-
-
-async def _plain(send: Send, status: int, text: str) -> None:
-    body = text.encode()
-    headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
-class RateLimiter:
-    """A token bucket per client: ``per_minute`` submissions, refilled continuously."""
-
-    def __init__(self, per_minute: int) -> None:
-        self.capacity = float(per_minute)
-        self.rate = per_minute / 60.0
-        self._buckets: dict[str, tuple[float, float]] = {}
-
-    def take(self, client: str) -> float:
-        """0 when allowed, else the seconds until the next submission would be."""
-        if self.capacity <= 0:
-            return 0.0
-        now = time.monotonic()
-        tokens, since = self._buckets.get(client, (self.capacity, now))
-        tokens = min(self.capacity, tokens + (now - since) * self.rate)
-        if tokens < 1.0:
-            self._buckets[client] = (tokens, now)
-            return (1.0 - tokens) / self.rate
-        self._buckets[client] = (tokens - 1.0, now)
-        if len(self._buckets) > 10_000:  # forget idle clients rather than grow without bound
-            self._buckets = {c: b for c, b in self._buckets.items() if now - b[1] < 120}
-        return 0.0
-
-
 OPEN_PATHS = frozenset({"/", "/healthz", "/favicon.ico"})
 """Served without the token: the page (it asks for the token) and the health check."""
 
 
-def _authorized(request: Request, token: SecretStr | None) -> bool:
-    if token is None or not token.get_secret_value():
-        return True
-    given = request.headers.get("authorization", "")
-    scheme, _, value = given.partition(" ")
-    if scheme.lower() != "bearer":
-        return False
-    return hmac.compare_digest(value.strip().encode(), token.get_secret_value().encode())
+def _printable(value: object) -> str | int:
+    """A location part or message as JSON can carry it: lone surrogates escaped."""
+    if isinstance(value, int):
+        return value
+    return str(value).encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def client_of(request: Request) -> str:
-    given = request.headers.get("authorization", "")
-    if given:
-        return "token:" + given[-8:]  # the bucket key, never logged or echoed
-    return request.client.host if request.client else "unknown"
+async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
+    """422 with where and what is wrong; never the input, which may be NaN or a lone surrogate."""
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+    detail = [
+        {"type": e["type"], "loc": [_printable(p) for p in e["loc"]], "msg": _printable(e["msg"])}
+        for e in errors[:20]
+    ]
+    return JSONResponse({"detail": detail}, status_code=422)
 
 
 # --- the app
@@ -260,6 +223,7 @@ def create_app(settings: Settings, config: ServerConfig, *, manager: JobManager 
         settings, data_dir=config.data_dir, workers=config.workers, grace_s=config.grace_s
     )
     limiter = RateLimiter(config.rate_per_minute)
+    policy = HostPolicy.of(config.host, config.allowed_hosts, config.cors_origins)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -278,12 +242,16 @@ def create_app(settings: Settings, config: ServerConfig, *, manager: JobManager 
     )
     app.state.jobs = jobs
     app.state.config = config
+    app.add_exception_handler(RequestValidationError, _invalid_request)
 
     @app.middleware("http")
     async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        refused = refusal(request, policy)
+        if refused is not None:
+            return refused
         path = request.url.path
         guarded = path not in OPEN_PATHS and not path.startswith("/static/")
-        if guarded and not _authorized(request, config.token):
+        if guarded and not authorized(request, config.token):
             return JSONResponse(
                 {"detail": "missing or wrong API token"},
                 status_code=401,
@@ -295,7 +263,7 @@ def create_app(settings: Settings, config: ServerConfig, *, manager: JobManager 
         return response
 
     def admit(request: Request) -> str:
-        client = client_of(request)
+        client = client_of(request, trust_forwarded_for=config.trust_forwarded_for)
         wait = limiter.take(client)
         if wait > 0:
             raise HTTPException(
@@ -305,7 +273,7 @@ def create_app(settings: Settings, config: ServerConfig, *, manager: JobManager 
 
     # the OpenAI-compatible and MCP faces: the same jobs, the same guard and rate limit
     app.include_router(openai_router(jobs, admit=admit, keepalive_s=KEEPALIVE_S))
-    mcp_sessions = mount_mcp(app, jobs, admit=admit, loopback=is_loopback(config.host))
+    mcp_sessions = mount_mcp(app, jobs, admit=admit)  # its Host/Origin checks are the guard's
 
     def found(job_id: str) -> Job:
         job = jobs.get(job_id)

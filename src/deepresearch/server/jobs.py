@@ -76,16 +76,27 @@ def m001_jobs(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX jobs_by_status ON jobs (status, created)")
 
 
+def check_text(text: str) -> str:
+    """``text`` if it is valid Unicode; a lone surrogate (JSON's ``"\\ud800"`` parses to one) cannot be
+    stored or sent on, so it is refused here with a message rather than failing later as a 500."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("it holds a lone surrogate (U+D800 to U+DFFF), which is not valid Unicode") from None
+    return text
+
+
 class ResearchOptions(BaseModel):
     """What a request may change about a run: budgets and language, nothing that reaches the machine
-    (endpoints, keys, shell sandbox, MCP servers) — those are the server's own settings."""
+    (endpoints, keys, shell sandbox, MCP servers) — those are the server's own settings. Every budget
+    is a finite number in its range: JSON as Python reads it admits ``NaN`` and ``Infinity``."""
 
     model_config = ConfigDict(extra="forbid")
 
     max_steps: int | None = Field(default=None, ge=1, le=200)
-    max_cost: float | None = Field(default=None, ge=0)
+    max_cost: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     max_tokens: int | None = Field(default=None, ge=1000)
-    max_time: float | None = Field(default=None, gt=0)
+    max_time: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     language: Literal["auto", "en", "zh"] | None = None
 
     def apply(self, settings: Settings) -> Settings:
@@ -282,6 +293,10 @@ class JobManager:
         question = question.strip()
         if not question:
             raise ConfigError("the question is empty")
+        try:
+            check_text(question)
+        except ValueError as exc:
+            raise ConfigError(f"the question is not valid: {exc}") from None
         if len(question) > QUESTION_MAX_CHARS:
             raise ConfigError(f"the question is longer than {QUESTION_MAX_CHARS} characters")
         job_id = new_job_id()

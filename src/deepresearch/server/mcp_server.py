@@ -30,7 +30,6 @@ from mcp.server.lowlevel import Server
 from mcp.server.session import ServerSession
 from mcp.server.stdio import stdio_server
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
-from mcp.server.transport_security import TransportSecuritySettings
 from mcp_types import (
     CallToolRequestParams,
     CallToolResult,
@@ -234,23 +233,15 @@ def mount_mcp(
     jobs: JobManager,
     *,
     admit: Callable[[Request], str] | None = None,
-    loopback: bool = True,
 ) -> StreamableHTTPSessionManager:
     """Serve the MCP server at ``/mcp`` on ``app`` (streamable HTTP). The caller runs the returned
     session manager's ``run()`` inside the app's lifespan; requests before that fail.
 
-    ``loopback``: the app is bound to a loopback address, so — as the SDK does for its own apps — the
-    Host and Origin headers must name a loopback host, which stops a web page from reaching the agent
-    through DNS rebinding. A public bind has the API token instead.
+    The SDK's own Host/Origin check (DNS rebinding protection) is left off: the app checks Host,
+    Origin and the content type of every route, ``/mcp`` included, by one rule that also knows the
+    hosts a user named (``server/app.py``); two rules would disagree behind a reverse proxy.
     """
-    security = None
-    if loopback:
-        security = TransportSecuritySettings(
-            enable_dns_rebinding_protection=True,
-            allowed_hosts=["127.0.0.1:*", "localhost:*", "[::1]:*"],
-            allowed_origins=["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"],
-        )
-    sessions = StreamableHTTPSessionManager(app=build_server(jobs, admit=admit), security_settings=security)
+    sessions = StreamableHTTPSessionManager(app=build_server(jobs, admit=admit))
     # a Route, not a Mount: a Mount answers "/mcp" with a redirect to "/mcp/", which clients need not follow
     app.router.routes.append(Route(MCP_PATH, StreamableHTTPASGIApp(sessions), include_in_schema=False))
     return sessions

@@ -20,6 +20,9 @@ job (counted by the same rate limiter as ``POST /v1/research``), and the answer 
   completion id (``chatcmpl-<job id>``) and the ``X-DeepResearch-Job`` header, so the report can be
   fetched later from ``/v1/research/<job id>``.
 
+The app's guard (``server/app.py``) checks every request here first: Host, Origin, the token, and
+``Content-Type: application/json`` (a page can post a form or text/plain cross-site, never JSON).
+
 Progress lines come from ``server/progress.py``, shared with the MCP face.
 """
 

@@ -23,6 +23,7 @@ async def serve(
             port=config.port,
             log_level="warning",
             access_log=False,
+            proxy_headers=False,  # the guard decides whether X-Forwarded-For names the client
             timeout_graceful_shutdown=int(config.grace_s) + 5,
         )
     )
