@@ -82,3 +82,31 @@ def test_listing_marks_dead_runs_interrupted(tmp_path):
     assert isinstance(listed["c-bad"], RunCorrupted)
     assert read_info(tmp_path / "runs" / "a-dead").question == "dead"
     live.close()
+
+
+def test_a_torn_tail_is_mended_before_the_next_append(tmp_path):
+    store = RunStore.create(tmp_path / "run")
+    store.append(started())
+    store.close()
+    path = tmp_path / "run" / "events.jsonl"
+    with path.open("a") as handle:
+        handle.write('{"type": "llm_call", "step": 1, "mess')  # what a kill or a full disk left
+    resumed = RunStore.open(tmp_path / "run")
+    resumed.append(ToolResultEvent(step=1, call_id="c", name="todo", content="x"))
+    resumed.close()
+    loaded = load_events(path)
+    assert [e.type for e in loaded.events] == ["run_started", "tool_result"] and loaded.torn_tail is None
+
+    whole = LLMCall(step=2, message={"role": "assistant", "content": "hi"}, usage={}).model_dump_json()
+    with path.open("a") as handle:
+        handle.write(whole)  # complete, but its newline never came: it counts, and is kept
+    assert len(load_events(path).events) == 3
+    again = RunStore.open(tmp_path / "run")
+    again.append(ToolResultEvent(step=2, call_id="d", name="todo", content="y"))
+    again.close()
+    assert [e.type for e in load_events(path).events] == [
+        "run_started",
+        "tool_result",
+        "llm_call",
+        "tool_result",
+    ]

@@ -9,7 +9,6 @@ terminal, write the clipboard (OSC 52) or clear the screen.
 from __future__ import annotations
 
 import json
-import re
 import sys
 import time
 from typing import IO, Any
@@ -33,15 +32,7 @@ from deepresearch.agent.events import (
     ToolCallEvent,
     ToolResultEvent,
 )
-
-_UNPRINTABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
-"""C0 and C1 controls (ESC starts terminal sequences; CSI is also 0x9b) and the bidirectional
-overrides that make a line read differently from what it holds; tab and newline stay."""
-
-
-def printable(text: str) -> str:
-    """``text`` safe to print on a terminal: each control character shown as ``\\xNN``/``\\uNNNN``."""
-    return _UNPRINTABLE.sub(lambda m: ascii(m.group())[1:-1], text)
+from deepresearch.terminal import printable
 
 
 def describe_call(name: str, arguments: str) -> str:

@@ -7,6 +7,7 @@ runner, call ``research`` / ``resume`` and get a ``RunResult``; they never assem
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
 import os
@@ -14,22 +15,32 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import SecretStr
 
 from deepresearch.agent import prompts
 from deepresearch.agent.budget import Budget
 from deepresearch.agent.context import ContextPolicy
-from deepresearch.agent.events import Event, ReportWritten, RunFinished, RunResumed, RunStarted, now_iso
+from deepresearch.agent.events import (
+    ErrorEvent,
+    Event,
+    LLMCall,
+    ReportWritten,
+    RunFinished,
+    RunResumed,
+    RunStarted,
+    now_iso,
+)
 from deepresearch.agent.history import History
 from deepresearch.agent.loop import Agent, LoopConfig
 from deepresearch.agent.state import RunState, replay
 from deepresearch.agent.stops import Finished
 from deepresearch.agent.tokens import count_tokens
 from deepresearch.config import Settings, default_cache_dir, default_data_dir
-from deepresearch.errors import ConfigError, LLMError, RunStoreError
-from deepresearch.report import Language, render_html, render_markdown, resolve_citations
+from deepresearch.errors import ConfigError, DeepResearchError, LLMError, RunStoreError
+from deepresearch.llm.messages import Completion
+from deepresearch.report import CitedText, Language, render_html, render_markdown, resolve_citations
 from deepresearch.runs import RunInfo, RunStore, json_text, new_run_id, read_info
 from deepresearch.tools.base import ShellConfig, ToolContext
 from deepresearch.tools.registry import Registry, default_tools, register
@@ -320,7 +331,12 @@ async def research(
         messages=messages,
         settings=settings.public(),
     )
-    recorder.record(started)
+    try:
+        recorder.record(started)
+    except BaseException:
+        await services.aclose()
+        store.close()
+        raise
     state.apply(started)
     return await _drive(store, info, recorder, state, settings, services, tools, stop)
 
@@ -362,6 +378,7 @@ async def resume(
         )
         if state.finished:
             raise RunStoreError(f"{run_dir} already finished; its report is {run_dir / 'report.md'}")
+        unacted = _unacted_reply(loaded.events)
         services = await Services.open(effective)
     except BaseException:
         store.close()
@@ -381,7 +398,25 @@ async def resume(
         await services.aclose()
         store.close()
         raise
-    return await _drive(store, info, recorder, state, effective, services, tools, stop)
+    return await _drive(store, info, recorder, state, effective, services, tools, stop, unacted)
+
+
+def _unacted_reply(events: list[Event]) -> Completion | None:
+    """The model's last reply, when it was text the run never acted on.
+
+    A kill or a failure between recording that reply and what follows it (writing the report, or a
+    nudge) leaves it last in the log. Resume acts on it again instead of asking the model once more,
+    which would add a step the interrupted run never took.
+    """
+    for event in reversed(events):
+        if isinstance(event, RunResumed | RunFinished | ErrorEvent | ReportWritten):
+            continue  # how earlier sessions ended, or a report the run did not finish delivering
+        if isinstance(event, LLMCall) and not event.message.get("tool_calls"):
+            return Completion(
+                content=str(event.message.get("content") or ""), finish_reason=event.finish_reason
+            )
+        return None
+    return None
 
 
 async def _drive(
@@ -393,10 +428,10 @@ async def _drive(
     services: Services,
     tools: Registry,
     stop: asyncio.Event | None,
+    unacted: Completion | None = None,
 ) -> RunResult:
     try:
         info.sandbox = services.sandbox
-        store.write_info(info)
 
         def make_context(step: int, call_id: str) -> ToolContext:
             return ToolContext(
@@ -436,31 +471,96 @@ async def _drive(
             stop=stop,
         )
         try:
-            finished = await agent.run()
-        except BaseException as exc:
-            recorder.checkpoint(state)
-            interrupted = not isinstance(exc, Exception)
-            info.status = "cancelled" if interrupted else "failed"
-            info.error = None if interrupted else f"{type(exc).__name__}: {exc}"
-            info.ended = now_iso()
-            recorder.record(
-                RunFinished(
-                    step=state.step, status=info.status, usage=state.usage.to_dict(), steps=state.step
-                )
-            )
             store.write_info(info)
-            services.explain(exc)
-            exc.add_note(f"run directory: {store.path} (continue with: deepresearch resume {store.path})")
-            raise
-        return await _deliver(finished, store, info, recorder, state)
+            finished = await _run_agent(agent, unacted)
+            cited, markdown = await _write_report(finished, recorder, state)
+        except BaseException as exc:
+            raised = _surfaced(exc, store.path)
+            status: Literal["failed", "cancelled"] = "failed" if isinstance(exc, Exception) else "cancelled"
+            info.status, info.ended = status, now_iso()
+            info.error = (
+                " ".join(f"{type(raised).__name__}: {raised}".split()) if status == "failed" else None
+            )
+            _wind_up(recorder, state, info, status, derived=not isinstance(raised, RunStoreError))
+            services.explain(raised)
+            raised.add_note(f"run directory: {store.path} (continue with: deepresearch resume {store.path})")
+            if raised is exc:
+                raise
+            raise raised  # noqa: B904 - its cause (the OSError) stays; the group is its context
+        return await _deliver(finished, cited, markdown, store, info, recorder, state)
     finally:
         await services.aclose()
         store.close()
 
 
-async def _deliver(
-    stop: Finished, store: RunStore, info: RunInfo, recorder: Recorder, state: RunState
-) -> RunResult:
+async def _run_agent(agent: Agent, unacted: Completion | None) -> Finished:
+    """``agent.run()``, after acting on a reply the interrupted session recorded but never acted on."""
+    if unacted is not None:
+        try:
+            agent.act_on_text(agent.state.step, unacted)
+        except Finished as stop:
+            return stop
+    return await agent.run()
+
+
+def _surfaced(exc: BaseException, run_dir: Path) -> BaseException:
+    """What the caller should see of ``exc``: one error a person can act on, not a task group.
+
+    A step's tool calls run in a task group, so a result that cannot be recorded, or a long output
+    that cannot be saved in the workspace, arrives as a group. When the group holds nothing but our
+    errors and storage failures, the first of them is raised; a storage ``OSError`` (disk full, quota,
+    file too large, I/O error, read-only) becomes a ``RunStoreError``. Anything else stays as it is.
+    """
+    leaf = exc
+    if isinstance(exc, BaseExceptionGroup):
+        ours, rest = exc.split(lambda e: isinstance(e, DeepResearchError) or _storage_failure(e))
+        if ours is None or rest is not None:
+            return exc
+        leaf = ours
+        while isinstance(leaf, BaseExceptionGroup):
+            leaf = leaf.exceptions[0]
+    if isinstance(leaf, OSError) and _storage_failure(leaf):
+        error = RunStoreError(f"cannot write in {run_dir}: {leaf.strerror or leaf}")
+        error.__cause__ = leaf
+        return error
+    return leaf
+
+
+_STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS})
+
+
+def _storage_failure(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in _STORAGE_ERRNOS
+
+
+def _wind_up(
+    recorder: Recorder,
+    state: RunState,
+    info: RunInfo,
+    status: Literal["failed", "cancelled"],
+    *,
+    derived: bool,
+) -> None:
+    """Record how the run ended, best effort: after a disk failure these writes may fail too, and
+    must not hide the error that ended the run. ``run.json`` (status and reason) goes first; the
+    derived files are skipped after a store failure (``resume`` rebuilds them from the events)."""
+    info.steps, info.usage = state.step, state.usage.to_dict()
+    finished = RunFinished(step=state.step, status=status, usage=state.usage.to_dict(), steps=state.step)
+    writes: list[Callable[[], None]] = [
+        lambda: recorder.store.write_info(info),
+        lambda: recorder.record(finished),
+    ]
+    if derived:
+        writes.insert(0, lambda: recorder.checkpoint(state))
+    for write in writes:
+        try:
+            write()
+        except RunStoreError as exc:
+            logger.info("could not record the end of the run: %s", exc)
+
+
+async def _write_report(stop: Finished, recorder: Recorder, state: RunState) -> tuple[CitedText, str]:
+    """Render the answer, write ``report.md`` and ``report.html``, record the ``report`` event."""
     language: Language = "zh" if state.language == "zh" else "en"
     cited = resolve_citations(stop.answer, state.sources)
     markdown = render_markdown(cited, language)
@@ -471,6 +571,19 @@ async def _deliver(
             step=state.step, path="report.md", chars=len(markdown), origin=stop.origin, citations=cited.stats
         )
     )
+    return cited, markdown
+
+
+async def _deliver(
+    stop: Finished,
+    cited: CitedText,
+    markdown: str,
+    store: RunStore,
+    info: RunInfo,
+    recorder: Recorder,
+    state: RunState,
+) -> RunResult:
+    """Record the run as done and refresh the derived files (sources now numbered as in the report)."""
     info.status, info.ended, info.citations, info.report_origin = "done", now_iso(), cited.stats, stop.origin
     recorder.record(
         RunFinished(step=state.step, status="done", usage=state.usage.to_dict(), steps=state.step)

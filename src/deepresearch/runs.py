@@ -4,15 +4,21 @@ Layout (ARCHITECTURE.md): ``run.json`` (summary and status), ``events.jsonl`` (a
 the source of truth), ``messages.json`` (the trajectory), ``sources.json``, ``todo.json``,
 ``report.md``/``report.html`` and ``workspace/`` (the only folder tools may touch).
 
-Durability rules: events are appended, flushed after every write and fsync'ed at every step boundary,
-so ``kill -9`` loses at most the step in flight; whole-file JSON is written to a temporary file and
-moved into place with ``os.replace``, so a reader never sees half a file. A file that does not parse
-raises ``RunCorrupted`` naming the path and line — except a torn last line of ``events.jsonl`` (the
-write a kill interrupted), which is reported and skipped.
+Durability rules: events are appended with unbuffered writes (one line each, straight to the OS) and
+fsync'ed at every step boundary, so ``kill -9`` loses at most the step in flight; whole-file JSON is
+written to a temporary file and moved into place with ``os.replace``, so a reader never sees half a
+file. A file that does not parse raises ``RunCorrupted`` naming the path and line — except a torn last
+line of ``events.jsonl`` (the write a kill interrupted), which is reported and skipped.
+
+A write that fails (disk full, quota, I/O error) raises ``RunStoreError`` and leaves the log whole: an
+append that fails is cut back to the end of the last complete line, and a torn tail left by an earlier
+process is mended (completed or cut) before anything is appended after it, so a later ``resume`` reads
+every event that was recorded and nothing half written.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
@@ -23,7 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any, Literal, NoReturn
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -87,7 +93,8 @@ class RunStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.workspace = path / "workspace"
-        self._events: IO[str] | None = None
+        self._log: int | None = None
+        """The descriptor ``events.jsonl`` is appended through (opened on the first append)."""
         self._lock: IO[str] | None = None
 
     # --- opening
@@ -96,8 +103,11 @@ class RunStore:
     def create(cls, path: Path) -> RunStore:
         if (path / "events.jsonl").exists():
             raise RunStoreError(f"{path} already holds a run; use `deepresearch resume {path}`")
-        path.mkdir(parents=True, exist_ok=True)
-        (path / "workspace").mkdir(exist_ok=True)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            (path / "workspace").mkdir(exist_ok=True)
+        except OSError as exc:
+            _fail("create", path, exc)
         store = cls(path)
         store.acquire()
         return store
@@ -107,13 +117,19 @@ class RunStore:
         if not (path / "events.jsonl").is_file():
             raise RunStoreError(f"{path} is not a run directory (no events.jsonl)")
         store = cls(path)
-        store.workspace.mkdir(exist_ok=True)
+        try:
+            store.workspace.mkdir(exist_ok=True)
+        except OSError as exc:
+            _fail("create", store.workspace, exc)
         store.acquire()
         return store
 
     def acquire(self) -> None:
         """Take the run's lock so that two processes never write one run."""
-        handle = (self.path / ".lock").open("a+")
+        try:
+            handle = (self.path / ".lock").open("a+")
+        except OSError as exc:
+            _fail("create", self.path / ".lock", exc)
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
@@ -122,10 +138,15 @@ class RunStore:
         self._lock = handle
 
     def close(self) -> None:
-        if self._events is not None:
-            self.sync()
-            self._events.close()
-            self._events = None
+        """fsync and close the log, release the lock; never raises (it runs on the way out of failures)."""
+        if self._log is not None:
+            try:
+                self.sync()
+            except RunStoreError as exc:
+                logger.warning("%s", exc)
+            with contextlib.suppress(OSError):
+                os.close(self._log)
+            self._log = None
         if self._lock is not None:
             self._lock.close()
             self._lock = None
@@ -133,16 +154,51 @@ class RunStore:
     # --- events
 
     def append(self, event: Event) -> None:
-        """Append one event and flush it to the OS (survives ``kill -9``; ``sync`` for power loss)."""
-        if self._events is None:
-            self._events = (self.path / "events.jsonl").open("a", encoding="utf-8")
-        self._events.write(event.model_dump_json(exclude_none=True) + "\n")
-        self._events.flush()
+        """Append one event as one line, written straight to the OS (it survives ``kill -9``; ``sync``
+        makes it survive power loss). A failed write is cut back to the last complete line."""
+        line = (event.model_dump_json(exclude_none=True) + "\n").encode("utf-8")
+        log = self._open_log()
+        end = os.lseek(log, 0, os.SEEK_END)
+        try:
+            _write_all(log, line)
+        except OSError as exc:
+            self._cut(end)
+            _fail("append to", self.path / "events.jsonl", exc)
 
     def sync(self) -> None:
         """fsync the event log: called at every step boundary."""
-        if self._events is not None:
-            os.fsync(self._events.fileno())
+        if self._log is not None:
+            try:
+                os.fsync(self._log)
+            except OSError as exc:
+                _fail("sync", self.path / "events.jsonl", exc)
+
+    def _open_log(self) -> int:
+        if self._log is None:
+            path = self.path / "events.jsonl"
+            try:
+                log = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            except OSError as exc:
+                _fail("open", path, exc)
+            try:
+                _mend_tail(log, path)
+            except OSError as exc:
+                os.close(log)
+                _fail("repair the last line of", path, exc)
+            self._log = log
+        return self._log
+
+    def _cut(self, end: int) -> None:
+        """Drop what a failed append wrote after ``end``; if even that fails, close the log so that the
+        next append reopens it and mends the tail first (it never writes after half a line)."""
+        assert self._log is not None
+        try:
+            os.ftruncate(self._log, end)
+        except OSError as exc:
+            logger.warning("could not cut a failed write off %s: %s", self.path / "events.jsonl", exc)
+            with contextlib.suppress(OSError):
+                os.close(self._log)
+            self._log = None
 
     def load_events(self) -> LoadedEvents:
         return load_events(self.path / "events.jsonl")
@@ -153,16 +209,62 @@ class RunStore:
         self.write_text(name, json_text(data))
 
     def write_text(self, name: str, text: str) -> None:
+        """Replace ``name`` whole (a temporary file moved into place); on failure the old file stays."""
         target = self.path / name
         tmp = target.with_name(f".{target.name}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, target)
+        try:
+            tmp.write_text(text, encoding="utf-8")
+            os.replace(tmp, target)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            _fail("write", target, exc)
 
     def read_json(self, name: str) -> Any:
         return read_json(self.path / name)
 
     def write_info(self, info: RunInfo) -> None:
         self.write_text("run.json", info.model_dump_json(indent=1))
+
+
+def _fail(action: str, path: Path, exc: OSError) -> NoReturn:
+    """Raise the ``RunStoreError`` for a failed disk operation: one line, naming the file and the cause."""
+    raise RunStoreError(f"cannot {action} {path}: {exc.strerror or exc}") from exc
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _mend_tail(log: int, path: Path) -> None:
+    """Make the log end with a complete line before anything is appended after it.
+
+    A tail without its newline is what a kill or a failed write left. If it parses, it is an event
+    ``load_events`` counted, and gets its newline; otherwise it is the torn line ``load_events``
+    skipped, and is cut off — appending after it would bury the next event in a line that does not
+    parse, in the middle of the file.
+    """
+    size = os.fstat(log).st_size
+    if size == 0 or os.pread(log, 1, size - 1) == b"\n":
+        return
+    start = size
+    while start > 0:  # find the start of the last line, a block at a time
+        block = os.pread(log, min(start, 65536), max(0, start - 65536))
+        newline = block.rfind(b"\n")
+        if newline >= 0:
+            start = start - len(block) + newline + 1
+            break
+        start -= len(block)
+    tail = os.pread(log, size - start, start)
+    try:
+        parse_event(tail.decode("utf-8", errors="replace"))
+    except ValidationError:
+        os.ftruncate(log, start)
+        logger.warning("%s: cut a torn last line (%d bytes) before appending", path, size - start)
+    else:
+        _write_all(log, b"\n")
 
 
 def json_text(data: Any) -> str:

@@ -8,14 +8,18 @@ from __future__ import annotations
 import io
 import json
 from html.parser import HTMLParser
+from pathlib import Path
 
 import pytest
 from rich.console import Console
+from typer.testing import CliRunner
 
 from deepresearch.agent.events import ErrorEvent, ToolCallEvent, ToolResultEvent
-from deepresearch.display import LineView, LiveView, Progress, printable
+from deepresearch.cli import app
+from deepresearch.display import LineView, LiveView, Progress
 from deepresearch.report import render_html, render_markdown, resolve_citations
 from deepresearch.sources import SourceRegistry
+from deepresearch.terminal import printable
 
 TERMINAL_ATTACKS = [
     "\x1b]52;c;cHduZWQ=\x07",  # OSC 52: set the clipboard
@@ -142,3 +146,40 @@ def test_live_panel_never_draws_a_control_sequence(attack: str):
 def test_printable_keeps_text_and_layout():
     assert printable("naïve 研究\tcol\nnext") == "naïve 研究\tcol\nnext"
     assert printable("a\x1b[31mb") == "a\\x1b[31mb"
+
+
+# -- the CLI: what it lists and finds comes from others (a submitted question, an indexed page) --------
+
+
+def test_runs_listing_shows_a_hostile_question_as_text(tmp_path: Path):
+    from deepresearch.runs import RunInfo, RunStore
+
+    hostile = "[/red][link=https://evil.example]click[/link] \x1b]52;c;cHduZWQ=\x07 [bold]q"
+    store = RunStore.create(tmp_path / "runs" / "r1")
+    store.write_info(RunInfo(id="r1", question=hostile, status="done"))
+    store.close()
+    listed = CliRunner().invoke(app, ["runs", "--dir", str(tmp_path / "runs")])
+    assert listed.exit_code == 0, listed.output
+    assert all(part in listed.output for part in ("[/red]", "[link=", "[bold]q"))  # shown, not obeyed
+    assert "\x1b]52" not in listed.output and "\\x1b]52" in listed.output
+
+
+def test_search_hits_from_a_hostile_document_are_printed_escaped(tmp_path: Path):
+    page = tmp_path / "docs" / "page.md"
+    page.parent.mkdir()
+    page.write_text("# Owned \x1b]0;retitled\x07 title\n\nThe fjord measurement \x1b[2J was taken.\n")
+    index = tmp_path / "index.sqlite"
+    added = CliRunner().invoke(app, ["index", "add", str(page.parent), "--index", str(index)])
+    assert added.exit_code == 0, added.output
+    found = CliRunner().invoke(app, ["search", "fjord measurement", "--index", str(index)])
+    assert found.exit_code == 0, found.output
+    assert "fjord" in found.output
+    assert "\x1b" not in found.output and "\\x1b" in found.output
+
+
+def test_error_lines_quote_a_hostile_message_escaped(capsys: pytest.CaptureFixture[str]):
+    from deepresearch.cli.common import say
+
+    say("error: the endpoint said \x1b]0;owned\x07\u202egnp.exe")
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "\u202e" not in err and "\\x1b]0;owned" in err

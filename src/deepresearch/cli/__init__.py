@@ -15,6 +15,7 @@ import typer
 from deepresearch.cli.bench import bench_app
 from deepresearch.cli.common import (
     STATE,
+    ApiKeyFileOpt,
     ApiKeyOpt,
     BaseUrlOpt,
     ConfigOpt,
@@ -28,6 +29,7 @@ from deepresearch.cli.common import (
     cli_settings,
     research_view,
     run_or_exit,
+    say,
     setup_logging,
 )
 from deepresearch.cli.judge import judge_app
@@ -67,6 +69,7 @@ def research(
     base_url: BaseUrlOpt = None,
     model: ModelOpt = None,
     api_key: ApiKeyOpt = None,
+    api_key_file: ApiKeyFileOpt = None,
     search: SearchOpt = None,
     index: IndexOpt = None,
     out: Annotated[Path | None, typer.Option("--out", help="Run directory (default runs/<run-id>).")] = None,
@@ -90,6 +93,7 @@ def research(
         base_url=base_url,
         model=model,
         api_key=api_key,
+        api_key_file=api_key_file,
         search=search,
         index=index,
         out=out,
@@ -114,6 +118,7 @@ def research(
 def resume(
     run_dir: Annotated[Path, typer.Argument(help="The run directory to continue.")],
     api_key: ApiKeyOpt = None,
+    api_key_file: ApiKeyFileOpt = None,
     base_url: BaseUrlOpt = None,
     max_steps: MaxStepsOpt = None,
     max_cost: MaxCostOpt = None,
@@ -128,6 +133,7 @@ def resume(
     settings = cli_settings(
         config,
         api_key=api_key,
+        api_key_file=api_key_file,
         base_url=base_url,
         max_steps=max_steps,
         max_cost=max_cost,
@@ -156,21 +162,25 @@ def runs(
     """List runs, newest first."""
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     from deepresearch.runs import iter_runs
+    from deepresearch.terminal import printable
 
     table = Table("run", "status", "steps", "tokens", "cost", "question")
     for path, info in iter_runs(runs_dir):
         if isinstance(info, Exception):
-            table.add_row(str(path), "[red]unreadable[/red]", "", "", "", str(info))
+            table.add_row(
+                Text(printable(str(path))), "[red]unreadable[/red]", "", "", "", Text(printable(str(info)))
+            )
             continue
-        table.add_row(
-            str(path),
+        table.add_row(  # Text: a question is the submitter's text, never rich markup
+            Text(printable(str(path))),
             info.status,
             str(info.steps),
             f"{info.usage.get('total_tokens', 0):,}",
             f"${info.usage.get('cost_usd', 0):.4f}",
-            info.question[:70],
+            Text(printable(info.question[:70])),
         )
     Console().print(table)
 
@@ -190,7 +200,7 @@ def index_add(
     try:
         report = store.add_paths(paths)
     except DeepResearchError as exc:
-        typer.secho(f"error: {exc}", fg="red", err=True)
+        say(f"error: {exc}", color="red")
         raise typer.Exit(1) from None
     finally:
         store.close()
@@ -199,7 +209,7 @@ def index_add(
         f"{report.removed} removed; {report.passages} passages written"
     )
     for error in report.errors:
-        typer.secho(f"  skipped {error}", fg="yellow", err=True)
+        say(f"  skipped {error}", color="yellow")
     if report.errors:
         raise typer.Exit(1)
 
@@ -217,7 +227,7 @@ def index_remove(
     try:
         removed = store.remove(items)
     except DeepResearchError as exc:
-        typer.secho(f"error: {exc}", fg="red", err=True)
+        say(f"error: {exc}", color="red")
         raise typer.Exit(1) from None
     finally:
         store.close()
@@ -250,7 +260,7 @@ def index_fetch(
             progress=typer.echo,
         )
     except DeepResearchError as exc:
-        typer.secho(f"error: {exc}", fg="red", err=True)
+        say(f"error: {exc}", color="red")
         raise typer.Exit(1) from None
     finally:
         store.close()
@@ -260,7 +270,7 @@ def index_fetch(
         f"{added.skipped} unchanged; {added.passages} passages written in {report.seconds:.0f}s"
     )
     for error in added.errors:
-        typer.secho(f"  skipped {error}", fg="yellow", err=True)
+        say(f"  skipped {error}", color="yellow")
 
 
 @index_app.command("stats")
@@ -289,12 +299,13 @@ def search_command(
 ) -> None:
     """Print search hits — the way to check what the agent will find."""
     from deepresearch.research import search_once
+    from deepresearch.terminal import printable
 
     hits = run_or_exit(search_once(query, cli_settings(config, search=search, index=index), limit=k))
     if not hits:
         typer.echo("no results")
     for hit in hits:
-        typer.echo(f"{hit.rank:>3}. {hit.title}\n     {hit.url}\n     {hit.snippet[:200]}")
+        typer.echo(printable(f"{hit.rank:>3}. {hit.title}\n     {hit.url}\n     {hit.snippet[:200]}"))
 
 
 @models_app.command("pull")
@@ -335,7 +346,7 @@ def models_pull(
             )
         except DeepResearchError as exc:
             bar.stop()
-            typer.secho(f"error: {exc}", fg="red", err=True)
+            say(f"error: {exc}", color="red")
             raise typer.Exit(1) from None
     typer.echo(f"{name}: {path}")
 

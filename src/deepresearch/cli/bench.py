@@ -10,10 +10,12 @@ from typing import Annotated, Any, Literal
 import typer
 
 from deepresearch.cli.common import (
+    ApiKeyFileOpt,
     ApiKeyOpt,
     BaseUrlOpt,
     ConfigOpt,
     IndexOpt,
+    JudgeKeyFileOpt,
     MaxStepsOpt,
     MaxTimeOpt,
     MaxTokensOpt,
@@ -21,6 +23,7 @@ from deepresearch.cli.common import (
     SearchOpt,
     cli_settings,
     run_or_exit,
+    say,
 )
 from deepresearch.cli.judge import JudgeKeyOpt, JudgeModelOpt, JudgeUrlOpt
 from deepresearch.errors import DeepResearchError
@@ -38,7 +41,7 @@ ModeOpt = Annotated[
 
 
 def _fail(exc: DeepResearchError) -> typer.Exit:
-    typer.secho(f"error: {exc}", fg="red", err=True)
+    say(f"error: {exc}", color="red")
     return typer.Exit(1)
 
 
@@ -75,6 +78,7 @@ def bench_run(
     base_url: BaseUrlOpt = None,
     model: ModelOpt = None,
     api_key: ApiKeyOpt = None,
+    api_key_file: ApiKeyFileOpt = None,
     search: SearchOpt = None,
     index: IndexOpt = None,
     max_steps: MaxStepsOpt = None,
@@ -100,6 +104,7 @@ def bench_run(
         base_url=base_url,
         model=model,
         api_key=api_key,
+        api_key_file=api_key_file,
         search=search,
         index=index,
         max_steps=max_steps,
@@ -129,12 +134,12 @@ def bench_run(
         again=f"{again}: deepresearch {shlex.join(sys.argv[1:])}" if sys.argv[1:] else again,
     )
     for error in summary.load_errors:
-        typer.secho(f"  skipped task: {error}", fg="yellow", err=True)
+        say(f"  skipped task: {error}", color="yellow")
     for row in summary.rows:
         if row.status == "failed":
-            typer.secho(f"  failed {row.task_id}: {row.error}", fg="yellow", err=True)
+            say(f"  failed {row.task_id}: {row.error}", color="yellow")
     for note in summary.notes():
-        typer.secho(f"  {note}", fg="yellow", err=True)
+        say(f"  {note}", color="yellow")
     typer.echo(
         f"{summary.name}: {summary.done} done, {summary.failed} failed, {summary.pending} pending "
         f"({len(summary.ran)} run now, {len(summary.resumed)} resumed, {len(summary.skipped)} already done); "
@@ -154,6 +159,7 @@ def bench_grade(
     judge_model: JudgeModelOpt = None,
     judge_base_url: JudgeUrlOpt = None,
     judge_api_key: JudgeKeyOpt = None,
+    judge_api_key_file: JudgeKeyFileOpt = None,
     trials: Annotated[int, typer.Option("--trials", help="Independent gradings per rubric (paper: 3).")] = 1,
     batch: Annotated[int, typer.Option("--batch", help="Rubrics per judge call.")] = 1,
     mode: ModeOpt = "ternary",
@@ -167,7 +173,11 @@ def bench_grade(
     from deepresearch.bench.grading import grade_benchmark
 
     settings = cli_settings(
-        config, judge_model=judge_model, judge_base_url=judge_base_url, judge_api_key=judge_api_key
+        config,
+        judge_model=judge_model,
+        judge_base_url=judge_base_url,
+        judge_api_key=judge_api_key,
+        judge_api_key_file=judge_api_key_file,
     )
     for bench in _resolve(names, root):
 
@@ -189,7 +199,7 @@ def bench_grade(
             )
         )
         for problem in graded.problems:
-            typer.secho(f"  {problem}", fg="yellow", err=True)
+            say(f"  {problem}", color="yellow")
         if graded.without_rubrics:
             typer.secho(
                 f"  {len(graded.without_rubrics)} task(s) have no rubrics (compare them pairwise)",
@@ -234,6 +244,7 @@ def bench_compare(
     judge_model: JudgeModelOpt = None,
     judge_base_url: JudgeUrlOpt = None,
     judge_api_key: JudgeKeyOpt = None,
+    judge_api_key_file: JudgeKeyFileOpt = None,
     source: Annotated[
         Literal["llm", "human", "both"],
         typer.Option("--source", help="Count LLM verdicts, human verdicts (--verdicts), or both."),
@@ -261,12 +272,16 @@ def bench_compare(
     settings = None
     if source != "human":
         settings = cli_settings(
-            config, judge_model=judge_model, judge_base_url=judge_base_url, judge_api_key=judge_api_key
+            config,
+            judge_model=judge_model,
+            judge_base_url=judge_base_url,
+            judge_api_key=judge_api_key,
+            judge_api_key_file=judge_api_key_file,
         )
     try:
         extra = [v for path in verdicts or [] for v in read_verdicts(path)]
     except (DeepResearchError, OSError) as exc:
-        typer.secho(f"error: {exc}", fg="red", err=True)
+        say(f"error: {exc}", color="red")
         raise typer.Exit(1) from None
     result = run_or_exit(
         compare_benchmarks(
@@ -291,7 +306,7 @@ def bench_compare(
             table.add_row(system, f"{interval.estimate:.0f}", f"{interval.low:.0f}–{interval.high:.0f}")
         console.print(table)
     for problem in result.problems:
-        typer.secho(f"  {problem}", fg="yellow", err=True)
+        say(f"  {problem}", color="yellow")
     files = ", ".join(str(path) for path in result.verdict_files) or "none"
     typer.echo(f"judge cost ${result.cost_usd:.4f}; verdicts in {files}")
 
@@ -326,7 +341,7 @@ def bench_export_pairs(
     except DeepResearchError as exc:
         raise _fail(exc) from None
     for task_id, why in exported.skipped.items():
-        typer.secho(f"  skipped {task_id}: {why}", fg="yellow", err=True)
+        say(f"  skipped {task_id}: {why}", color="yellow")
     typer.echo(
         f"{len(exported.key.pairs)} pair(s) in {out}: give reviewers pairs.csv and pairs.html; keep "
         f"key.json to import their answers (deepresearch bench import-pairs {out / 'pairs.csv'} "
@@ -352,11 +367,11 @@ def bench_import_pairs(
     try:
         imported = import_pairs(sheet, key, reviewer_default=reviewer)
     except (DeepResearchError, OSError) as exc:
-        typer.secho(f"error: {exc}", fg="red", err=True)
+        say(f"error: {exc}", color="red")
         raise typer.Exit(1) from None
     write_verdicts(out, imported.verdicts)
     for error in imported.errors:
-        typer.secho(f"  {error}", fg="yellow", err=True)
+        say(f"  {error}", color="yellow")
     typer.echo(
         f"{len(imported.verdicts)} verdict(s) from {imported.annotated} answered row(s) in {out}; "
         f"{imported.unannotated} blank row(s), {len(imported.pending)} pair(s) nobody answered, "

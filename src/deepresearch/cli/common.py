@@ -2,6 +2,10 @@
 
 Flags win over ``DEEPRESEARCH_*`` over ``deepresearch.toml``; a ``DeepResearchError`` becomes one line on
 stderr and exit 1 (a traceback only with ``--debug``); Ctrl-C exits 130 and names what to resume.
+
+Keys: a key given on the command line (``--api-key``, ``--judge-api-key``) is readable by every user
+of the machine in the process list, so using one prints a warning; the environment, the config file
+and ``--api-key-file``/``--judge-api-key-file`` (read here, never echoed) keep it out of ``ps``.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from deepresearch.errors import DeepResearchError
+from deepresearch.errors import ConfigError, DeepResearchError
+from deepresearch.terminal import printable
 
 T = TypeVar("T")
 STATE: dict[str, bool] = {"debug": False}
@@ -28,8 +33,25 @@ BaseUrlOpt = Annotated[
 ]
 ModelOpt = Annotated[str | None, typer.Option("--model", help="Model name (env DEEPRESEARCH_MODEL).")]
 ApiKeyOpt = Annotated[
-    str | None, typer.Option("--api-key", help="API key (env DEEPRESEARCH_API_KEY or OPENAI_API_KEY).")
+    str | None,
+    typer.Option(
+        "--api-key",
+        help="API key. Other users can read it in the process list (ps): prefer env DEEPRESEARCH_API_KEY "
+        "(or OPENAI_API_KEY), api_key in deepresearch.toml, or --api-key-file.",
+    ),
 ]
+ApiKeyFileOpt = Annotated[
+    Path | None,
+    typer.Option("--api-key-file", help="Read the API key from this file (the whole file, stripped)."),
+]
+JudgeKeyFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--judge-api-key-file", help="Read the judge's API key from this file (the whole file, stripped)."
+    ),
+]
+KEY_FLAGS = {"api_key": "--api-key", "judge_api_key": "--judge-api-key"}
+"""Settings that hold a key, and their command-line flag (each has a ``…-file`` twin)."""
 SearchOpt = Annotated[
     str | None,
     typer.Option(
@@ -57,6 +79,11 @@ def setup_logging(debug: bool) -> None:
     )
 
 
+def say(text: str, *, color: str | None = None) -> None:
+    """One line on stderr for a person; what it quotes (a page, a reply, a task file) is made printable."""
+    typer.secho(printable(text), fg=color, err=True)
+
+
 def run_or_exit(coro: Coroutine[Any, Any, T], run_dir: Path | None = None, *, again: str = "") -> T:
     """Run ``coro``; on Ctrl-C name how to continue: ``resume RUN_DIR``, or ``again`` (a command)."""
     try:
@@ -64,25 +91,65 @@ def run_or_exit(coro: Coroutine[Any, Any, T], run_dir: Path | None = None, *, ag
     except DeepResearchError as exc:
         if STATE["debug"]:
             raise
-        typer.secho(f"error: {exc}", fg="red", err=True)
+        say(f"error: {exc}", color="red")
         for note in getattr(exc, "__notes__", ()):
-            typer.echo(note, err=True)
+            say(note)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         where = f" — continue with: deepresearch resume {run_dir}" if run_dir and run_dir.exists() else ""
         where = f" — continue with: {again}" if again else where
-        typer.secho(f"interrupted{where}", fg="red", err=True)
+        say(f"interrupted{where}", color="red")
         raise typer.Exit(130) from None
 
 
 def cli_settings(config: Path | None, **flags: Any) -> Any:
+    """``Settings`` from the flags, the environment and the config file; a bad one exits 2.
+
+    ``api_key_file``/``judge_api_key_file`` are read into ``api_key``/``judge_api_key``; a key given
+    on the command line itself gets a warning (it shows in the process list).
+    """
     from deepresearch.config import load_settings
 
     try:
+        flags = _read_key_files(flags)
         return load_settings(flags, config_file=config)
     except DeepResearchError as exc:
-        typer.secho(f"error: {exc}", fg="red", err=True)
+        say(f"error: {exc}", color="red")
         raise typer.Exit(2) from None
+
+
+def _read_key_files(flags: dict[str, Any]) -> dict[str, Any]:
+    flags = dict(flags)
+    for name, flag in KEY_FLAGS.items():
+        path = flags.pop(f"{name}_file", None)
+        if flags.get(name) is not None:
+            if path is not None:
+                raise ConfigError(f"give {flag} or {flag}-file, not both")
+            typer.secho(
+                f"warning: {flag} shows the key to every user of this machine (ps); set it in the "
+                f"environment or the config file, or use {flag}-file",
+                fg="yellow",
+                err=True,
+            )
+        elif path is not None:
+            flags[name] = read_key_file(path, f"{flag}-file")
+    return flags
+
+
+def read_key_file(path: Path, flag: str) -> str:
+    """The key in ``path``: its whole text, stripped; one line, never shown in an error."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{flag} {path} is not UTF-8 text") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {flag} {path}: {exc.strerror or type(exc).__name__}") from None
+    key = text.strip()
+    if not key:
+        raise ConfigError(f"{flag} {path} is empty")
+    if "\n" in key or "\r" in key:
+        raise ConfigError(f"{flag} {path} holds more than one line; put only the key in it")
+    return key
 
 
 def research_view(max_steps: int, quiet: bool) -> Any:

@@ -7,7 +7,17 @@ from typing import Annotated, Any, Literal
 
 import typer
 
-from deepresearch.cli.common import ApiKeyOpt, BaseUrlOpt, ConfigOpt, ModelOpt, cli_settings, run_or_exit
+from deepresearch.cli.common import (
+    ApiKeyFileOpt,
+    ApiKeyOpt,
+    BaseUrlOpt,
+    ConfigOpt,
+    JudgeKeyFileOpt,
+    ModelOpt,
+    cli_settings,
+    run_or_exit,
+    say,
+)
 
 judge_app = typer.Typer(
     no_args_is_help=True, help="Grade reports against rubrics (the Checklist-style Judger)."
@@ -17,7 +27,14 @@ JudgeModelOpt = Annotated[str | None, typer.Option("--judge-model", help="Judge 
 JudgeUrlOpt = Annotated[
     str | None, typer.Option("--judge-base-url", help="Judge endpoint (default: --base-url).")
 ]
-JudgeKeyOpt = Annotated[str | None, typer.Option("--judge-api-key", help="Judge key (default: --api-key).")]
+JudgeKeyOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--judge-api-key",
+        help="Judge key (default: --api-key). Other users can read it in the process list (ps): prefer "
+        "env DEEPRESEARCH_JUDGE_API_KEY, judge_api_key in deepresearch.toml, or --judge-api-key-file.",
+    ),
+]
 
 
 @judge_app.command("grade")
@@ -32,6 +49,7 @@ def judge_grade(
     judge_model: JudgeModelOpt = None,
     judge_base_url: JudgeUrlOpt = None,
     judge_api_key: JudgeKeyOpt = None,
+    judge_api_key_file: JudgeKeyFileOpt = None,
     trials: Annotated[int, typer.Option("--trials", help="Independent gradings per rubric (paper: 3).")] = 1,
     batch: Annotated[int, typer.Option("--batch", help="Rubrics per judge call.")] = 1,
     mode: Annotated[
@@ -50,7 +68,11 @@ def judge_grade(
     from deepresearch.judge.commands import grade
 
     settings = cli_settings(
-        config, judge_model=judge_model, judge_base_url=judge_base_url, judge_api_key=judge_api_key
+        config,
+        judge_model=judge_model,
+        judge_base_url=judge_base_url,
+        judge_api_key=judge_api_key,
+        judge_api_key_file=judge_api_key_file,
     )
 
     def progress(task_id: str, scored: Any, cost: float) -> None:
@@ -82,9 +104,9 @@ def judge_grade(
         )
     Console().print(table)
     for problem in summary.problems:
-        typer.secho(f"  {problem}", fg="yellow", err=True)
+        say(f"  {problem}", color="yellow")
     if summary.missing:
-        typer.secho(f"  no report for: {', '.join(summary.missing)}", fg="yellow", err=True)
+        say(f"  no report for: {', '.join(summary.missing)}", color="yellow")
     score = "n/a" if summary.benchmark is None else f"{summary.benchmark:.2f}"
     typer.echo(
         f"benchmark score ({mode}): {score} over {len(summary.scores)} tasks; "
@@ -100,9 +122,11 @@ def judge_synth_rubrics(
     base_url: BaseUrlOpt = None,
     model: ModelOpt = None,
     api_key: ApiKeyOpt = None,
+    api_key_file: ApiKeyFileOpt = None,
     judge_model: JudgeModelOpt = None,
     judge_base_url: JudgeUrlOpt = None,
     judge_api_key: JudgeKeyOpt = None,
+    judge_api_key_file: JudgeKeyFileOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """Synthesise RL tasks and rubrics from seeds (two-step reverse synthesis with a consistency judge)."""
@@ -113,9 +137,11 @@ def judge_synth_rubrics(
         base_url=base_url,
         model=model,
         api_key=api_key,
+        api_key_file=api_key_file,
         judge_model=judge_model,
         judge_base_url=judge_base_url,
         judge_api_key=judge_api_key,
+        judge_api_key_file=judge_api_key_file,
     )
     report = run_or_exit(synth_rubrics(settings, seeds=seeds, out=out, threshold=threshold))
     discarded = ", ".join(f"{reason} {count}" for reason, count in report.discarded.items()) or "none"

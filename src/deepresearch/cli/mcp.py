@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from deepresearch.cli.common import (
+    ApiKeyFileOpt,
     ApiKeyOpt,
     BaseUrlOpt,
     ConfigOpt,
@@ -31,6 +32,7 @@ def mcp(
     base_url: BaseUrlOpt = None,
     model: ModelOpt = None,
     api_key: ApiKeyOpt = None,
+    api_key_file: ApiKeyFileOpt = None,
     search: SearchOpt = None,
     index: IndexOpt = None,
     max_steps: MaxStepsOpt = None,
@@ -44,6 +46,7 @@ def mcp(
         base_url=base_url,
         model=model,
         api_key=api_key,
+        api_key_file=api_key_file,
         search=search,
         index=index,
         max_steps=max_steps,

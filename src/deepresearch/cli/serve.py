@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from deepresearch.cli.common import (
+    ApiKeyFileOpt,
     ApiKeyOpt,
     BaseUrlOpt,
     ConfigOpt,
@@ -59,6 +60,7 @@ def serve(
     base_url: BaseUrlOpt = None,
     model: ModelOpt = None,
     api_key: ApiKeyOpt = None,
+    api_key_file: ApiKeyFileOpt = None,
     search: SearchOpt = None,
     index: IndexOpt = None,
     max_steps: MaxStepsOpt = None,
@@ -75,6 +77,7 @@ def serve(
         base_url=base_url,
         model=model,
         api_key=api_key,
+        api_key_file=api_key_file,
         search=search,
         index=index,
         max_steps=max_steps,

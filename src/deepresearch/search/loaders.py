@@ -10,6 +10,11 @@ path that escapes the indexed roots, and any hidden entry, which indexing would 
 
 Problems with one file or one JSONL line are collected as ``path[:line]: reason`` strings, so one bad
 file never stops a folder from being indexed.
+
+A file is what its real path names: a symlink is followed, the document's URL is its target's, and
+its type comes from the target's name, as it does when ``read_file_url`` serves that URL. A link whose
+name looks like a document but whose target's name does not (``notes.md`` → ``notes``) is skipped
+with a message.
 """
 
 from __future__ import annotations
@@ -65,34 +70,56 @@ class Document:
 
 
 def iter_files(paths: Iterable[Path | str], errors: list[str]) -> Iterator[Path]:
-    """Supported files under ``paths`` (folders recursively, hidden entries skipped), each once, resolved."""
+    """Supported files under ``paths`` (folders recursively, hidden entries skipped), each once, resolved;
+    the type is the resolved path's (a symlink's target's)."""
     seen: set[Path] = set()
     for raw in paths:
         path = Path(raw).expanduser()
         if path.is_dir():
             for root, dirs, files in os.walk(path):
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                candidates = [Path(root, name) for name in sorted(files) if not name.startswith(".")]
-                found = [p.resolve() for p in candidates if p.suffix.lower() in SUPPORTED_SUFFIXES]
-                for file in found:
+                for name in sorted(files):
+                    candidate = Path(root, name)
+                    if name.startswith(".") or not (_supported(candidate) or candidate.is_symlink()):
+                        continue
+                    file = candidate.resolve()
+                    if not _supported(file):
+                        if _supported(candidate):  # named like a document, links to something else
+                            errors.append(_unsupported_target(candidate, file))
+                        continue
                     if file not in seen:
                         seen.add(file)
                         yield file
         elif path.is_file():
-            if path.suffix.lower() not in SUPPORTED_SUFFIXES:
-                supported = ", ".join(sorted(SUPPORTED_SUFFIXES))
-                errors.append(f"{path}: unsupported file type (supported: {supported})")
-            elif path.resolve() not in seen:
-                seen.add(path.resolve())
-                yield path.resolve()
+            file = path.resolve()
+            if not _supported(file):
+                if _supported(path):
+                    errors.append(_unsupported_target(path, file))
+                else:
+                    supported = ", ".join(sorted(SUPPORTED_SUFFIXES))
+                    errors.append(f"{path}: unsupported file type (supported: {supported})")
+            elif file not in seen:
+                seen.add(file)
+                yield file
         else:
             errors.append(f"{path}: no such file or directory")
+
+
+def _supported(path: Path) -> bool:
+    return path.suffix.lower() in SUPPORTED_SUFFIXES
+
+
+def _unsupported_target(link: Path, target: Path) -> str:
+    return (
+        f"{link}: links to {target}, whose name has no supported file type "
+        "(a link's target decides how it is read)"
+    )
 
 
 def root_of(raw: Path | str) -> Path | None:
     """The resolved folder or supported file that adding ``raw`` makes readable, else ``None``."""
     path = Path(raw).expanduser()
-    if path.is_dir() or (path.is_file() and path.suffix.lower() in SUPPORTED_SUFFIXES):
+    if path.is_dir() or (path.is_file() and _supported(path.resolve())):
         return path.resolve()
     return None
 
@@ -109,16 +136,19 @@ def load_file(path: Path, data: bytes, errors: list[str]) -> list[Document]:
         title = document_title(text, markup=markup, fallback=fallback_title(path))
         content_type = "text/markdown" if markup == "markdown" else "text/plain"
         return [Document(url, title, text, markup, content_type, content_digest(data))]
-    content_type = EXTRACTED_SUFFIXES[suffix]
+    extracted_type = EXTRACTED_SUFFIXES.get(suffix)
+    if extracted_type is None:  # iter_files yields supported names only; another caller may not
+        errors.append(f"{path}: unsupported file type {suffix or '(none)'}")
+        return []
     try:
-        extracted = extract_document(data, content_type, url)
+        extracted = extract_document(data, extracted_type, url)
     except FetchError as exc:
         errors.append(f"{path}: {exc}")
         return []
     kind_markup: Markup = "markdown" if extracted.kind in _MARKDOWN_KINDS else "text"
     title = extracted.title or fallback_title(path)
     digest = content_digest(data)
-    return [Document(url, title, extracted.text, kind_markup, content_type, digest, extracted.published)]
+    return [Document(url, title, extracted.text, kind_markup, extracted_type, digest, extracted.published)]
 
 
 def read_file_url(url: str, roots: list[Path]) -> Document:

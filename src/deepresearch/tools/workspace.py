@@ -270,9 +270,14 @@ def write_text(workspace: Path, relpath: str, text: str) -> None:
     outputs), making the folders on the way — beneath the workspace's descriptor like any other write."""
     with located(workspace, relpath, create_parents=True) as place:
         fd = place.open_regular(os.O_WRONLY | os.O_CREAT)
-        with os.fdopen(fd, "wb") as handle:
-            handle.truncate(0)
-            handle.write(text.encode("utf-8", errors="replace"))
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.truncate(0)
+                handle.write(text.encode("utf-8", errors="replace"))
+        except OSError:  # a disk that filled up: leave no half file to hold the last free space
+            with contextlib.suppress(OSError):
+                os.unlink(place.name or "", dir_fd=place.dir_fd)
+            raise
 
 
 def _kind(mode: int) -> str:
