@@ -204,14 +204,17 @@ class Services:
     mcp: Any = None
     """The open MCP sessions of ``mcp_servers`` and their tools (``tools.mcp.McpTools``), closed with
     the rest; opened here, in the run's task, because anyio must close them in the task that opened them."""
+    shell_limits: dict[str, str] = field(default_factory=dict)
+    """How the shell is confined here (``tools.sandbox.describe_limits``), recorded in ``run.json``."""
 
     @classmethod
     async def open(cls, settings: Settings) -> Services:
         from deepresearch.search.backends import close_backend, open_search
-        from deepresearch.tools.sandbox import detect_sandbox
+        from deepresearch.tools.sandbox import describe_limits, detect_sandbox
 
         shell = _shell_config(settings)
         sandbox = str(detect_sandbox(shell))
+        limits = describe_limits(shell, workspace_max_bytes=settings.workspace_max_mb * 1024 * 1024)
         search = open_search(settings)
         fetcher = server = client = mcp = None
         try:
@@ -240,7 +243,7 @@ class Services:
                 await fetcher.aclose()
             await close_backend(search)
             raise
-        return cls(client, search, fetcher, shell, sandbox, server, mcp)
+        return cls(client, search, fetcher, shell, sandbox, server, mcp, limits)
 
     def registry(self, tools: Registry) -> Registry:
         """``tools`` plus the MCP servers' tools, in a new dict; a name taken twice is a ``ConfigError``."""
@@ -431,7 +434,7 @@ async def _drive(
     unacted: Completion | None = None,
 ) -> RunResult:
     try:
-        info.sandbox = services.sandbox
+        info.sandbox, info.shell_limits = services.sandbox, services.shell_limits
 
         def make_context(step: int, call_id: str) -> ToolContext:
             return ToolContext(

@@ -74,6 +74,10 @@ class RunInfo(BaseModel):
     """``answer`` (the model finished), ``forced`` (a budget forced it) or ``fallback`` (evidence list)."""
     sandbox: str | None = None
     """How the shell tool was isolated: ``bwrap``, ``unshare`` or ``none``."""
+    shell_limits: dict[str, str] = {}
+    """How the shell's limits are enforced on this machine: ``sandbox``, ``user`` (who commands run
+    as), ``memory_limit`` (a cgroup for the whole call, or an address-space limit per process),
+    ``process_limit`` and ``workspace_quota``."""
     error: str | None = None
     pid: int | None = None
     """The process writing the run (used to tell a live run from an interrupted one)."""

@@ -4,7 +4,6 @@ Detection runs the real tools; "not installed" and "broken" are simulated with a
 the binary or holds a stand-in script, never by mocking subprocess.
 """
 
-import asyncio
 import os
 import shutil
 import stat
@@ -14,22 +13,24 @@ from pathlib import Path
 import pytest
 
 from deepresearch.errors import ConfigError
-from deepresearch.tools import sandbox
 from deepresearch.tools.base import ShellConfig
+from deepresearch.tools.cgroups import cgroup_parent
 from deepresearch.tools.sandbox import (
     CPU_MARGIN_S,
+    SANDBOX_UID,
     SYSTEM_PATH,
     SandboxKind,
+    describe_limits,
     detect_sandbox,
     limit_command,
     limits_for,
-    pids_cgroup,
     scrubbed_env,
     wrap_command,
 )
 
 REAL_BWRAP = shutil.which("bwrap", path=SYSTEM_PATH)
 REAL_UNSHARE = shutil.which("unshare", path=SYSTEM_PATH)
+REAL_SETPRIV = shutil.which("setpriv", path=SYSTEM_PATH)
 
 
 def _script(path: Path, body: str) -> Path:
@@ -75,6 +76,34 @@ def test_bwrap_argv_binds_system_read_only_and_workspace_read_write(tmp_path: Pa
     assert "/root" not in {dest for _, dest in ro + ro_try} and str(Path.home()) not in {d for _, d in ro}
 
 
+@pytest.mark.skipif(
+    os.geteuid() != 0 or REAL_SETPRIV is None, reason="root's commands switch uid with setpriv"
+)
+def test_bwrap_argv_for_root_switches_to_an_unprivileged_uid(tmp_path: Path) -> None:
+    workspace = tmp_path / "deep" / "run" / "workspace"
+    workspace.mkdir(parents=True)
+    bin_dir = tmp_path / "bin"
+    _script(bin_dir / "bwrap", "exit 0")
+    (bin_dir / "setpriv").symlink_to(REAL_SETPRIV)
+    argv = wrap_command(
+        SandboxKind.BWRAP, ["bash", "-c", "true"], workspace, ShellConfig(), search_path=str(bin_dir)
+    )
+    command = argv[argv.index("--") + 1 :]
+    assert command[0] == str(bin_dir / "setpriv") and command[-3:] == ["bash", "-c", "true"]
+    expected = {f"--reuid={SANDBOX_UID}", f"--regid={SANDBOX_UID}", "--clear-groups", "--bounding-set=-all"}
+    assert expected <= set(command)
+    options = argv[1 : argv.index("--")]
+    # no user namespace: bubblewrap started by root would map the command to host root
+    assert "--unshare-all" not in options and "--unshare-user" not in options
+    assert {"--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts"} <= set(options)
+    caps = [options[i + 1] for i, a in enumerate(options) if a == "--cap-add"]
+    assert caps == ["CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP"]
+    # the folders on the way to the workspace are made searchable for the other uid, before the bind
+    dirs = [options[i + 3] for i, a in enumerate(options) if a == "--perms" and options[i + 2] == "--dir"]
+    assert str(workspace.parent) in dirs and str(tmp_path / "deep") in dirs
+    assert options.index("--bind") > max(i for i, a in enumerate(options) if a == "--dir")
+
+
 def test_unshare_and_none_argv(tmp_path: Path) -> None:
     fake = _script(tmp_path / "bin" / "unshare", "exit 0")
     argv = wrap_command(
@@ -113,6 +142,14 @@ def test_limits_follow_config_and_timeout() -> None:
     assert preexec is None and Path(argv[0]).name == "prlimit"
     assert {f"--as={512 * 1024 * 1024}", f"--fsize={8 * 1024 * 1024}", "--nproc=40", "--core=0"} <= set(argv)
     assert argv[-4:] == ["--", "bash", "-c", "true"]
+
+
+def test_limits_leave_memory_to_the_cgroup_and_files_to_the_space_left() -> None:
+    config = ShellConfig(memory_mb=512, max_file_mb=8)
+    limits = limits_for(config, 30, SandboxKind.BWRAP, file_bytes=3 * 1024 * 1024, memory_cgroup=True)
+    assert limits.memory_bytes is None and limits.file_bytes == 3 * 1024 * 1024
+    assert not any(arg.startswith("--as") for arg in limits.prlimit_args())
+    assert limits_for(config, 30, SandboxKind.BWRAP, file_bytes=10**12).file_bytes == 8 * 1024 * 1024
 
 
 def test_limits_fall_back_to_preexec_without_prlimit(tmp_path: Path) -> None:
@@ -169,25 +206,20 @@ def test_detection_probes_once_per_process(tmp_path: Path) -> None:
     assert calls.read_text().splitlines() == ["probe"]
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="the pids cgroup is only used as root")
-def test_pids_cgroup_is_capped_and_removed() -> None:
-    if sandbox._pids_cgroup_parent() is None:
-        pytest.skip("no writable pids cgroup on this machine")
-
-    async def scenario() -> Path:
-        async with pids_cgroup(17) as cgroup:
-            assert cgroup is not None
-            assert (cgroup.path / "pids.max").read_text().strip() == "17"
-            argv = cgroup.join(["sleep", "30"])
-            proc = await asyncio.create_subprocess_exec(*argv, start_new_session=True)
-            for _ in range(200):
-                if (cgroup.path / "cgroup.procs").read_text().split():
-                    break
-                await asyncio.sleep(0.01)
-            assert (cgroup.path / "cgroup.procs").read_text().split() == [str(proc.pid)]
-            path = cgroup.path
-        assert await asyncio.wait_for(proc.wait(), 10) == -9  # killed on leaving the block
-        return path
-
-    path = asyncio.run(scenario())
-    assert not path.exists()
+def test_describe_limits_says_what_applies_here() -> None:
+    limits = describe_limits(ShellConfig(sandbox="none"), workspace_max_bytes=300 * 1024 * 1024)
+    assert set(limits) == {"sandbox", "user", "memory_limit", "process_limit", "workspace_quota"}
+    assert limits["sandbox"] == "none" and limits["workspace_quota"].startswith("300 MB")
+    assert limits["user"].startswith("root" if os.geteuid() == 0 else f"uid {os.geteuid()}")
+    memory = cgroup_parent("memory") if os.geteuid() == 0 else None
+    assert limits["memory_limit"] == (f"cgroup v{memory.version}" if memory else "rlimit per process")
+    assert limits["process_limit"].startswith(("cgroup v1", "cgroup v2", "rlimit", "none"))
+    broken = describe_limits(ShellConfig(sandbox="bwrap"), search_path=str(Path("/nonexistent")))
+    assert broken["sandbox"].startswith("error: ") and "bwrap" in broken["sandbox"]
+    if REAL_SETPRIV is not None and os.geteuid() == 0:
+        try:
+            detect_sandbox(ShellConfig(sandbox="bwrap"))
+        except ConfigError:
+            return
+        limits = describe_limits(ShellConfig(sandbox="bwrap"))
+        assert limits["sandbox"] == "bwrap" and limits["user"].startswith(f"uid {SANDBOX_UID} (unprivileged")

@@ -19,6 +19,7 @@ from deepresearch.errors import ConfigError, ToolError
 from deepresearch.sources import SourceRegistry
 from deepresearch.tools import sandbox
 from deepresearch.tools.base import ShellConfig, ToolContext, ToolResult, json_schema
+from deepresearch.tools.cgroups import cgroup_parent
 from deepresearch.tools.sandbox import CPU_MARGIN_S
 from deepresearch.tools.shell import ShellArgs, effective_timeout, run_shell, shell_tool
 
@@ -76,7 +77,7 @@ def _host_processes_with(marker: str) -> list[int]:
 
 
 def _has_pids_cgroup() -> bool:
-    return os.geteuid() == 0 and sandbox._pids_cgroup_parent() is not None
+    return os.geteuid() == 0 and cgroup_parent("pids") is not None
 
 
 def _process_cap_works() -> bool:
@@ -176,9 +177,11 @@ def test_fork_bomb_ends_within_the_timeout(run: Runner, kind: str) -> None:
     assert "survived" not in _block(result.text, "stdout")
     assert result.data["duration_s"] < 30
     if result.data["process_limit"] == "cgroup":
-        parent = sandbox._pids_cgroup_parent()
+        parent = cgroup_parent("pids")
         assert parent is not None
-        assert not [p for p in parent.iterdir() if p.name.startswith(f"deepresearch-shell-{os.getpid()}-")]
+        assert not [
+            p for p in parent.path.iterdir() if p.name.startswith(f"deepresearch-shell-{os.getpid()}-")
+        ]
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -293,7 +296,12 @@ def test_rlimits_apply_inside(run: Runner, kind: str) -> None:
         max_file_mb=1,
     )
     stdout = _block(result.text, "stdout").splitlines()
-    assert "allocated" not in stdout and "MemoryError" in _block(result.text, "stderr")  # RLIMIT_AS
+    assert "allocated" not in stdout
+    if result.data["memory_limit"] == "cgroup":  # the call's memory cgroup: the kernel kills the process
+        assert result.data["oom_kills"] >= 1 and "Killed" in _block(result.text, "stderr")
+        assert "256 MB memory limit of one call" in _block(result.text, "message")
+    else:
+        assert result.data["memory_limit"] == "rlimit" and "MemoryError" in _block(result.text, "stderr")
     assert stdout[0] == str(1024 * 1024)  # RLIMIT_FSIZE stopped the writer at 1 MiB
     assert stdout[1].split()[3:5] == [str(20 + CPU_MARGIN_S), str(20 + 2 * CPU_MARGIN_S)]  # RLIMIT_CPU
     assert stdout[2].split()[4:6] == ["0", "0"]  # no core dumps

@@ -35,7 +35,7 @@ from deepresearch.errors import ToolError
 from deepresearch.tools.base import Tool, ToolContext, ToolResult, tool_description
 from deepresearch.tools.patch import apply_patch
 from deepresearch.tools.truncate import cut_point
-from deepresearch.tools.workspace import Place, disk_usage, located
+from deepresearch.tools.workspace import Place, located, workspace_usage
 
 DEFAULT_READ_CHARS = 12_000
 """Characters ``read`` returns when ``limit`` is 0."""
@@ -368,7 +368,7 @@ def _check_quota(place: Place, ctx: ToolContext, action: str, adding: int, freei
     if adding <= freeing:  # the workspace does not grow
         return
     quota = ctx.workspace_max_bytes
-    used = disk_usage(place.root_fd)
+    used = workspace_usage(place.root_fd)
     after = used - freeing + adding
     if after > quota:
         raise ToolError(

@@ -1,10 +1,11 @@
-"""Confinement for the ``shell`` tool: namespaces, a scrubbed environment, rlimits and a process cap.
+"""Confinement for the ``shell`` tool: namespaces, an unprivileged user, a scrubbed environment, rlimits,
+and one cgroup per call for memory and processes.
 
 The shell runs commands a model wrote, so the question is not whether to confine them but how far this
 machine allows. ``detect_sandbox`` finds out once per process by running a trivial command (bubblewrap can
 be installed and still fail inside a container); ``wrap_command`` turns an argv into one that runs confined:
 
-- ``bwrap``: new user, pid, network, ipc and uts namespaces, no capabilities, a root made of the system
+- ``bwrap``: new pid, network, ipc and uts namespaces, no capabilities, a root made of the system
   directories and the interpreter's prefix (read-only), a fresh ``/tmp``, ``/proc`` with ``/proc/sys``
   read-only, and the workspace as the only writable host path.
 - ``unshare``: network and pid namespaces only — the filesystem is the host's. It stops network access
@@ -15,32 +16,40 @@ An explicit choice that does not work raises ``ConfigError``; ``auto`` takes the
 what it fell back to. The environment is built from nothing (never from ``os.environ``), so no key of the
 parent process can leak into a command.
 
-Rlimits are applied innermost with ``prlimit`` — after the namespaces exist, so that in a fresh user
-namespace ``RLIMIT_NPROC`` counts only the sandbox's processes. The kernel ignores ``RLIMIT_NPROC`` for a
-process whose real uid is root, and bubblewrap started by root maps root to root, so when we run as root
-``pids_cgroup`` caps the process count instead, where this machine lets us create a pids cgroup.
+**The user.** A user namespace does not make root harmless: bubblewrap started by root maps the sandbox's
+uid to host uid 0, whatever ``--uid`` says, and a process whose host uid is 0 owns every root-owned file,
+capabilities or not (``/etc/shadow`` is mode 0640 root). So when the agent runs as root, bubblewrap runs
+without a user namespace and ``setpriv`` switches the command to ``SANDBOX_UID`` (``nobody``), a host uid
+that owns nothing: root-only files are closed to it. The workspace is lent to that uid for the call
+(``lend_workspace``: what the agent owns there is handed over) and given back when the last call using it
+ends (``reclaim_workspace``), so the agent finds its files owned by itself again; the kernel clears setuid
+bits on the way. ``unshare`` and ``none`` keep the agent's uid: as root they stay root.
+
+**Rlimits** are applied innermost with ``prlimit`` — inside the namespaces and after the user switch. The
+kernel ignores ``RLIMIT_NPROC`` for root, so when we run as root ``call_cgroup`` caps the process count,
+and the memory of the whole call (all its processes together: ``RLIMIT_AS`` only bounds each one), in
+cgroups made for the call where this machine lets us (v1 ``pids`` and ``memory`` hierarchies, or v2 with
+those controllers delegated). A cgroup left behind by a killed agent is removed by the next call.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import logging
 import os
 import resource
 import shutil
-import signal
 import subprocess
 import sys
-import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
 from deepresearch.errors import ConfigError
-from deepresearch.tools.base import ShellConfig
+from deepresearch.tools.base import DEFAULT_WORKSPACE_MAX_BYTES, ShellConfig
+from deepresearch.tools.cgroups import cgroup_parent
 
 logger = logging.getLogger(__name__)
 
@@ -49,9 +58,10 @@ SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 CPU_MARGIN_S = 5
 """CPU seconds granted beyond the wall-clock timeout before RLIMIT_CPU stops a process."""
 PROBE_TIMEOUT_S = 15
+SANDBOX_UID = 65534
+"""Host uid and gid of bubblewrap commands when the agent runs as root (``nobody``: owns no host file)."""
 _SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
 _PROC_COVER = ("/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus")
-_CGROUP_PREFIX = "deepresearch-shell-"
 
 
 class SandboxKind(StrEnum):
@@ -96,6 +106,8 @@ def _check(kind: SandboxKind, search_path: str) -> tuple[bool, str]:
     executable = shutil.which(kind.value, path=search_path)
     if executable is None:
         return False, f"{kind.value} not found on {search_path}"
+    if kind is SandboxKind.BWRAP and _bwrap_drop(executable, search_path) is not None:
+        return True, ""
     return _probe(kind, executable)
 
 
@@ -103,9 +115,13 @@ def _check(kind: SandboxKind, search_path: str) -> tuple[bool, str]:
 def _probe(kind: SandboxKind, executable: str) -> tuple[bool, str]:
     """Whether ``executable`` can run ``true`` the way ``wrap_command`` would run a command."""
     if kind is SandboxKind.BWRAP:
-        argv = [executable, *_bwrap_base(ShellConfig()), "--", "true"]
+        argv = [executable, *_bwrap_base(ShellConfig(), drop=False), "--", "true"]
     else:
         argv = [executable, *_UNSHARE_ARGS, "true"]
+    return _run_probe(kind.value, argv)
+
+
+def _run_probe(name: str, argv: list[str]) -> tuple[bool, str]:
     try:
         done = subprocess.run(
             argv,
@@ -116,12 +132,58 @@ def _probe(kind: SandboxKind, executable: str) -> tuple[bool, str]:
             check=False,
         )
     except (OSError, subprocess.SubprocessError) as exc:
-        return False, f"{kind.value} failed to start: {exc}"
+        return False, f"{name} failed to start: {exc}"
     if done.returncode != 0:
         detail = done.stderr.decode("utf-8", "replace").strip().splitlines()
-        return False, f"{kind.value} does not work here (exit {done.returncode}: {' '.join(detail[-1:])})"
-    logger.debug("shell sandbox probe: %s works", executable)
+        return False, f"{name} does not work here (exit {done.returncode}: {' '.join(detail[-1:])})"
+    logger.debug("shell sandbox probe: %s works", argv[0])
     return True, ""
+
+
+def _bwrap_drop(executable: str, search_path: str) -> list[str] | None:
+    """The ``setpriv`` prefix that switches a bubblewrap command to ``SANDBOX_UID``, when we run as root
+    and that works here; ``None`` when commands keep our uid."""
+    if os.geteuid() != 0:
+        return None
+    setpriv = shutil.which("setpriv", path=search_path)
+    if setpriv is None:
+        return None
+    return _probe_drop(executable, setpriv)
+
+
+@functools.cache
+def _probe_drop(executable: str, setpriv: str) -> list[str] | None:
+    drop = [
+        setpriv,
+        f"--reuid={SANDBOX_UID}",
+        f"--regid={SANDBOX_UID}",
+        "--clear-groups",
+        "--inh-caps=-all",
+        "--bounding-set=-all",
+        "--no-new-privs",
+        "--",
+    ]
+    works, reason = _run_probe(
+        "bwrap", [executable, *_bwrap_base(ShellConfig(), drop=True), "--", *drop, "true"]
+    )
+    if works:
+        return drop
+    logger.warning(
+        "shell sandbox: bubblewrap cannot switch commands to uid %d (%s); they run as root",
+        SANDBOX_UID,
+        reason,
+    )
+    return None
+
+
+def sandbox_user(kind: SandboxKind, *, search_path: str = SYSTEM_PATH) -> int:
+    """The host uid commands run as in sandbox ``kind``: ``SANDBOX_UID`` where bubblewrap switches root's
+    commands to it, else our own."""
+    if kind is SandboxKind.BWRAP:
+        executable = shutil.which(kind.value, path=search_path)
+        if executable is not None and _bwrap_drop(executable, search_path) is not None:
+            return SANDBOX_UID
+    return os.geteuid()
 
 
 # --- wrapping -----------------------------------------------------------------------------------------
@@ -145,29 +207,46 @@ def wrap_command(
         raise ConfigError(f"{kind.value} not found on {search_path}")
     if kind is SandboxKind.UNSHARE:
         return [executable, *_UNSHARE_ARGS, *argv]
+    drop = _bwrap_drop(executable, search_path)
     real = os.path.realpath(workspace)
     return [
         executable,
-        *_bwrap_base(config),
+        *_bwrap_base(config, drop=drop is not None),
+        *_open_parents(str(workspace), set()),
         "--bind",
         real,
         str(workspace),
         "--chdir",
         str(workspace),
         "--",
+        *(drop or []),
         *argv,
     ]
 
 
-def _bwrap_base(config: ShellConfig) -> list[str]:
+def _bwrap_base(config: ShellConfig, *, drop: bool) -> list[str]:
     """Everything but the workspace: namespaces, the read-only root, ``/tmp``, ``/proc`` and ``/dev``.
-    ``/tmp`` comes before any bind so that a workspace under ``/tmp`` is mounted on top of it."""
+    ``/tmp`` comes before any bind so that a workspace under ``/tmp`` is mounted on top of it. With
+    ``drop``, no user namespace (it would map the command to root) and only the capabilities ``setpriv``
+    needs to switch to ``SANDBOX_UID``, which it then drops with the rest."""
+    if drop:
+        namespaces = [
+            "--unshare-pid",
+            "--unshare-net",
+            "--unshare-ipc",
+            "--unshare-uts",
+            "--unshare-cgroup-try",
+        ]
+        caps = ["--cap-drop", "ALL"]
+        for cap in ("CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP"):
+            caps += ["--cap-add", cap]
+    else:
+        namespaces, caps = ["--unshare-all"], ["--cap-drop", "ALL"]
     args = [
-        "--unshare-all",
+        *namespaces,
         "--die-with-parent",
         "--new-session",
-        "--cap-drop",
-        "ALL",
+        *caps,
         "--perms",
         "1777",
         "--size",
@@ -180,14 +259,30 @@ def _bwrap_base(config: ShellConfig) -> list[str]:
             args += ["--symlink", os.readlink(path), path]
         elif os.path.isdir(path):
             args += ["--ro-bind", path, path]
+    made: set[str] = set()
     for path in [*_interpreter_dirs(), *config.extra_ro_binds]:
         real = os.path.realpath(path)
         for dest in dict.fromkeys((real, os.path.abspath(path))):
-            args += ["--ro-bind-try", real, dest]
+            args += [*_open_parents(dest, made), "--ro-bind-try", real, dest]
     args += ["--proc", "/proc"]
     for path in _PROC_COVER:  # bwrap leaves these writable when root runs it; host sysctls must stay put
         args += ["--ro-bind-try", path, path]
     args += ["--dev", "/dev"]
+    return args
+
+
+def _open_parents(dest: str, made: set[str]) -> list[str]:
+    """Folders on the way to bind destination ``dest``, made world-searchable: bubblewrap makes missing
+    ones with mode 0700, which shuts out a command that runs as another uid than bubblewrap."""
+    args: list[str] = []
+    parent = os.path.dirname(os.path.abspath(dest))
+    parents: list[str] = []
+    while parent not in ("/", "/tmp") and not _covered(parent) and parent not in made:
+        parents.append(parent)
+        parent = os.path.dirname(parent)
+    for folder in reversed(parents):
+        made.add(folder)
+        args += ["--perms", "0755", "--dir", folder]
     return args
 
 
@@ -229,17 +324,19 @@ def scrubbed_env(workspace: Path) -> dict[str, str]:
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """Per-process resource limits of one command."""
+    """Per-process resource limits of one command; ``memory_bytes`` is ``None`` where a cgroup bounds the
+    memory of the whole call instead (RLIMIT_AS would only refuse address space, not memory)."""
 
     cpu_s: int
-    memory_bytes: int
+    memory_bytes: int | None
     file_bytes: int
     processes: int
 
     def prlimit_args(self) -> list[str]:
+        memory = [f"--as={self.memory_bytes}"] if self.memory_bytes is not None else []
         return [
             f"--cpu={self.cpu_s}:{self.cpu_s + CPU_MARGIN_S}",
-            f"--as={self.memory_bytes}",
+            *memory,
             f"--fsize={self.file_bytes}",
             f"--nproc={self.processes}",
             "--core=0",
@@ -248,22 +345,35 @@ class Limits:
     def apply(self) -> None:
         """Set the limits on the calling process (used in a ``preexec_fn`` when ``prlimit`` is missing)."""
         resource.setrlimit(resource.RLIMIT_CPU, (self.cpu_s, self.cpu_s + CPU_MARGIN_S))
-        resource.setrlimit(resource.RLIMIT_AS, (self.memory_bytes, self.memory_bytes))
+        if self.memory_bytes is not None:
+            resource.setrlimit(resource.RLIMIT_AS, (self.memory_bytes, self.memory_bytes))
         resource.setrlimit(resource.RLIMIT_FSIZE, (self.file_bytes, self.file_bytes))
         resource.setrlimit(resource.RLIMIT_NPROC, (self.processes, self.processes))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
-def limits_for(config: ShellConfig, timeout: int, kind: SandboxKind) -> Limits:
-    """The limits for a command with wall-clock ``timeout``. Outside a user namespace RLIMIT_NPROC counts
-    every process of the user, so there the cap is added to what the user already runs."""
+def limits_for(
+    config: ShellConfig,
+    timeout: int,
+    kind: SandboxKind,
+    *,
+    user: int | None = None,
+    file_bytes: int | None = None,
+    memory_cgroup: bool = False,
+) -> Limits:
+    """The limits for a command with wall-clock ``timeout`` run as host uid ``user`` (default: ours).
+    ``file_bytes`` lowers the file size cap (to the workspace's space left); ``memory_cgroup`` leaves memory
+    to the call's cgroup. Outside a user namespace (``none``, or bubblewrap switching root's commands to
+    another uid) RLIMIT_NPROC counts every process of the uid, so there the cap is added to what it runs."""
+    uid = os.getuid() if user is None else user
     processes = config.max_processes
-    if kind is SandboxKind.NONE and os.getuid() != 0:
-        processes += _processes_of_user(os.getuid())
+    if uid != 0 and (kind is SandboxKind.NONE or uid != os.getuid()):
+        processes += _processes_of_user(uid)
+    max_file = config.max_file_mb * 1024 * 1024
     return Limits(
         cpu_s=timeout + CPU_MARGIN_S,
-        memory_bytes=config.memory_mb * 1024 * 1024,
-        file_bytes=config.max_file_mb * 1024 * 1024,
+        memory_bytes=None if memory_cgroup else config.memory_mb * 1024 * 1024,
+        file_bytes=max_file if file_bytes is None else min(max_file, file_bytes),
         processes=processes,
     )
 
@@ -289,121 +399,48 @@ def limit_command(
     return [prlimit, *limits.prlimit_args(), "--", *argv], None
 
 
-# --- the process cap for root -------------------------------------------------------------------------
+# --- what applies, for the run's record ---------------------------------------------------------------
 
 
-class PidsCgroup:
-    """A pids cgroup holding one command's processes: a hard cap on their number that holds for root,
-    and a list of every process to kill, including ones that left the process group."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def join(self, argv: list[str], *, search_path: str = SYSTEM_PATH) -> list[str]:
-        """``argv`` preceded by a shell that moves itself into the cgroup, then execs it."""
-        sh = shutil.which("sh", path=search_path) or "/bin/sh"
-        return [sh, "-c", 'echo $$ > "$0" && exec "$@"', str(self.path / "cgroup.procs"), *argv]
-
-    async def kill_all(self) -> None:
-        """SIGKILL every process in the cgroup until it is empty (the cap bounds a fork bomb's refills)."""
-        for _ in range(200):
-            try:
-                pids = [int(p) for p in (self.path / "cgroup.procs").read_text().split()]
-            except OSError:
-                return
-            if not pids:
-                return
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            await asyncio.sleep(0.01)
-        logger.warning("shell: processes survive in %s", self.path)
-
-    async def remove(self) -> None:
-        for _ in range(100):  # exiting processes leave the cgroup a moment after they are killed
-            try:
-                self.path.rmdir()
-                return
-            except FileNotFoundError:
-                return
-            except OSError:
-                await asyncio.sleep(0.02)
-        logger.warning("shell: could not remove cgroup %s", self.path)
-
-
-@contextlib.asynccontextmanager
-async def pids_cgroup(max_processes: int) -> AsyncIterator[PidsCgroup | None]:
-    """A fresh pids cgroup capped at ``max_processes`` when we run as root (where RLIMIT_NPROC is ignored)
-    and this machine lets us make one; ``None`` otherwise. Everything left in it is killed on exit."""
-    parent = _pids_cgroup_parent() if os.geteuid() == 0 else None
-    if parent is None:
-        yield None
-        return
-    path = parent / f"{_CGROUP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+def describe_limits(
+    config: ShellConfig,
+    *,
+    workspace_max_bytes: int = DEFAULT_WORKSPACE_MAX_BYTES,
+    search_path: str = SYSTEM_PATH,
+) -> dict[str, str]:
+    """The confinement shell commands get on this machine under ``config``, in words (for ``run.json``):
+    ``sandbox``, ``user``, ``memory_limit``, ``process_limit`` and ``workspace_quota``. May run the
+    sandbox probe (a subprocess, once per process): call it off the event loop."""
     try:
-        path.mkdir()
-        (path / "pids.max").write_text(f"{max_processes}\n")
-    except OSError as exc:
-        logger.warning("shell: cannot create pids cgroup %s: %s", path, exc)
-        with contextlib.suppress(OSError):
-            path.rmdir()
-        yield None
-        return
-    cgroup = PidsCgroup(path)
-    try:
-        yield cgroup
-    finally:
-        await cgroup.kill_all()
-        await cgroup.remove()
-
-
-@functools.cache
-def _pids_cgroup_parent() -> Path | None:
-    """The cgroup directory (v1 ``pids`` hierarchy, or v2 with ``pids`` delegated) in which this process
-    may create children, or ``None``. Looked up once per process."""
-    try:
-        own = Path("/proc/self/cgroup").read_text()
-        mounts = Path("/proc/self/mountinfo").read_text()
-    except OSError:
-        return None
-    v1_path = v2_path = None
-    for line in own.splitlines():
-        parts = line.split(":", 2)
-        if len(parts) == 3 and parts[1] == "":
-            v2_path = parts[2]
-        elif len(parts) == 3 and "pids" in parts[1].split(","):
-            v1_path = parts[2]
-    for line in mounts.splitlines():
-        left, _, right = line.partition(" - ")
-        fields, tail = left.split(), right.split()
-        if len(fields) < 5 or len(tail) < 3:
-            continue
-        root, mountpoint, fstype, options = fields[3], fields[4], tail[0], tail[2].split(",")
-        if fstype == "cgroup" and "pids" in options and v1_path is not None:
-            candidate = _under(mountpoint, root, v1_path)
-            if candidate is not None and os.access(candidate, os.W_OK):
-                return candidate
-        elif fstype == "cgroup2" and v2_path is not None:
-            candidate = _under(mountpoint, root, v2_path)
-            if candidate is not None and os.access(candidate, os.W_OK) and _delegates_pids(candidate):
-                return candidate
-    logger.warning(
-        "shell: running as root and no pids cgroup can be created; a fork bomb is stopped only"
-        " by the timeout and the pid namespace"
-    )
-    return None
-
-
-def _under(mountpoint: str, root: str, path: str) -> Path | None:
-    if root != "/" and path != root and not path.startswith(root.rstrip("/") + "/"):
-        return None
-    relative = path[len(root) :] if root != "/" else path
-    candidate = Path(mountpoint) / relative.lstrip("/")
-    return candidate if candidate.is_dir() else None
-
-
-def _delegates_pids(directory: Path) -> bool:
-    try:
-        return "pids" in (directory / "cgroup.subtree_control").read_text().split()
-    except OSError:
-        return False
+        kind = detect_sandbox(config, search_path=search_path)
+    except ConfigError as exc:
+        sandbox = f"error: {exc} (every shell call fails)"
+        kind = SandboxKind.NONE
+    else:
+        sandbox = kind.value
+    uid = sandbox_user(kind, search_path=search_path)
+    if uid == 0:
+        user = "root (this sandbox cannot switch commands to an unprivileged uid)"
+    elif uid != os.geteuid():
+        user = f"uid {uid} (unprivileged; switched from root)"
+    else:
+        user = f"uid {uid} (the agent's own)"
+    root = os.geteuid() == 0
+    memory = cgroup_parent("memory") if root else None
+    pids = cgroup_parent("pids") if root else None
+    if pids is not None:
+        process_limit = f"cgroup v{pids.version}"
+    else:
+        process_limit = (
+            "rlimit per user" if uid != 0 else "none (root without a pids cgroup: only the timeout)"
+        )
+    return {
+        "sandbox": sandbox,
+        "user": user,
+        "memory_limit": f"cgroup v{memory.version}" if memory is not None else "rlimit per process",
+        "process_limit": process_limit,
+        "workspace_quota": (
+            f"{workspace_max_bytes // (1024 * 1024)} MB: file size rlimit at the space left, "
+            "and a size poll that stops the command"
+        ),
+    }

@@ -8,6 +8,12 @@ whole process tree is killed and what it printed before is kept; output is read 
 capped, shown as its tail, and saved whole in the workspace when the tail is not all of it. A non-zero exit
 code is information for the model, not a failure of the tool.
 
+The workspace has a disk quota (``ToolContext.workspace_max_bytes``) and no filesystem here enforces it
+for us, so a call enforces it twice: no file may grow past the space left when the call starts
+(``RLIMIT_FSIZE``), and a poll of the workspace's size stops the command once the total passes the quota.
+The poll starts after ``QUOTA_POLL_S``, so a short command never waits on it; a command that writes many
+files fast can overshoot by what it writes in one interval.
+
 The tool is built by ``shell_tool()`` rather than at import, so importing this module reads no file.
 """
 
@@ -32,17 +38,17 @@ from pydantic import BaseModel, Field
 
 from deepresearch.errors import ToolError
 from deepresearch.tools.base import ShellConfig, Tool, ToolContext, ToolResult, tool_description
+from deepresearch.tools.cgroups import CallCgroup, call_cgroup
 from deepresearch.tools.sandbox import (
-    PidsCgroup,
-    SandboxKind,
     detect_sandbox,
     limit_command,
     limits_for,
-    pids_cgroup,
+    sandbox_user,
     scrubbed_env,
     wrap_command,
 )
 from deepresearch.tools.truncate import offload
+from deepresearch.tools.workspace import lend_workspace, reclaim_workspace, workspace_usage
 
 logger = logging.getLogger(__name__)
 
@@ -50,11 +56,18 @@ CMD_ECHO_CHARS = 1024
 """The command is echoed back in ``<cmd>``; longer commands show their last this-many characters."""
 KILL_GRACE_S = 2.0
 """After the command ends, how long to wait for processes that escaped the kill to close its pipes."""
+QUOTA_POLL_S = 0.25
+"""Seconds between two measurements of the workspace's size during a call (and before the first)."""
+QUOTA_POLL_SHARE = 0.05
+"""At most this share of a call's time goes to measuring: a slow walk (a huge workspace) polls less often."""
+MIN_FILE_BYTES = 1024 * 1024
+"""The file size cap never goes below this, so a full workspace still lets a command use ``/tmp``."""
 _READ_CHUNK = 64 * 1024
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
 
-KilledReason = Literal["timeout", "output_limit"]
+KilledReason = Literal["timeout", "output_limit", "disk_quota"]
 ProcessLimit = Literal["cgroup", "rlimit", "none"]
+MemoryLimit = Literal["cgroup", "rlimit"]
 
 
 class ShellArgs(BaseModel):
@@ -89,22 +102,56 @@ async def run_shell(args: ShellArgs, ctx: ToolContext) -> ToolResult:
     workspace = ctx.workspace.resolve()
     workspace.mkdir(parents=True, exist_ok=True)
     kind = await asyncio.to_thread(detect_sandbox, config)
-    inner, preexec_fn = limit_command(["bash", "-c", args.cmd], limits_for(config, timeout, kind))
-    argv = wrap_command(kind, inner, workspace, config)
-    logger.debug("shell: sandbox %s, timeout %ds, command %r", kind.value, timeout, args.cmd)
-    async with pids_cgroup(config.max_processes) as cgroup:
-        if cgroup is not None:
-            argv = cgroup.join(argv)
-        outcome = await _execute(
-            argv,
-            env=scrubbed_env(workspace),
-            cwd=workspace,
-            timeout=timeout,
-            max_bytes=config.max_capture_bytes,
-            preexec_fn=preexec_fn,
-            cgroup=cgroup,
-        )
-    process_limit: ProcessLimit = "cgroup" if cgroup is not None else "rlimit" if os.getuid() != 0 else "none"
+    user = await asyncio.to_thread(sandbox_user, kind)
+    lent = user != os.geteuid()  # root's commands run as an unprivileged uid that borrows the workspace
+    root_fd = os.open(workspace, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    quota = ctx.workspace_max_bytes
+    # the loan runs to its end in its thread even if this call is cancelled, and is then ended below
+    loan = asyncio.ensure_future(
+        asyncio.to_thread(lend_workspace if lent else _usage, root_fd, str(workspace), user)
+    )
+    try:
+        used = await asyncio.shield(loan)
+        async with call_cgroup(
+            max_processes=config.max_processes, memory_bytes=config.memory_mb * 1024 * 1024
+        ) as cgroup:
+            memory_cgroup = cgroup is not None and "memory" in cgroup.paths
+            limits = limits_for(
+                config,
+                timeout,
+                kind,
+                user=user,
+                file_bytes=max(quota - used, MIN_FILE_BYTES),
+                memory_cgroup=memory_cgroup,
+            )
+            inner, preexec_fn = limit_command(["bash", "-c", args.cmd], limits)
+            argv = wrap_command(kind, inner, workspace, config)
+            if cgroup is not None:
+                argv = cgroup.join(argv)
+            logger.debug("shell: sandbox %s, timeout %ds, command %r", kind.value, timeout, args.cmd)
+            outcome = await _execute(
+                argv,
+                env=scrubbed_env(workspace),
+                cwd=workspace,
+                timeout=timeout,
+                max_bytes=config.max_capture_bytes,
+                preexec_fn=preexec_fn,
+                cgroup=cgroup,
+                quota_watch=_QuotaWatch(root_fd, max(quota, used)),
+            )
+            oom_kills = cgroup.oom_kills() if cgroup is not None else 0
+    finally:
+        try:
+            await asyncio.wait([loan])
+            final_used = await asyncio.to_thread(
+                reclaim_workspace if lent else _usage, root_fd, str(workspace), user
+            )
+        finally:
+            os.close(root_fd)
+    memory_limit: MemoryLimit = "cgroup" if memory_cgroup else "rlimit"
+    process_limit: ProcessLimit = (
+        "cgroup" if cgroup is not None and "pids" in cgroup.paths else "rlimit" if user != 0 else "none"
+    )
     logger.info(
         "shell: step %d call %s: exit %d after %.2fs in %s%s",
         ctx.step,
@@ -122,9 +169,57 @@ async def run_shell(args: ShellArgs, ctx: ToolContext) -> ToolResult:
         timeout=timeout,
         workspace=workspace,
         stem=stem,
-        sandbox=kind,
-        process_limit=process_limit,
+        confinement={
+            "sandbox": kind.value,
+            "user": "root" if user == 0 else "unprivileged",
+            "process_limit": process_limit,
+            "memory_limit": memory_limit,
+            "workspace_quota": "fsize+poll",
+            "file_limit_bytes": limits.file_bytes,
+            "oom_kills": oom_kills,
+        },
+        quota=quota,
+        workspace_bytes=final_used,
+        memory_mb=config.memory_mb,
     )
+
+
+def _usage(root_fd: int, key: str, uid: int) -> int:
+    del key, uid  # the signature of lend_workspace / reclaim_workspace, for a workspace that is not lent
+    return workspace_usage(root_fd)
+
+
+class _QuotaWatch:
+    """Measures the workspace now and then during a call; ``run`` returns once it holds more than
+    ``ceiling`` bytes (its quota, or what it held at the start when that was more already: a command
+    may then clean up, not grow it)."""
+
+    def __init__(self, root_fd: int, ceiling: int) -> None:
+        self.root_fd = root_fd
+        self.ceiling = ceiling
+        self._walk: asyncio.Future[int] | None = None
+
+    async def run(self) -> None:
+        pause = QUOTA_POLL_S
+        while True:
+            await asyncio.sleep(pause)
+            started = time.monotonic()
+            self._walk = asyncio.ensure_future(
+                asyncio.to_thread(workspace_usage, self.root_fd, stop_above=self.ceiling)
+            )
+            if await asyncio.shield(self._walk) > self.ceiling:
+                return
+            pause = max(QUOTA_POLL_S, (time.monotonic() - started) / QUOTA_POLL_SHARE)
+
+    async def settle(self) -> None:
+        """Wait for a measurement still running in its thread (it reads the workspace's descriptor)."""
+        if self._walk is not None:
+            with contextlib.suppress(Exception):
+                await self._walk
+
+
+def _mb(size: int) -> str:
+    return f"{size / (1024 * 1024):.0f}" if size % (1024 * 1024) == 0 else f"{size / (1024 * 1024):.1f}"
 
 
 async def _report(
@@ -135,11 +230,14 @@ async def _report(
     timeout: int,
     workspace: Path,
     stem: str,
-    sandbox: SandboxKind,
-    process_limit: ProcessLimit,
+    confinement: dict[str, str | int],
+    quota: int,
+    workspace_bytes: int,
+    memory_mb: int,
 ) -> ToolResult:
     """The tagged text for the model and the data for the event log; a stream longer than its tail is
-    saved whole as ``<stem>.out.txt`` / ``<stem>.err.txt`` in the workspace."""
+    saved whole as ``<stem>.out.txt`` / ``<stem>.err.txt`` in the workspace. ``confinement`` says what
+    limits applied (it goes into the data as it is)."""
     streams = {
         "stdout": outcome.stdout.decode("utf-8", "replace"),
         "stderr": outcome.stderr.decode("utf-8", "replace"),
@@ -155,6 +253,22 @@ async def _report(
         messages.append(
             f"The command printed more than {config.max_capture_bytes} bytes{killed}; "
             "output past that point was dropped."
+        )
+    if outcome.killed_reason == "disk_quota":
+        messages.append(
+            f"Stopped: the workspace went over its {_mb(quota)} MB quota ({_mb(workspace_bytes)} MB now). "
+            "Delete files you no longer need (`rm`) or write less, then retry."
+        )
+    elif workspace_bytes >= quota:
+        messages.append(
+            f"The workspace is full: {_mb(workspace_bytes)} MB of its {_mb(quota)} MB quota. Writes past it "
+            "fail (File too large) or stop the command; delete files you no longer need (`rm`)."
+        )
+    oom_kills = confinement.get("oom_kills", 0)
+    if oom_kills:
+        messages.append(
+            f"The kernel killed {oom_kills} process(es) of this command: together they went over the "
+            f"{memory_mb} MB memory limit of one call. Use less memory (smaller chunks, fewer processes)."
         )
     saved: list[str] = []
     shown: dict[str, str] = {}
@@ -181,8 +295,8 @@ async def _report(
             "exit_code": outcome.exit_code,
             "timed_out": outcome.killed_reason == "timeout",
             "killed_reason": outcome.killed_reason,
-            "sandbox": sandbox.value,
-            "process_limit": process_limit,
+            **confinement,
+            "workspace_bytes": workspace_bytes,
             "duration_s": round(outcome.duration_s, 3),
             "stdout_chars": len(streams["stdout"]),
             "stderr_chars": len(streams["stderr"]),
@@ -209,10 +323,11 @@ async def _execute(
     timeout: int,
     max_bytes: int,
     preexec_fn: Callable[[], None] | None,
-    cgroup: PidsCgroup | None,
+    cgroup: CallCgroup | None,
+    quota_watch: _QuotaWatch,
 ) -> _Outcome:
-    """Run ``argv`` in a new session; stop it at ``timeout`` or ``max_bytes`` of output; then kill whatever
-    it left behind, so no background process outlives the call."""
+    """Run ``argv`` in a new session; stop it at ``timeout``, ``max_bytes`` of output or a workspace over
+    its quota; then kill whatever it left behind, so no background process outlives the call."""
     out_read, out_write = os.pipe()
     err_read, err_write = os.pipe()
     try:
@@ -241,13 +356,20 @@ async def _execute(
     capture = _Capture(out_read, err_read, max_bytes)
     exited = asyncio.ensure_future(proc.wait())
     overflow = asyncio.ensure_future(capture.overflow.wait())
+    watch = asyncio.ensure_future(quota_watch.run())
     killed_reason: KilledReason | None = None
     try:
-        done, _ = await asyncio.wait((exited, overflow), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(
+            (exited, overflow, watch), timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+        )
         if exited not in done:
-            killed_reason = "output_limit" if overflow in done else "timeout"
+            killed_reason = (
+                "output_limit" if overflow in done else "disk_quota" if watch in done else "timeout"
+            )
     finally:
         overflow.cancel()
+        watch.cancel()
+        await quota_watch.settle()
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)  # the leader's group: background children included
         if cgroup is not None:

@@ -13,6 +13,10 @@ the root and never above it, an absolute target counts only when it names a plac
 workspace (by the path the tools were given or its real path). This is ``openat2``'s
 ``RESOLVE_BENEATH`` done in user space, which works on every kernel and in every container.
 
+The same module lends the workspace to the shell's unprivileged user for a call and measures it for
+the disk quota (``lend_workspace``, ``reclaim_workspace``, ``workspace_usage``), walking it by
+descriptor without following links, like everything else here.
+
 Only regular files are read or written: a FIFO, socket or device is refused after an ``O_NONBLOCK``
 open (which cannot hang) by ``fstat`` on the descriptor. A regular file with more than one hard link
 is not written in place (it may be a host file linked in). Temporary files for atomic replacement are
@@ -23,14 +27,18 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import secrets
 import stat as stat_mode
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from deepresearch.errors import PathOutsideWorkspace, ToolError
+
+logger = logging.getLogger(__name__)
 
 MAX_LINK_HOPS = 40
 """Links followed while resolving one path before giving up (the kernel's own limit)."""
@@ -254,17 +262,6 @@ def _inside_parts(target: str, workspace: Path) -> list[str] | None:
     return None
 
 
-def disk_usage(root_fd: int) -> int:
-    """Bytes the workspace's files occupy on disk (allocated blocks), walked beneath ``root_fd``
-    without following links."""
-    total = 0
-    for _, _, files, dir_fd in os.fwalk(".", dir_fd=root_fd, follow_symlinks=False):
-        for name in files:
-            with contextlib.suppress(OSError):
-                total += os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_blocks * 512
-    return total
-
-
 def write_text(workspace: Path, relpath: str, text: str) -> None:
     """Create or replace ``workspace/relpath`` with ``text`` (the tools' own saves: pages, long
     outputs), making the folders on the way — beneath the workspace's descriptor like any other write."""
@@ -306,3 +303,83 @@ def _changed(rel: str) -> PathOutsideWorkspace:
     return PathOutsideWorkspace(
         f"paths are relative to the workspace; {rel!r} changed into a symbolic link while it was opened"
     )
+
+
+# --- lent to the shell's sandbox user, and measured --------------------------------------------
+
+_lent: dict[str, int] = {}
+_lent_lock = threading.Lock()
+
+
+def lend_workspace(root_fd: int, key: str, uid: int) -> int:
+    """Hand what we own in the workspace (held open as ``root_fd``) to ``uid`` for a call, so a command
+    running as ``uid`` can change the agent's files; return the bytes the workspace occupies. ``key``
+    names the workspace for ``reclaim_workspace``: calls of one step share it."""
+    with _lent_lock:
+        _lent[key] = _lent.get(key, 0) + 1
+        return _walk_tree(root_fd, owner=(os.geteuid(), uid, uid))
+
+
+def reclaim_workspace(root_fd: int, key: str, uid: int) -> int:
+    """End a call's loan: when no other call holds the workspace, what ``uid`` owns there is the agent's
+    again. Returns the bytes the workspace occupies."""
+    with _lent_lock:
+        left = _lent.get(key, 1) - 1
+        if left > 0:
+            _lent[key] = left
+            return _walk_tree(root_fd)
+        _lent.pop(key, None)
+        return _walk_tree(root_fd, owner=(uid, os.geteuid(), os.getegid()))
+
+
+def workspace_usage(root_fd: int, *, stop_above: int | None = None) -> int:
+    """Bytes allocated to the files of the workspace held open as ``root_fd`` (links not followed),
+    the way the file tool counts its quota; the walk stops once the total passes ``stop_above``."""
+    return _walk_tree(root_fd, stop_above=stop_above)
+
+
+def _walk_tree(
+    root_fd: int, *, stop_above: int | None = None, owner: tuple[int, int, int] | None = None
+) -> int:
+    """The walk behind the three above. ``owner`` = (from, to uid, to gid) hands each entry owned by
+    ``from`` over, by descriptor and name, never following a link (a command may swap any of them)."""
+    total = 0
+    if owner is not None:
+        _hand_over(root_fd, None, owner)
+    for _, dirs, files, dir_fd in os.fwalk(".", dir_fd=root_fd, follow_symlinks=False):
+        if owner is not None:
+            for name in dirs:  # before fwalk goes down into them
+                _hand_over(dir_fd, name, owner)
+        for name in files:
+            try:
+                info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            except OSError:
+                continue
+            # a file with several names may be a host file linked in (by a command of an earlier call
+            # that ran as root): lending it would hand the host file over
+            linked = info.st_nlink > 1 and owner is not None and owner[1] != os.geteuid()
+            if owner is not None and info.st_uid == owner[0] and not linked:
+                _hand_over(dir_fd, name, owner, info)
+            total += info.st_blocks * 512
+        if stop_above is not None and total > stop_above:
+            break
+    return total
+
+
+def _hand_over(
+    dir_fd: int, name: str | None, owner: tuple[int, int, int], info: os.stat_result | None = None
+) -> None:
+    """Give entry ``name`` of ``dir_fd`` (the folder itself for ``None``) to the new owner if the old one
+    has it. A failure (a file system that refuses ``chown``) leaves the entry as it was: the command then
+    cannot change it, which it reports itself."""
+    try:
+        if info is None:
+            info = os.fstat(dir_fd) if name is None else os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        if info.st_uid != owner[0]:
+            return
+        if name is None:
+            os.fchown(dir_fd, owner[1], owner[2])
+        else:
+            os.chown(name, owner[1], owner[2], dir_fd=dir_fd, follow_symlinks=False)
+    except OSError as exc:
+        logger.debug("shell: cannot hand %s over to uid %d: %s", name or ".", owner[1], exc)
