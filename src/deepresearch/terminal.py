@@ -15,4 +15,3 @@ overrides that make a line read differently from what it holds; tab and newline 
 def printable(text: str) -> str:
     """``text`` safe to print on a terminal: each control character shown as ``\\xNN``/``\\uNNNN``."""
     return _UNPRINTABLE.sub(lambda m: ascii(m.group())[1:-1], text)
-
