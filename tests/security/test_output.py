@@ -183,3 +183,46 @@ def test_error_lines_quote_a_hostile_message_escaped(capsys: pytest.CaptureFixtu
     say("error: the endpoint said \x1b]0;owned\x07\u202egnp.exe")
     err = capsys.readouterr().err
     assert "\x1b" not in err and "\u202e" not in err and "\\x1b]0;owned" in err
+
+
+# -- secrets: a key pasted into a URL setting is never written or shown -------------------------------
+
+
+def test_credentials_in_url_settings_never_reach_the_run_directory(
+    fake_llm, corpus_index: Path, tmp_path: Path
+):
+    import asyncio
+
+    from deepresearch.config import load_settings
+    from deepresearch.research import research
+    from tests.agent.scripts import research_script
+
+    fake_llm.script = research_script
+    secret = "sk-pasted-into-the-url-1234"
+    base = fake_llm.base_url.replace("http://", f"http://user:{secret}@", 1)
+    settings = load_settings(
+        {
+            "base_url": base,
+            "search_endpoint": f"http://127.0.0.1:9/search?api_key={secret}&region=eu",
+            "judge_base_url": f"https://judge:{secret}@judge.example/v1",
+            "searxng_url": f"http://admin:{secret}@127.0.0.1:9/",
+            "model": "fake-model",
+            "index": corpus_index,
+            "out": tmp_path / "run",
+            "max_retries": 1,
+            "retry_base_delay": 0.001,
+        },
+        env={},
+    )
+    seen: list[str] = []
+    result = asyncio.run(
+        research(
+            "How does BM25 rank documents?", settings, on_event=lambda e: seen.append(e.model_dump_json())
+        )
+    )
+    assert result.status == "done"
+    recorded = "".join(p.read_text(errors="replace") for p in (tmp_path / "run").rglob("*") if p.is_file())
+    assert secret not in recorded and secret not in "".join(seen)
+    public = settings.public()
+    assert public["base_url"] == fake_llm.base_url and public["judge_base_url"] == "https://judge.example/v1"
+    assert public["search_endpoint"] == "http://127.0.0.1:9/search?api_key=***&region=eu"
