@@ -1,13 +1,17 @@
 """Generate the reference pages of ``docs/`` from the code, so they cannot drift.
 
-python docs/generate.py          # rewrite docs/cli.md and docs/run-directory.md
+python docs/generate.py          # rewrite docs/cli.md and docs/run-directory.md, and the attack
+                                 # table inside docs/security.md
 python docs/generate.py --check  # exit 1 when they are out of date (run by the tests)
 """
 
 from __future__ import annotations
 
+import re
+import subprocess
 import sys
 import typing
+from collections import Counter
 from pathlib import Path
 
 import typer
@@ -85,7 +89,47 @@ def run_directory_reference() -> str:
     return "\n".join(line for line in lines).rstrip() + "\n"
 
 
-PAGES = {"cli.md": cli_reference, "run-directory.md": run_directory_reference}
+ATTACK_CATEGORIES = {
+    "test_ssrf.py": "SSRF: model-chosen URLs (address forms, redirects, schemes, DNS rebinding)",
+    "test_workspace.py": "Workspace: the file tool (link swaps mid-step, links out, FIFOs, quota, paths)",
+    "test_sandbox.py": "Sandbox: shell commands (network, environment, uid, memory, processes, disk)",
+    "test_output.py": "Output injection: report HTML and Markdown, citations, the terminal",
+    "test_server.py": "Server: Host/Origin, cross-site requests, token, limits, validation",
+    "test_resources.py": "Resources: token counting, huge tool arguments, tool calls that never end",
+    "test_crash.py": "Crash and faults: disk full, kill -9 mid-run, keys in ps, bad index input",
+}
+"""What each file of ``tests/security`` attacks, for the table in ``docs/security.md``."""
+SUITE_BLOCK = re.compile(r"(<!-- attack-suite -->\n).*?(<!-- /attack-suite -->)", re.S)
+
+
+def attack_suite_table() -> str:
+    """The attack suite by category: how many cases each file of ``tests/security`` holds."""
+    collected = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", "tests/security"],
+        cwd=DOCS.parent,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    counts = Counter(
+        line.split("::")[0].rsplit("/", 1)[-1] for line in collected.splitlines() if "::" in line
+    )
+    rows = ["| category | file | attacks |", "|---|---|---|"]
+    for name in sorted(
+        counts, key=lambda n: list(ATTACK_CATEGORIES).index(n) if n in ATTACK_CATEGORIES else 99
+    ):
+        rows.append(f"| {ATTACK_CATEGORIES.get(name, name)} | `tests/security/{name}` | {counts[name]} |")
+    rows.append(f"| **all** | | **{sum(counts.values())}** |")
+    return "\n".join(rows) + "\n"
+
+
+def security_page() -> str:
+    """``docs/security.md`` with its attack table brought up to date (the rest is written by hand)."""
+    page = (DOCS / "security.md").read_text(encoding="utf-8")
+    return SUITE_BLOCK.sub(lambda m: m.group(1) + attack_suite_table() + m.group(2), page)
+
+
+PAGES = {"cli.md": cli_reference, "run-directory.md": run_directory_reference, "security.md": security_page}
 
 
 def main() -> int:

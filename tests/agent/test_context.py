@@ -102,3 +102,24 @@ def test_history_records_keep_everything_and_reasoning_is_not_replayed():
     replaying = History(tokens, replay_reasoning=True)
     replaying.append({"role": "assistant", "content": "x", "reasoning_content": "secret plan"})
     assert "secret plan" in replaying.view()[0]
+
+
+def test_oversized_arguments_recorded_by_an_old_run_are_not_sent_or_counted_again():
+    from deepresearch.tools.execute import KEPT_ARGUMENT_CHARS
+
+    giant = '{"content": "' + "x " * KEPT_ARGUMENT_CHARS + '"}'
+    counted: list[int] = []
+
+    def count(text: str) -> int:
+        counted.append(len(text))
+        return tokens(text)
+
+    history = History(count)
+    small = {"id": "c1", "type": "function", "function": {"name": "todo", "arguments": '{"updates": {}}'}}
+    big = {"id": "c2", "type": "function", "function": {"name": "file", "arguments": giant}}
+    history.append({"role": "assistant", "content": "", "tool_calls": [small, big]})
+    assert len(history.records()[0]) > len(giant)  # messages.json keeps what the run recorded
+    sent = history.view()[0]
+    assert len(sent) < 1000
+    assert '{\\"updates\\": {}}' in sent and "arguments_omitted" in sent
+    assert max(counted) < 1000 and history.view_tokens < 100

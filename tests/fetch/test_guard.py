@@ -1,6 +1,7 @@
 """The SSRF guard: what it refuses and what it lets through, without any DNS traffic.
 
-IP literals need no resolver; host names are resolved through a patched ``socket.getaddrinfo``.
+IP literals need no resolver; host names are resolved through a patched ``socket.getaddrinfo`` (the
+default resolver) or an injected one.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 
 from deepresearch.errors import FetchError, URLBlocked
-from deepresearch.fetch.guard import Allowlist, blocked_reason, check_url
+from deepresearch.fetch.guard import Allowlist, blocked_reason, check_url, vet_url
 
 
 def check(url: str, *, allow_private: bool = False) -> None:
@@ -224,3 +225,25 @@ def test_allow_private_still_allows_everything_private() -> None:
     )
     with pytest.raises(URLBlocked, match="only http and https"):
         asyncio.run(check_url("file:///etc/passwd", allow_private=True, allowlist=Allowlist.parse(["::1"])))
+
+
+def test_vet_url_keeps_the_addresses_it_checked_for_the_connection() -> None:
+    lookups: list[tuple[str, int]] = []
+
+    async def resolver(host: str, port: int) -> list[Any]:
+        lookups.append((host, port))
+        return [ipaddress.ip_address("93.184.215.14"), ipaddress.ip_address("93.184.215.14")]
+
+    vetted = asyncio.run(vet_url("https://Docs.Example.org./guide", resolver=resolver))
+    assert (vetted.host, vetted.port, vetted.exempted) == ("docs.example.org", 443, False)
+    assert vetted.addresses == (ipaddress.ip_address("93.184.215.14"),)  # once each, in order
+    assert lookups == [("docs.example.org", 443)]
+    literal = asyncio.run(vet_url("http://[2606:2800:21f:cb07:6820:80da:af6b:8b2c]:8080/", resolver=resolver))
+    assert literal.host == "2606:2800:21f:cb07:6820:80da:af6b:8b2c" and literal.port == 8080
+    # exempt hosts may be reached at any address: nothing to pin, nothing resolved
+    assert asyncio.run(vet_url("http://intranet/", allow_private=True, resolver=resolver)).addresses is None
+    wiki = Allowlist.parse(["wiki.corp.example"])
+    assert (
+        asyncio.run(vet_url("http://wiki.corp.example/", allowlist=wiki, resolver=resolver)).addresses is None
+    )
+    assert len(lookups) == 1

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from deepresearch.llm.messages import Encoded, Message
+from deepresearch.tools.execute import KEPT_ARGUMENT_CHARS, omit_oversized_arguments
 
 MESSAGE_OVERHEAD_TOKENS = 4
 """Role and separator tokens every chat template adds per message (an estimate)."""
@@ -23,6 +24,12 @@ MESSAGE_OVERHEAD_TOKENS = 4
 
 def _encode(message: Message) -> str:
     return json.dumps(message, ensure_ascii=False, separators=(",", ":"))
+
+
+def _with_arguments_omitted(call: dict[str, Any]) -> dict[str, Any]:
+    function = call.get("function", {})
+    arguments = omit_oversized_arguments(function.get("arguments") or "")
+    return {**call, "function": {**function, "arguments": arguments}}
 
 
 @dataclass(slots=True)
@@ -88,8 +95,14 @@ class History:
         return index
 
     def _wire(self, message: Message) -> Message:
-        if message["role"] == "assistant" and "reasoning_content" in message and not self._replay_reasoning:
-            return {k: v for k, v in message.items() if k != "reasoning_content"}
+        if message["role"] != "assistant":
+            return message
+        if "reasoning_content" in message and not self._replay_reasoning:
+            message = {k: v for k, v in message.items() if k != "reasoning_content"}
+        calls = message.get("tool_calls") or ()
+        if any(len(c.get("function", {}).get("arguments") or "") > KEPT_ARGUMENT_CHARS for c in calls):
+            # recorded before the loop kept such arguments out (an old run): do not resend them each step
+            message = {**message, "tool_calls": [_with_arguments_omitted(c) for c in calls]}
         return message
 
     def count_message(self, message: Message) -> int:

@@ -13,7 +13,7 @@ import logging
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from deepresearch.agent import prompts
@@ -34,7 +34,7 @@ from deepresearch.agent.stops import Finished, StopRequested
 from deepresearch.llm.messages import Completion, Encoded, Message, ToolCall
 from deepresearch.report import extract_answer, fallback_report
 from deepresearch.tools.base import Tool, ToolContext, ToolResult
-from deepresearch.tools.execute import execute
+from deepresearch.tools.execute import execute, omit_oversized_arguments
 from deepresearch.tools.truncate import clip
 
 logger = logging.getLogger(__name__)
@@ -139,6 +139,11 @@ class Agent:
     def elapsed(self) -> float:
         return self.state.elapsed_before + time.monotonic() - self._started
 
+    def time_left(self) -> float | None:
+        """Seconds of the wall-time budget still unspent, ``None`` without one (bounds each tool call)."""
+        limit = self.config.budget.max_wall_seconds
+        return None if limit is None else limit - self.elapsed()
+
     def check_budget(self, n: int) -> None:
         if self.state.forced:
             return
@@ -186,11 +191,14 @@ class Agent:
         )
         ignored: list[dict[str, Any]] = []
         if self.state.forced and completion.tool_calls:  # not run: keep them out of the conversation
-            ignored = [call.to_wire() for call in completion.tool_calls]
+            ignored = [_kept(call).to_wire() for call in completion.tool_calls]
             completion.tool_calls = []
+        message = completion.to_message()
+        if completion.tool_calls:  # the calls run as written; megabytes are not kept to be resent
+            message["tool_calls"] = [_kept(call).to_wire() for call in completion.tool_calls]
         event = LLMCall(
             step=n,
-            message=completion.to_message(),
+            message=message,
             usage=completion.usage.to_dict(),
             finish_reason=completion.finish_reason,
             duration_s=round(time.monotonic() - started, 3),
@@ -230,7 +238,9 @@ class Agent:
         """Run the calls concurrently; results are recorded as they land, join the history in call order."""
         for call in calls:
             if call.id not in self.state.results:
-                self.record(ToolCallEvent(step=n, call_id=call.id, name=call.name, arguments=call.arguments))
+                self.record(
+                    ToolCallEvent(step=n, call_id=call.id, name=call.name, arguments=_kept(call).arguments)
+                )
         async with asyncio.TaskGroup() as group:
             for index, call in enumerate(calls):
                 if call.id not in self.state.results:
@@ -240,7 +250,7 @@ class Agent:
     async def run_call(self, n: int, index: int, call: ToolCall, length_cut: bool) -> None:
         ctx = self.make_context(n, call.id)
         started = time.monotonic()
-        result = await execute(call, self.tools, ctx)
+        result = await execute(call, self.tools, ctx, deadline_s=self.time_left())
         text = result.text
         if result.is_error and length_cut and result.data.get("error_type") == "InvalidArguments":
             text += " (Your reply was cut off by the output token limit; make smaller calls.)"
@@ -256,7 +266,7 @@ class Agent:
 
     def repetition_hint(self, call: ToolCall, result: ToolResult) -> str:
         """A loop breaker: the same failing call again and again gets told so (small models do this)."""
-        signature = (call.name, call.arguments)
+        signature = (call.name, _kept(call).arguments)
         if not result.is_error:
             self._failing.pop(signature, None)
             return ""
@@ -286,3 +296,8 @@ class Agent:
             state=dict(ctx.state) if ctx.state_changed else None,
             duration_s=round(duration, 3),
         )
+
+
+def _kept(call: ToolCall) -> ToolCall:
+    """``call`` as the run records it: oversized arguments replaced by a stand-in (``tools/execute.py``)."""
+    return replace(call, arguments=omit_oversized_arguments(call.arguments))

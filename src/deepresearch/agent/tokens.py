@@ -10,6 +10,15 @@ the ``regex`` module and count in Python; a test checks the counts against bpe-o
 Counts are still an estimate for non-OpenAI models (their tokenizers differ by a few percent for
 English, more for Chinese), which is why the context limits keep headroom. If the data file cannot
 be read, a conservative character estimate takes over and a warning says so once.
+
+Counting runs on the event loop (every appended message is counted), so its cost must not depend on
+what a model or a page chooses to send. The byte-pair merge is quadratic in the length of a piece,
+and one pre-token can be a whole 16k-character string without a space (seconds) or a 60 MB tool
+argument (never finishing), so: a pre-token longer than ``MAX_PIECE_CHARS`` is counted in pieces of
+that length (off by about a token per cut, in pieces no real word reaches), and only the first
+``EXACT_COUNT_CHARS`` of a text are counted in full — the rest is counted in ``TAIL_SAMPLES`` evenly
+spaced slices and scaled to its length. One text of any size then costs at most about a tenth of a
+second (``benchmarks/token_count.py``), and a text that long is over any context limit anyway.
 """
 
 from __future__ import annotations
@@ -46,15 +55,34 @@ O200K_SPLIT = "|".join(
         r"\s+",
     ]
 )
+MAX_PIECE_CHARS = 64
+"""Longest pre-token merged whole; a longer one is counted in pieces of this many characters."""
+EXACT_COUNT_CHARS = 96 * 1024
+"""Characters of a text counted in full; beyond them, counts come from samples of the rest."""
+TAIL_SAMPLES = 16
+TAIL_SAMPLE_CHARS = 2048
+"""The rest of a long text is counted in this many evenly spaced slices, scaled to its length."""
+ESTIMATE_SAMPLES = 64
+ESTIMATE_SAMPLE_CHARS = 4096
+"""``estimate_tokens`` judges a text longer than these slices together by the slices alone."""
 _MERGE_CACHE_LIMIT = 100_000
+_RECENT_MAX_CHARS = 64 * 1024  # the recent-texts cache keeps no megabyte strings alive
 _NO_RANK = 1 << 62
 _CJK = re.compile(r"[\u3000-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
 
 
 def estimate_tokens(text: str) -> int:
-    """A tokenizer-free, upper-leaning estimate: one token per CJK character, one per 3 others."""
-    cjk = len(_CJK.findall(text))
-    return cjk + (len(text) - cjk + 2) // 3
+    """A tokenizer-free, upper-leaning estimate: one token per CJK character, one per 3 others.
+
+    A long text is judged by ``ESTIMATE_SAMPLES`` slices of it, so the cost is bounded by their size.
+    """
+    sampled = ESTIMATE_SAMPLES * ESTIMATE_SAMPLE_CHARS
+    if len(text) <= sampled:
+        cjk = len(_CJK.findall(text))
+        return cjk + (len(text) - cjk + 2) // 3
+    stride = len(text) // ESTIMATE_SAMPLES
+    sample = "".join(text[i * stride : i * stride + ESTIMATE_SAMPLE_CHARS] for i in range(ESTIMATE_SAMPLES))
+    return -(-estimate_tokens(sample) * len(text) // len(sample))
 
 
 def _rank_file() -> Path:
@@ -91,20 +119,35 @@ class O200kCounter:
         self._merged: dict[bytes, int] = {}
 
     def __call__(self, text: str) -> int:
-        ranks, merged = self._ranks, self._merged
+        if len(text) <= EXACT_COUNT_CHARS:
+            return self._count(text)
+        rest = len(text) - EXACT_COUNT_CHARS
+        stride = max(TAIL_SAMPLE_CHARS, rest // TAIL_SAMPLES)
+        starts = range(EXACT_COUNT_CHARS, len(text), stride)
+        samples = [text[start : start + TAIL_SAMPLE_CHARS] for start in starts]
+        sampled = sum(map(self._count, samples))
+        return self._count(text[:EXACT_COUNT_CHARS]) + -(-sampled * rest // sum(map(len, samples)))
+
+    def _count(self, text: str) -> int:
         total = 0
         for piece in self._split(text):
-            data = piece.encode("utf-8")
-            if data in ranks:
-                total += 1
-                continue
-            count = merged.get(data)
-            if count is None:
-                count = self._merge_count(data)
-                if len(merged) < _MERGE_CACHE_LIMIT:
-                    merged[data] = count
-            total += count
+            if len(piece) <= MAX_PIECE_CHARS:
+                total += self._piece_count(piece)
+            else:
+                for start in range(0, len(piece), MAX_PIECE_CHARS):
+                    total += self._piece_count(piece[start : start + MAX_PIECE_CHARS])
         return total
+
+    def _piece_count(self, piece: str) -> int:
+        data = piece.encode("utf-8")
+        if data in self._ranks:
+            return 1
+        count = self._merged.get(data)
+        if count is None:
+            count = self._merge_count(data)
+            if len(self._merged) < _MERGE_CACHE_LIMIT:
+                self._merged[data] = count
+        return count
 
     def _merge_count(self, data: bytes) -> int:
         """Byte-pair merge, lowest rank first (leftmost on ties), as the encoding defines it."""
@@ -136,7 +179,9 @@ def _counter() -> Callable[[str], int]:
 
 def count_tokens(text: str) -> int:
     """Tokens of ``text`` under ``o200k_base`` (or the estimate when the rank file is unavailable)."""
-    return _count_recent(text) if text else 0
+    if not text:
+        return 0
+    return _count_recent(text) if len(text) <= _RECENT_MAX_CHARS else _counter()(text)
 
 
 @lru_cache(maxsize=128)

@@ -14,9 +14,10 @@ whether a URL passed only thanks to one of these exemptions, so the fetch cache 
 again before it serves them under a stricter configuration.
 
 The URL is parsed with httpx, the same parser the client uses, so the host checked is the host
-contacted. Known limit: the client resolves the name again when it connects, so a DNS server that
-answers differently the second time (DNS rebinding) is not stopped here; pinning the checked address
-in the transport is the fix when that matters.
+contacted. A name is resolved once, by the ``Resolver`` the caller passes (the system's by default),
+and ``vet_url`` returns the addresses it checked: the fetcher connects to exactly those (``http.py``),
+so a DNS server that answers a public address to the check and a private one to a second lookup (DNS
+rebinding) is never asked twice.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import ipaddress
 import logging
 import re
 import socket
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 import httpx
@@ -45,6 +46,9 @@ BLOCKED_SUFFIXES = (".localhost", ".local", ".internal", ".home.arpa")
 
 _CGNAT = ipaddress.IPv4Network("100.64.0.0/10")
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+Resolver = Callable[[str, int], Awaitable[list[IPAddress]]]
+"""Host name and port → its addresses; raises ``OSError`` (or returns none) when the name does not resolve."""
+
 _HOST_NAME_RE = re.compile(r"^[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*$")
 
 
@@ -104,12 +108,44 @@ class Allowlist:
         )
 
 
-async def check_url(url: str, *, allow_private: bool = False, allowlist: Allowlist | None = None) -> bool:
+@dataclass(frozen=True, slots=True)
+class Vetted:
+    """What the guard decided about one host: where a connection to it may go."""
+
+    host: str
+    """Lower case, without a trailing dot or IPv6 brackets."""
+    port: int
+    exempted: bool
+    """Passed only through ``allow_private`` or the allowlist (see ``check_url``)."""
+    addresses: tuple[IPAddress, ...] | None
+    """The checked addresses, the only ones to connect to; ``None`` when the host may be reached at any
+    address (``allow_private``, or a host name on the allowlist)."""
+
+
+async def check_url(
+    url: str,
+    *,
+    allow_private: bool = False,
+    allowlist: Allowlist | None = None,
+    resolver: Resolver | None = None,
+) -> bool:
     """Raise ``URLBlocked`` unless ``url`` is http(s) and public, allowed private, or allowlisted.
 
     Returns ``True`` when the URL passed only through an exemption (``allow_private``, or a private
     address or name in ``allowlist``), ``False`` when it is public on its own merits.
     """
+    vetted = await vet_url(url, allow_private=allow_private, allowlist=allowlist, resolver=resolver)
+    return vetted.exempted
+
+
+async def vet_url(
+    url: str,
+    *,
+    allow_private: bool = False,
+    allowlist: Allowlist | None = None,
+    resolver: Resolver | None = None,
+) -> Vetted:
+    """``check_url``, keeping the addresses checked so that the connection can be pinned to them."""
     try:
         parsed = httpx.URL(url)
     except (httpx.InvalidURL, ValueError) as exc:
@@ -117,34 +153,55 @@ async def check_url(url: str, *, allow_private: bool = False, allowlist: Allowli
     if parsed.scheme not in ALLOWED_SCHEMES:
         scheme = parsed.scheme or "no scheme"
         raise URLBlocked(f"refused {url}: only http and https URLs can be fetched ({scheme} given)")
-    host = parsed.raw_host.decode("ascii").rstrip(".").lower()
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    return await vet_host(
+        parsed.raw_host.decode("ascii"),
+        port,
+        target=url,
+        allow_private=allow_private,
+        allowlist=allowlist,
+        resolver=resolver,
+    )
+
+
+async def vet_host(
+    host: str,
+    port: int,
+    *,
+    target: str,
+    allow_private: bool = False,
+    allowlist: Allowlist | None = None,
+    resolver: Resolver | None = None,
+) -> Vetted:
+    """Resolve ``host`` once and check every address; ``target`` (the URL) names it in errors."""
+    host = host.rstrip(".").lower()
     if not host:
-        raise URLBlocked(f"refused {url}: the URL has no host")
+        raise URLBlocked(f"refused {target}: the URL has no host")
     if allow_private:
-        return True
+        return Vetted(host.strip("[]"), port, True, None)
     allowlist = allowlist or Allowlist()
     if allowlist.allows_host(host):
-        return True
+        return Vetted(host, port, True, None)
     literal = _ip_literal(host.strip("[]"))
     if literal is not None:
         addresses = [literal]
     else:
         name_problem = _hostname_problem(host)
         if name_problem is not None and (not allowlist.networks or "numeric" in name_problem):
-            raise URLBlocked(f"refused {url}: {host} {name_problem}")
-        addresses = await _resolve(host, parsed.port, url)
+            raise URLBlocked(f"refused {target}: {host} {name_problem}")
+        addresses = await _resolve(host, port, target, resolver or system_resolver)
         # A special-use name ("localhost", "*.internal") passes only when all its addresses are listed.
         if name_problem is not None and not all(allowlist.allows_address(a) for a in addresses):
-            raise URLBlocked(f"refused {url}: {host} {name_problem}")
+            raise URLBlocked(f"refused {target}: {host} {name_problem}")
     exempted = False
     for address in addresses:
         reason = blocked_reason(address)
         if reason is None:
             continue
         if not allowlist.allows_address(address):
-            raise URLBlocked(f"refused {url}: {host} is {reason} ({address})")
+            raise URLBlocked(f"refused {target}: {host} is {reason} ({address})")
         exempted = True
-    return exempted
+    return Vetted(host.strip("[]"), port, exempted, tuple(addresses))
 
 
 def blocked_reason(address: IPAddress) -> str | None:
@@ -196,17 +253,23 @@ def _hostname_problem(host: str) -> str | None:
     return None
 
 
-async def _resolve(host: str, port: int | None, url: str) -> list[IPAddress]:
-    try:
-        infos = await asyncio.to_thread(socket.getaddrinfo, host, port or 443, type=socket.SOCK_STREAM)
-    except (OSError, UnicodeError) as exc:
-        raise FetchError(f"could not resolve {host} for {url}: {exc}") from exc
+async def system_resolver(host: str, port: int) -> list[IPAddress]:
+    """The operating system's answer for ``host`` (``getaddrinfo`` in a thread)."""
+    infos = await asyncio.to_thread(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
     addresses: list[IPAddress] = []
     for _family, _type, _proto, _canonname, sockaddr in infos:
         # IPv6 socket addresses may carry a zone ("fe80::1%eth0"); the address part decides.
         address = _ip_literal(str(sockaddr[0]).split("%", 1)[0])
         if address is not None and address not in addresses:
             addresses.append(address)
+    return addresses
+
+
+async def _resolve(host: str, port: int, url: str, resolver: Resolver) -> list[IPAddress]:
+    try:
+        addresses = list(dict.fromkeys(await resolver(host, port)))
+    except (OSError, UnicodeError) as exc:
+        raise FetchError(f"could not resolve {host} for {url}: {exc}") from exc
     if not addresses:
         raise FetchError(f"could not resolve {host} for {url}: no addresses")
     logger.debug("resolved %s to %s", host, ", ".join(map(str, addresses)))

@@ -10,6 +10,11 @@ host start at least ``host_delay_s`` apart (politeness), while other hosts are n
 errors are translated into ``FetchError`` subclasses here, at the one boundary, with the URL and
 status in the message.
 
+Each connection goes to an address the guard checked: the guard's verdict is pinned for the request
+and the connection pool dials its addresses, while the name stays in the URL for the ``Host`` header,
+SNI and the certificate check. DNS is asked once per hop, so a rebinding server that answers a public
+address to the check and ``127.0.0.1`` to a second lookup never gets that second lookup.
+
 Successfully extracted pages go to the fetch cache (``cache.py``) when one is configured, and a fresh
 cached page is served without any request, so resumed runs and reruns read what they read before.
 
@@ -22,14 +27,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import time
 import zlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
+import httpcore
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -37,7 +45,7 @@ from deepresearch.errors import ContentTooLarge, FetchError, FetchTimeout, URLBl
 from deepresearch.fetch import Page
 from deepresearch.fetch.cache import FetchCache
 from deepresearch.fetch.extract import extract_document
-from deepresearch.fetch.guard import Allowlist, check_url
+from deepresearch.fetch.guard import Allowlist, Resolver, Vetted, check_url, vet_host, vet_url
 from deepresearch.tls import shared_ssl_context
 
 logger = logging.getLogger(__name__)
@@ -115,9 +123,21 @@ class HttpFetcher:
     """Fetches http(s) URLs into ``Page``s; one instance (one connection pool) per event loop."""
 
     def __init__(
-        self, config: FetchConfig | None = None, *, transport: httpx.AsyncBaseTransport | None = None
+        self,
+        config: FetchConfig | None = None,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        resolver: Resolver | None = None,
+        network_backend: httpcore.AsyncNetworkBackend | None = None,
     ) -> None:
+        """``resolver`` answers the guard's DNS questions (the system's by default); ``network_backend``
+        opens the connections to the addresses it checked (httpcore's by default). A ``transport``
+        replaces both ends: whatever it connects to is its own business (tests, mocks)."""
         self._config = config or FetchConfig()
+        self._resolver = resolver
+        if transport is None:
+            backend = _PinnedBackend(self._vet_host, network_backend or httpcore.AnyIOBackend())
+            transport = _PinnedTransport(backend)
         self._client = httpx.AsyncClient(
             transport=transport,
             timeout=httpx.Timeout(self._config.timeout_s),
@@ -213,7 +233,24 @@ class HttpFetcher:
         return hit.page
 
     async def _check(self, url: str) -> bool:
-        return await check_url(url, allow_private=self._config.allow_private, allowlist=self._allowlist)
+        return await check_url(
+            url, allow_private=self._config.allow_private, allowlist=self._allowlist, resolver=self._resolver
+        )
+
+    async def _vet(self, url: str) -> Vetted:
+        return await vet_url(
+            url, allow_private=self._config.allow_private, allowlist=self._allowlist, resolver=self._resolver
+        )
+
+    async def _vet_host(self, host: str, port: int) -> Vetted:
+        return await vet_host(
+            host,
+            port,
+            target=f"{host}:{port}",
+            allow_private=self._config.allow_private,
+            allowlist=self._allowlist,
+            resolver=self._resolver,
+        )
 
     async def _get_with_retry(self, url: str) -> _Body:
         try:
@@ -231,8 +268,9 @@ class HttpFetcher:
         current = url
         exempted = False
         for _ in range(self._config.max_redirects + 1):
-            exempted = await self._check(current) or exempted
-            result = await self._get_once(current)
+            vetted = await self._vet(current)
+            exempted = vetted.exempted or exempted
+            result = await self._get_once(current, vetted)
             if isinstance(result, _Body):
                 result.exempted = exempted
                 return result
@@ -240,22 +278,27 @@ class HttpFetcher:
             current = result
         raise FetchError(f"too many redirects (more than {self._config.max_redirects}) starting at {url}")
 
-    async def _get_once(self, url: str) -> _Body | str:
-        """One request: the body, or the absolute URL a redirect points to."""
+    async def _get_once(self, url: str, vetted: Vetted) -> _Body | str:
+        """One request to the addresses ``vetted`` allows: the body, or the absolute URL a redirect
+        points to."""
         parsed = httpx.URL(url)
         host = f"{parsed.host}:{parsed.port or (443 if parsed.scheme == 'https' else 80)}"
         async with self._host_slots.hold(host):
             async with self._pacer.turn(host):
                 await self._slots.acquire()
             try:
-                return await self._request(url)
+                return await self._request(url, vetted)
             finally:
                 self._slots.release()
 
-    async def _request(self, url: str) -> _Body | str:
+    async def _request(self, url: str, vetted: Vetted) -> _Body | str:
         """One GET under the limits already taken: the body, or where a redirect points."""
         with _translate_errors(url, self._config.timeout_s):
-            response = await self._client.send(self._client.build_request("GET", url), stream=True)
+            pin = _PINNED.set(vetted)
+            try:
+                response = await self._client.send(self._client.build_request("GET", url), stream=True)
+            finally:
+                _PINNED.reset(pin)
             try:
                 if response.is_redirect:
                     return str(response.url.join(response.headers["location"]))
@@ -272,6 +315,77 @@ class HttpFetcher:
             status=status,
             content_type=response.headers.get("content-type", ""),
             data=data,
+        )
+
+
+_NEXT_ADDRESS_AFTER_S = 3.0
+"""Connect timeout of each checked address but the last, so that the next one is tried soon enough."""
+_PINNED: contextvars.ContextVar[Vetted | None] = contextvars.ContextVar("fetch_pinned", default=None)
+"""The guard's verdict for the request this task is sending; set by ``_request`` around the send."""
+
+
+class _PinnedBackend(httpcore.AsyncNetworkBackend):
+    """Connects to a host only at an address the guard checked for it.
+
+    httpcore opens a connection in the task that sends the request, so ``connect_tcp`` sees the verdict
+    pinned for that request and dials its addresses (TLS still verifies, and sends SNI for, the name:
+    httpcore takes those from the URL). A connection with no matching pin — none is expected — is
+    vetted here, with its own single lookup, so no path connects to an address nobody checked.
+    """
+
+    def __init__(
+        self, vet: Callable[[str, int], Awaitable[Vetted]], inner: httpcore.AsyncNetworkBackend
+    ) -> None:
+        self._vet = vet
+        self._inner = inner
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        vetted = _PINNED.get()
+        if vetted is None or (vetted.host, vetted.port) != (host.rstrip(".").lower().strip("[]"), port):
+            vetted = await self._vet(host, port)
+        if vetted.addresses is None:  # any address will do (allow_private, an allowlisted name)
+            return await self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
+        failure: Exception = httpcore.ConnectError(f"no address to connect to for {host}")
+        last = len(vetted.addresses) - 1
+        for i, address in enumerate(vetted.addresses):
+            # one dead address (a black-holed IPv6 route) must not eat the whole connect timeout
+            patience = timeout if i == last or timeout is None else min(timeout, _NEXT_ADDRESS_AFTER_S)
+            try:
+                return await self._inner.connect_tcp(
+                    str(address), port, patience, local_address, socket_options
+                )
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                failure = exc
+        raise failure
+
+    async def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
+    ) -> httpcore.AsyncNetworkStream:
+        raise httpcore.ConnectError("the fetcher does not connect to unix sockets")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+class _PinnedTransport(httpx.AsyncHTTPTransport):
+    """httpx's transport with the connection pool opening its connections through ``backend``."""
+
+    def __init__(self, backend: httpcore.AsyncNetworkBackend) -> None:
+        super().__init__(verify=shared_ssl_context())
+        limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)  # httpx's defaults
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=shared_ssl_context(),
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            network_backend=backend,
         )
 
 
