@@ -196,15 +196,11 @@ def _list(args: FileArgs, ctx: ToolContext) -> ToolResult:
             rows = [(PurePosixPath(rel).name, kind, str(info.st_size))]
             total, dirs = 1, 0
         else:
-            fd = place.open_directory()
-            try:
-                with os.scandir(fd) as it:
-                    entries = sorted(it, key=_folders_first)
+            with place.listing() as entries:
+                entries.sort(key=_folders_first)
                 dirs = sum(1 for e in entries if e.is_dir(follow_symlinks=False))
                 rows = [_describe(entry) for entry in entries[:MAX_LIST_ENTRIES]]
-            finally:
-                os.close(fd)
-            total = len(entries)
+                total = len(entries)
     summary = _count(total, "entry", "entries") + (f" ({_count(dirs, 'folder', 'folders')})" if dirs else "")
     lines = [summary, "name | type | size (bytes)"]
     lines += [f"{name} | {kind} | {size}" for name, kind, size in rows]
@@ -224,12 +220,8 @@ def _stat(args: FileArgs, ctx: ToolContext) -> ToolResult:
         modified = modified.replace("+00:00", "Z")
         data: dict[str, Any] = {"action": "stat", "path": rel, "modified": modified}
         if stat_mode.S_ISDIR(info.st_mode):
-            fd = place.open_directory()
-            try:
-                with os.scandir(fd) as it:
-                    count = sum(1 for _ in it)
-            finally:
-                os.close(fd)
+            with place.listing() as entries:
+                count = len(entries)
             data |= {"type": "dir", "entries": count}
             details = f"type: directory; {_count(count, 'entry', 'entries')}; modified {modified}"
         else:

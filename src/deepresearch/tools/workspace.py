@@ -100,6 +100,16 @@ class Place:
                 raise _changed(self.rel) from exc
             raise
 
+    @contextlib.contextmanager
+    def listing(self) -> Iterator[list[os.DirEntry[str]]]:
+        """The entries of this folder, for the block (their ``stat`` needs the folder held open)."""
+        fd = self.open_directory()
+        try:
+            with os.scandir(fd) as it:
+                yield list(it)
+        finally:
+            os.close(fd)
+
     def open_regular(self, flags: int, mode: int = 0o644) -> int:
         """A descriptor of this regular file opened with ``flags`` (``O_CREAT`` may create it); anything
         but a regular file is refused without blocking. The caller closes it."""
