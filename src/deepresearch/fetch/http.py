@@ -45,7 +45,7 @@ from deepresearch.errors import ContentTooLarge, FetchError, FetchTimeout, URLBl
 from deepresearch.fetch import Page
 from deepresearch.fetch.cache import FetchCache
 from deepresearch.fetch.extract import extract_document
-from deepresearch.fetch.guard import Allowlist, Resolver, Vetted, check_url, vet_host, vet_url
+from deepresearch.fetch.guard import Allowlist, Resolver, Vetted, vet_host, vet_url
 from deepresearch.tls import shared_ssl_context
 
 logger = logging.getLogger(__name__)
@@ -226,16 +226,11 @@ class HttpFetcher:
             return None
         if hit.exempted:
             for checked in dict.fromkeys([url, hit.page.url]):
-                await self._check(checked)
+                await self._vet(checked)
         logger.info(
             "fetched %s from the cache (%.0fs old)", hit.page.url, max(0.0, time.time() - hit.fetched_at)
         )
         return hit.page
-
-    async def _check(self, url: str) -> bool:
-        return await check_url(
-            url, allow_private=self._config.allow_private, allowlist=self._allowlist, resolver=self._resolver
-        )
 
     async def _vet(self, url: str) -> Vetted:
         return await vet_url(
