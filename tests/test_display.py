@@ -1,4 +1,5 @@
 import io
+import re
 
 from rich.console import Console
 
@@ -87,3 +88,54 @@ def test_describe_call_is_short_and_safe():
     assert describe_call("file", "not json") == "file (unparsable arguments)"
     many = describe_call("batch_web_surfer", '{"action": "batch_search", "queries": ["a","b","c","d"]}')
     assert many.endswith("…")
+
+
+def render(view: LiveView) -> str:
+    buffer = io.StringIO()
+    Console(file=buffer, force_terminal=False, width=120).print(view.__rich__())
+    return buffer.getvalue()
+
+
+def test_the_panel_shows_the_prompt_being_loaded_instead_of_starting():
+    """The embedded server reports prompt processing between events; the panel shows it."""
+    view = LiveView(Progress(30), console=Console(file=io.StringIO(), force_terminal=True))
+    view.prompt_progress(0, 3600)  # before the run starts: counted, nothing drawn, nothing raised
+    view(story()[0])
+    assert "loading prompt 0/3,600 tokens" in render(view) and "starting" not in render(view)
+    view.prompt_progress(1200, 3600)
+    assert "loading prompt 1,200/3,600 tokens" in render(view)
+    view.prompt_progress(3600, 3600)
+    assert "generating (prompt of 3,600 tokens loaded)" in render(view)
+    view(story()[2])  # the tool call the reply asked for takes over the line
+    assert "batch_open" in render(view) and "prompt" not in render(view)
+    view.stop()
+
+
+def test_the_header_names_the_run_directory():
+    named = LiveView(Progress(30, run_dir="runs/20260101-abc"), console=Console(file=io.StringIO()))
+    assert "deepresearch · runs/20260101-abc" in render(named)
+    unnamed = LiveView(Progress(30), console=Console(file=io.StringIO()))
+    unnamed.progress.update(story()[0])
+    assert "deepresearch · r\n" in render(unnamed)  # the run's id when no directory was given
+    hostile = Progress(30, run_dir="runs/\x1b]0;owned\x07x")
+    assert "\x1b" not in hostile.run_dir and "\x07" not in hostile.run_dir
+
+
+def test_the_step_counter_never_reads_past_the_maximum():
+    """The forced final answer is recorded one step past the budget (31 of 30)."""
+    out = io.StringIO()
+    line = LineView(Progress(2), stream=out)
+    live = LiveView(Progress(2), console=Console(file=io.StringIO(), force_terminal=True))
+    past = [
+        *story()[:-2],
+        FinalAnswerForced(step=3, reason="max_steps", message={"role": "user", "content": "x"}),
+    ]
+    for event in past:
+        line(event)
+        live(event)
+    assert live.progress.step == 3 and live.progress.shown_step == 2
+    assert re.search(r"^step +2/2 ", render(live), re.MULTILINE) and "3/2" not in render(live)
+    assert "[step 2] final answer forced: max_steps" in out.getvalue() and "[step 3]" not in out.getvalue()
+    live.stop()
+    line.prompt_progress(10, 20)  # counters only: no line for a prompt batch
+    assert line.progress.action == "loading prompt 10/20 tokens" and "loading" not in out.getvalue()

@@ -149,7 +149,13 @@ def test_model_mistakes_go_back_to_the_model(fake_llm, make_settings):
     settings = make_settings()
     result = asyncio.run(research("q", settings))
     assert result.status == "done" and "Done despite the errors." in result.report
-    tool_texts = [e.content for e in events_of(settings.out) if e.type == "tool_result"]
+    events = events_of(settings.out)
+    # by step 3 the run had seen no source: the loop took that step itself, a search of the question
+    guard = [e for e in events if e.type == "llm_call" and e.phase == "guard_search"]
+    assert [e.step for e in guard] == [3]
+    results = [e for e in events if e.type == "tool_result"]
+    assert results[2].content.startswith("<batch_search_results>")
+    tool_texts = [e.content for i, e in enumerate(results) if i != 2]
     assert len(tool_texts) == 4 and all(t.startswith("Error:") for t in tool_texts)
     assert "not valid JSON" in tool_texts[0]
     assert "no tool named 'browse_the_web'" in tool_texts[1]
@@ -383,15 +389,46 @@ def test_a_search_backend_without_its_key_fails_before_creating_a_run(make_setti
     assert not settings.out.exists()
 
 
-def test_the_same_failing_call_three_times_gets_a_loop_breaking_hint(fake_llm, make_settings):
-    bad = ("todo", {"updates": {"x": {"status": "done"}}})
-    fake_llm.enqueue(
-        Reply(tool_calls=[bad]),
-        Reply(tool_calls=[bad]),
-        Reply(tool_calls=[bad]),
-        Reply(content="<answer>ok</answer>"),
-    )
+def test_a_repeated_call_is_refused_then_the_loop_takes_the_step(fake_llm, make_settings):
+    same = ("todo", {"updates": {"x": {"status": "done"}}})
+    fake_llm.enqueue(*[Reply(tool_calls=[same]) for _ in range(3)], Reply(content="<answer>ok</answer>"))
     settings = make_settings()
-    asyncio.run(research("q", settings))
-    results = [e.content for e in events_of(settings.out) if e.type == "tool_result"]
-    assert "failed 3 times" not in results[1] and "This exact call has now failed 3 times" in results[2]
+    result = asyncio.run(research("BM25 ranking", settings))
+    events = events_of(settings.out)
+    results = [e for e in events if e.type == "tool_result"]
+    assert "you already made this exact call" not in results[0].content
+    assert results[1].error_type == "RepeatedCall" and "Do not repeat it" in results[1].content
+    assert results[2].content.startswith("<batch_search_results>")  # step 3, nothing seen: the guard searched
+    # the third identical call, with sources in hand: refused, and the next turn is the forced answer
+    assert results[3].error_type == "RepeatedCall"
+    assert [e.reason for e in events if e.type == "final_answer_forced"] == ["repeated_call"]
+    assert result.report.startswith("ok") and result.origin == "forced"
+    info = read_info(settings.out)
+    assert info.guards == {"repeated_calls": 2, "guard_steps": 1}
+
+
+def test_a_repeated_call_with_nothing_found_is_replaced_by_a_search(fake_llm, make_settings):
+    same = ("todo", {"updates": {"x": {"status": "done"}}})
+    fake_llm.enqueue(*[Reply(tool_calls=[same]) for _ in range(3)], Reply(content="<answer>ok</answer>"))
+    settings = make_settings()
+    asyncio.run(research("zqxv wplk", settings))  # nothing in the index matches
+    results = [e for e in events_of(settings.out) if e.type == "tool_result"]
+    assert "0 results" in results[2].content  # the guard's search at step 3 found nothing
+    assert results[3].content.startswith("(You made this exact call 3 times; the loop searched the question")
+    assert "<batch_search_results>" in results[3].content
+
+
+def test_a_model_that_repeats_one_call_forever_ends_within_its_budget(fake_llm, make_settings):
+    fake_llm.script = lambda request: Reply(
+        tool_calls=[("batch_web_surfer", {"action": "batch_search", "queries": ["BM25"]})]
+    )
+    settings = make_settings(max_steps=30)
+    result = asyncio.run(research("How does BM25 rank documents?", settings))
+    events = events_of(settings.out)
+    calls = [e for e in events if e.type == "tool_call"]
+    # once sources exist, the third identical call ends tool use: the next turn is the forced answer
+    assert len(calls) == 3 and result.steps == 6  # the forced turn, nudged twice, then the fallback
+    assert [e.reason for e in events if e.type == "final_answer_forced"] == ["repeated_call"]
+    assert result.status == "done" and result.outcome == "empty"  # the script never writes an answer
+    info = read_info(settings.out)
+    assert info.outcome == "empty" and info.guards["repeated_calls"] == 2

@@ -48,6 +48,8 @@ _FALLBACKS = {
     "package_index_url": ("PIP_INDEX_URL",),
 }
 """Variables other tools already use, read when the ``DEEPRESEARCH_`` twin is unset."""
+GUIDED_BELOW_TOKENS = 16_384
+"""Context windows below this get the guided strategy under ``strategy = "auto"``."""
 OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
 _SECRET_QUERY_NAME = re.compile(r"key|token|secret|passw|auth|sig", re.IGNORECASE)
 
@@ -153,6 +155,11 @@ class Settings(BaseModel):
     tool_mode: Literal["auto", "native", "json", "text"] = "auto"
     """``native`` OpenAI tool calls; ``json``: one schema-constrained JSON action per step (small and local
     models); ``text``: ``<tool_call>`` blocks; ``auto``: ``json`` for ``--model local``, else ``native``."""
+    strategy: Literal["auto", "guided", "react"] = "auto"
+    """``react``: the model drives a free ReAct loop with the tools; ``guided``: the code drives (search the
+    question and the model's sub-queries, read, select passages, then the model writes the report section by
+    section with citations valid by construction); ``auto``: ``guided`` for ``--model local`` with a
+    ``local_context`` under 16k tokens, else ``react`` (a remote endpoint's window is not known here)."""
     local_context: int = 8192
     """Context window of the embedded model server (``--model local``), in tokens."""
     local_threads: int | None = None
@@ -275,6 +282,15 @@ class Settings(BaseModel):
             [item.strip() for item in value.split(",") if item.strip()] if isinstance(value, str) else value
         )
 
+    @field_validator("search")
+    @classmethod
+    def _known_search_backend(cls, value: str) -> str:
+        from deepresearch.search.backends import BACKENDS  # imported here: that module imports this one
+
+        if value.strip().lower() not in ("auto", *BACKENDS):
+            raise ValueError(f"unknown search backend {value!r}; choose one of: auto, {', '.join(BACKENDS)}")
+        return value
+
     @field_validator("mcp_servers")
     @classmethod
     def _unique_server_names(cls, servers: list[McpServer]) -> list[McpServer]:
@@ -314,6 +330,14 @@ class Settings(BaseModel):
                 "max_retries": min(self.max_retries, 1),
             }
         )
+
+    @property
+    def effective_strategy(self) -> Literal["guided", "react"]:
+        """``strategy`` with ``auto`` resolved: the embedded model with a window under 16k tokens gets
+        the guided run. A remote endpoint's window is unknown here, so it gets ``react`` unless told."""
+        if self.strategy != "auto":
+            return self.strategy
+        return "guided" if self.is_local and self.local_context < GUIDED_BELOW_TOKENS else "react"
 
     @property
     def effective_tool_mode(self) -> Literal["native", "json", "text"]:

@@ -1,6 +1,8 @@
 """What a person watching a run sees: a live panel on a terminal, one line per event otherwise.
 
-Both views are fed the same events the run directory records; neither is the record. What they show
+Both views are fed the same events the run directory records; neither is the record. Between events, the
+embedded llama.cpp server reports how far it is through a long prompt (``prompt_progress``), which on a slow
+CPU takes minutes; the panel shows it instead of a still "starting". What they show
 comes partly from the model and from web pages (queries, commands, paths, error messages), so every
 line passes through ``printable`` first: an escape sequence in a tool argument must not retitle the
 terminal, write the clipboard (OSC 52) or clear the screen.
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from pathlib import Path
 from typing import IO, Any
 
 from rich.console import Console, Group
@@ -60,7 +63,7 @@ def describe_call(name: str, arguments: str) -> str:
 class Progress:
     """Counters shared by both views."""
 
-    def __init__(self, max_steps: int) -> None:
+    def __init__(self, max_steps: int, *, run_dir: str | Path = "") -> None:
         self.max_steps = max_steps
         self.step = 0
         self.action = "starting"
@@ -69,11 +72,19 @@ class Progress:
         self.tokens = 0
         self.cost = 0.0
         self.started = time.monotonic()
-        self.run_dir = ""
+        self.run_dir = printable(str(run_dir))
+        """Shown in the panel's header; without it, the run's id once the run starts."""
+
+    @property
+    def shown_step(self) -> int:
+        """The step to show: the forced final answer takes a step past the budget, never shown as 31/30."""
+        return min(self.step, self.max_steps) if self.max_steps > 0 else self.step
 
     def update(self, event: Event) -> None:
         self.step = max(self.step, event.step)
         match event:
+            case RunStarted():
+                self.run_dir = self.run_dir or printable(event.run_id)
             case LLMCall():
                 self.tokens += int(event.usage.get("total_tokens", 0))
                 self.cost += float(event.usage.get("cost_usd", 0.0))
@@ -94,6 +105,13 @@ class Progress:
             case _:
                 pass
 
+    def prompt_progress(self, processed: int, total: int) -> None:
+        """The model server is ``processed`` tokens (cached ones included) into a ``total``-token prompt."""
+        if processed < total:
+            self.action = f"loading prompt {processed:,}/{total:,} tokens"
+        else:
+            self.action = f"generating (prompt of {total:,} tokens loaded)"
+
 
 class LiveView:
     """A rich panel redrawn on every event (and four times a second for the clock)."""
@@ -108,7 +126,7 @@ class LiveView:
         table = Table.grid(padding=(0, 2))
         table.add_column(style="bold")
         table.add_column()
-        table.add_row("step", f"{p.step}/{p.max_steps}")
+        table.add_row("step", f"{p.shown_step}/{p.max_steps}")
         table.add_row("now", Text(p.action, overflow="ellipsis", no_wrap=True))
         table.add_row("sources", f"{len(p.sources_read)} read · {len(p.sources_seen)} seen")
         table.add_row("tokens", f"{p.tokens:,}")
@@ -123,6 +141,12 @@ class LiveView:
         self.live.refresh()
         if isinstance(event, RunFinished):
             self.live.stop()
+
+    def prompt_progress(self, processed: int, total: int) -> None:
+        """Pass as the chat client's ``on_progress``: shows ``loading prompt 1,200/3,600 tokens``."""
+        self.progress.prompt_progress(processed, total)
+        if self.live.is_started:
+            self.live.refresh()
 
     def stop(self) -> None:
         self.live.stop()
@@ -139,7 +163,11 @@ class LineView:
         self.progress.update(event)
         line = self.format(event)
         if line:
-            print(f"[step {event.step}] {printable(line)}", file=self.stream, flush=True)
+            print(f"[step {self.progress.shown_step}] {printable(line)}", file=self.stream, flush=True)
+
+    def prompt_progress(self, processed: int, total: int) -> None:
+        """Kept for the counters only: a line per batch of a prompt would flood a log."""
+        self.progress.prompt_progress(processed, total)
 
     def format(self, event: Event) -> str:
         match event:

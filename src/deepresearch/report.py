@@ -32,6 +32,12 @@ _TRAILING_REFERENCES = re.compile(
     re.S | re.I,
 )
 
+_MARKUP = re.compile(r"<cite\b|【([^】]*)】|\[\s*(web_[^\]\s]*(?:\s*[,;]\s*[^\]\s]+)*)\s*\]", re.I)
+"""Citation-looking markup: a ``<cite>`` tag, ``【…】``, ``[web_…]``; real only when every key is known."""
+PLACEHOLDERS = ("<the whole report", "<the complete report", "<what the last result", "<why the evidence")
+"""The prompts' example text; a reply that repeats it was not written for the question."""
+_ONLY_PLACEHOLDER = re.compile(r"<[^<>]{0,200}>")
+
 Language = Literal["en", "zh"]
 _HEADINGS = {"en": "References", "zh": "参考文献"}
 
@@ -95,6 +101,26 @@ def resolve_citations(answer: str, registry: SourceRegistry) -> CitedText:
     result.text = _CITATION.sub(replace, body)
     result.unresolved = list(unresolved)
     return result
+
+
+def echoes_prompt(answer: str) -> bool:
+    """Whether ``answer`` is (or contains) the prompts' placeholder text instead of a report."""
+    lowered = answer.lower()
+    return any(p in lowered for p in PLACEHOLDERS) or bool(_ONLY_PLACEHOLDER.fullmatch(answer.strip()))
+
+
+def fake_citations(answer: str, registry: SourceRegistry) -> bool:
+    """Whether ``answer`` cites in a form that cannot resolve: a ``<cite>`` tag, or ``【…】`` / ``[web_…]``
+    naming a key the run never issued. (``\\cite{…}`` with an unknown key is well-formed: the key is
+    removed and counted as unresolved.)"""
+    for match in _MARKUP.finditer(answer):
+        inside = match.group(1) if match.group(1) is not None else match.group(2)
+        if inside is None:  # <cite …>
+            return True
+        keys = [k for k in re.split(r"[\s,;，、]+", inside) if k]
+        if not keys or any(registry.get(k) is None for k in keys):
+            return True
+    return False
 
 
 def _title(source: Source) -> str:

@@ -41,13 +41,16 @@ from deepresearch.config import Settings, default_cache_dir, default_data_dir
 from deepresearch.errors import ConfigError, DeepResearchError, LLMError, RunStoreError
 from deepresearch.llm.messages import Completion
 from deepresearch.report import CitedText, Language, render_html, render_markdown, resolve_citations
-from deepresearch.runs import RunInfo, RunStore, json_text, new_run_id, read_info
+from deepresearch.runs import Outcome, RunInfo, RunStore, json_text, new_run_id, read_info
 from deepresearch.tools.base import ShellConfig, ToolContext
 from deepresearch.tools.registry import Registry, default_tools, register
 
 logger = logging.getLogger(__name__)
 
 EventCallback = Callable[[Event], None]
+LOCAL_GUIDED_SAMPLING = {"temperature": 0.0, "repeat_penalty": 1.2}
+"""llama.cpp sampling for the guided calls to the embedded model: greedy with a repetition penalty
+gave the bundled 135M model its most grounded sentences (fewer loops, fewer inventions)."""
 _LANGUAGE_NAMES = {"en": "English", "zh": "中文"}
 
 
@@ -60,6 +63,9 @@ class RunResult:
     steps: int = 0
     usage: dict[str, Any] = field(default_factory=dict)
     citations: dict[str, int] = field(default_factory=dict)
+    outcome: str = "report"
+    """``report``, ``extractive``, ``uncited`` or ``empty`` (``runs.RunInfo.outcome``)."""
+    outcome_reason: str = ""
 
     @property
     def report_path(self) -> Path:
@@ -145,14 +151,19 @@ async def search_once(query: str, settings: Settings, *, limit: int = 10) -> lis
         await close_backend(backend)
 
 
-def _client(settings: Settings) -> Any:
-    from deepresearch.llm.client import ChatClient, LLMConfig
-
+def _require_endpoint(settings: Settings) -> None:
     if not settings.base_url or not settings.model:
         raise ConfigError(
             "no model endpoint configured: pass --base-url and --model (or set DEEPRESEARCH_BASE_URL "
             "and DEEPRESEARCH_MODEL, or put base_url/model in deepresearch.toml)"
         )
+
+
+def _client(settings: Settings) -> Any:
+    from deepresearch.llm.client import ChatClient, LLMConfig
+
+    _require_endpoint(settings)
+    assert settings.base_url is not None and settings.model is not None
     config = LLMConfig(
         base_url=settings.base_url,
         model=settings.model,
@@ -215,6 +226,8 @@ class Services:
         shell = _shell_config(settings)
         sandbox = str(detect_sandbox(shell))
         limits = describe_limits(shell, workspace_max_bytes=settings.workspace_max_mb * 1024 * 1024)
+        if not settings.is_local:
+            _require_endpoint(settings)  # the first thing a user must fix, named before the index
         search = open_search(settings)
         fetcher = server = client = mcp = None
         try:
@@ -315,6 +328,7 @@ async def research(
         search=settings.search,
         started=now_iso(),
         pid=os.getpid(),
+        strategy=settings.effective_strategy,
     )
     recorder = Recorder(store, info, on_event)
     today = datetime.now(UTC).date().isoformat()
@@ -330,6 +344,7 @@ async def research(
         search=settings.search,
         language=language,
         tool_mode=settings.effective_tool_mode,
+        strategy=settings.effective_strategy,
         tools=list(tools),
         messages=messages,
         settings=settings.public(),
@@ -475,7 +490,15 @@ async def _drive(
         )
         try:
             store.write_info(info)
-            finished = await _run_agent(agent, unacted)
+            if state.strategy == "guided":
+                from deepresearch.guided.driver import GuidedConfig, run_guided
+
+                window = settings.local_context if settings.is_local else settings.context_upper
+                sampling = LOCAL_GUIDED_SAMPLING if settings.is_local else {}
+                config = GuidedConfig.for_window(window, sampling=sampling)
+                finished = await run_guided(agent, services.client, config, unacted)
+            else:
+                finished = await _run_agent(agent, unacted)
             cited, markdown = await _write_report(finished, recorder, state)
         except BaseException as exc:
             raised = _surfaced(exc, store.path)
@@ -569,12 +592,45 @@ async def _write_report(stop: Finished, recorder: Recorder, state: RunState) -> 
     markdown = render_markdown(cited, language)
     html = render_html(cited, title=state.question[:200], language=language)
     await asyncio.to_thread(recorder.write, {"report.md": markdown, "report.html": html})
+    outcome, _ = judge_outcome(stop, cited, state)
     recorder.record(
         ReportWritten(
-            step=state.step, path="report.md", chars=len(markdown), origin=stop.origin, citations=cited.stats
+            step=state.step,
+            path="report.md",
+            chars=len(markdown),
+            origin=stop.origin,
+            citations=cited.stats,
+            outcome=outcome,
         )
     )
     return cited, markdown
+
+
+def judge_outcome(stop: Finished, cited: CitedText, state: RunState) -> tuple[Outcome, str]:
+    """What the user got, and one line on why (``RunInfo.outcome``)."""
+    resolved, unresolved = len(cited.order), len(cited.unresolved)
+    if stop.origin == "fallback":
+        why = stop.reason.replace("_", " ") or "no usable reply"
+        return "empty", (
+            f"the model wrote no report ({why}); report.md lists the {len(state.sources)} sources the run saw"
+        )
+    if resolved == 0:
+        if not len(state.sources):
+            return "uncited", "the run found no source, so the report cites nothing"
+        removed = f" ({unresolved} invented citation(s) removed)" if unresolved else ""
+        return "uncited", f"the report cites none of the {len(state.sources)} sources the run saw{removed}"
+    if stop.origin == "guided":
+        sections = state.guided.get("sections", {}).values()
+        written = sum(1 for s in sections if s.get("kept") == "model")
+        quoted = sum(1 for s in sections if s.get("kept") == "quoted")
+        if not written:
+            drafts = f"the model's drafts of {quoted} section(s) failed the checks"
+            return "extractive", f"every section quotes the sources: {drafts}"
+        return (
+            "report",
+            f"{written} section(s) written by the model, {quoted} quoted; {resolved} sources cited",
+        )
+    return "report", f"{resolved} sources cited"
 
 
 async def _deliver(
@@ -588,6 +644,8 @@ async def _deliver(
 ) -> RunResult:
     """Record the run as done and refresh the derived files (sources now numbered as in the report)."""
     info.status, info.ended, info.citations, info.report_origin = "done", now_iso(), cited.stats, stop.origin
+    info.outcome, info.outcome_reason = judge_outcome(stop, cited, state)
+    info.guards = dict(state.audit)
     recorder.record(
         RunFinished(step=state.step, status="done", usage=state.usage.to_dict(), steps=state.step)
     )
@@ -602,4 +660,6 @@ async def _deliver(
         steps=state.step,
         usage=state.usage.to_dict(),
         citations=cited.stats,
+        outcome=info.outcome,
+        outcome_reason=info.outcome_reason or "",
     )

@@ -46,6 +46,11 @@ def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
 
 
+Outcome = Literal["report", "extractive", "uncited", "empty"]
+FAILED_OUTCOMES = frozenset({"uncited", "empty"})
+"""Outcomes that are not what the user asked for: the CLI exits 3 on them."""
+
+
 class RunInfo(BaseModel):
     """``run.json``: what a listing or a dashboard needs without reading the events."""
 
@@ -71,7 +76,19 @@ class RunInfo(BaseModel):
     citations: dict[str, int] = {}
     """``{cited, resolved, unresolved}``: distinct keys cited, found in the registry, and removed."""
     report_origin: str | None = None
-    """``answer`` (the model finished), ``forced`` (a budget forced it) or ``fallback`` (evidence list)."""
+    """``answer`` (the model finished), ``forced`` (a budget forced it), ``fallback`` (evidence list) or
+    ``guided`` (written section by section under the guided strategy)."""
+    strategy: str = "react"
+    """``react`` (the model drives the tools) or ``guided`` (the code drives, the model writes)."""
+    outcome: Outcome | None = None
+    """What the user got: ``report`` (a model-written report with at least one resolved citation),
+    ``extractive`` (built from quoted passages), ``uncited`` (a report with no resolved citation) or
+    ``empty`` (the fallback: no report, the evidence list). ``uncited`` and ``empty`` exit 3."""
+    outcome_reason: str | None = None
+    """One line on why the outcome is what it is."""
+    guards: dict[str, int] = {}
+    """What the loop guards did: ``repeated_calls`` refused, ``guard_steps`` taken for the model,
+    final answers rejected as ``echoed_prompt`` or ``fake_citations``."""
     sandbox: str | None = None
     """How the shell tool was isolated: ``bwrap``, ``unshare`` or ``none``."""
     shell_limits: dict[str, str] = {}

@@ -108,7 +108,8 @@ def research_script(request: dict[str, Any]) -> Reply:
         )
     keys = cited_keys(request)
     bm25 = next(k for u, k in keys.items() if "bm25" in u)
-    web = [k for u, k in keys.items() if u.startswith("http")]
+    opened = _HTTP_URL.findall(question(request))  # the page named in the question, not a search hit
+    web = [k for u, k in keys.items() if u in opened]
     fts = next((k for u, k in keys.items() if "fts5" in u), bm25)
     cite_web = f" \\cite{{{web[0]}}}" if web else ""
     body = (

@@ -81,7 +81,7 @@ def test_schema_is_migrated_and_a_foreign_database_is_refused(tmp_path: Path) ->
     BenchStore(tmp_path / "results.sqlite").close()
     with sqlite3.connect(tmp_path / "results.sqlite") as db:
         names = {row[0] for row in db.execute("SELECT name FROM migrations")}
-    assert names == {"m001_benchmark"}
+    assert names == {"m001_benchmark", "m002_outcome"}
 
     foreign = tmp_path / "other.sqlite"
     with sqlite3.connect(foreign) as db:

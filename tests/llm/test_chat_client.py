@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -19,7 +20,7 @@ from pydantic import ValidationError
 from deepresearch.errors import LLMBadResponse, LLMError, LLMRateLimited, LLMTimeout
 from deepresearch.llm.client import ChatClient, LLMConfig, parse_retry_after
 from deepresearch.llm.messages import Completion, Encoded, Message
-from tests.fakes.openai_server import FakeOpenAI, Reply
+from tests.fakes.openai_server import FakeOpenAI, Reply, start_fake_openai
 
 USER: list[Message] = [{"role": "user", "content": "What is the capital of France?"}]
 TOOLS = [
@@ -611,14 +612,134 @@ def test_timeout_bounds_a_trickling_stream(fake_llm: FakeOpenAI) -> None:
     assert len(calls) == 1
 
 
-def test_connection_refused_is_retried_then_reported(fake_llm: FakeOpenAI) -> None:
+def test_a_connect_error_that_is_not_a_refusal_is_retried_then_reported(fake_llm: FakeOpenAI) -> None:
+    """An unreachable host or a failed TLS handshake may pass; every retry is spent as configured."""
+
     def handler(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError("connection refused", request=request)
+        raise httpx.ConnectError("network is unreachable", request=request)
 
     with pytest.raises(LLMError, match="ConnectError") as caught:
-        complete(make_config(fake_llm, max_retries=1), transport=httpx.MockTransport(handler))
+        complete(make_config(fake_llm, max_retries=2), transport=httpx.MockTransport(handler))
     assert caught.value.status is None
-    assert "gave up after 2 attempts" in str(caught.value)
+    assert "gave up after 3 attempts" in str(caught.value)
+
+
+def test_a_refused_endpoint_fails_after_one_quick_retry(caplog: pytest.LogCaptureFixture) -> None:
+    """Nothing listens (a bound socket that never listens refuses every connection): with the default
+    six retries and their backoff this took 38 s; now one retry at most half a second later."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))  # held, so no other process takes the port meanwhile
+        port = closed.getsockname()[1]
+        config = LLMConfig(base_url=f"http://127.0.0.1:{port}/v1", model="m", retry_base_delay=4.0)
+        assert config.max_retries == 6
+        with (
+            caplog.at_level(logging.WARNING, logger="deepresearch.llm.client"),
+            pytest.raises(LLMError) as caught,
+        ):
+            complete(config)
+    message = str(caught.value)
+    assert message.startswith(f"m at http://127.0.0.1:{port}/v1: connection refused"), message
+    assert "is it running" in message and "gave up after 2 attempts" in message
+    assert type(caught.value) is LLMError and caught.value.status is None
+    [retry] = [r for r in caplog.records if "retrying" in r.getMessage()]
+    assert retry_delay(retry) <= 0.5
+
+
+def test_a_refusal_after_the_endpoint_answered_is_retried_as_before(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A server that answered and then went away is probably restarting: keep the configured patience."""
+    server = start_fake_openai()
+    try:
+        server.enqueue(Reply(content="first"))
+        config = LLMConfig(
+            base_url=server.base_url, model="m", max_retries=3, retry_base_delay=0.001, retry_max_delay=0.01
+        )
+
+        async def calls() -> tuple[str, BaseException]:
+            async with ChatClient(config) as client:
+                first = await client.complete(USER)
+                server.stop()
+                try:
+                    await client.complete(USER)
+                except LLMError as exc:
+                    return first.content, exc
+                raise AssertionError("the second call succeeded without a server")
+
+        with caplog.at_level(logging.WARNING, logger="deepresearch.llm.client"):
+            content, error = asyncio.run(calls())
+    finally:
+        server.stop()
+    assert content == "first"
+    assert "connection refused" in str(error) and "gave up after 4 attempts" in str(error)
+    assert len([r for r in caplog.records if "retrying" in r.getMessage()]) == 3
+
+
+def _progress(processed: int, total: int = 3600) -> dict[str, Any]:
+    return {
+        **_delta(role="assistant", content=None),
+        "prompt_progress": {"total": total, "cache": 0, "processed": processed, "time_ms": 5},
+    }
+
+
+PROGRESS_STREAM = _sse(
+    _progress(0), _progress(2048), _progress(3600), _delta(content="Paris."), FINISH, USAGE
+)
+
+
+@pytest.mark.parametrize("asked", [True, False], ids=["asked", "not-asked"])
+def test_prompt_progress_reaches_the_callback_when_asked(fake_llm: FakeOpenAI, asked: bool) -> None:
+    """llama.cpp's ``prompt_progress`` chunks (``return_progress``) become ``on_progress(processed, total)``
+    calls; without ``prompt_progress`` in the config nothing is asked and a chunk's progress is ignored."""
+    raw = PROGRESS_STREAM.decode()
+    fake_llm.enqueue(Reply(body=raw, headers={"content-type": "text/event-stream"}))
+    seen: list[tuple[int, int]] = []
+
+    async def call() -> Completion:
+        config = make_config(fake_llm, prompt_progress=asked)
+        async with ChatClient(config, on_progress=lambda done, total: seen.append((done, total))) as client:
+            return await client.complete(USER)
+
+    completion = asyncio.run(call())
+    assert completion.content == "Paris." and completion.finish_reason == "stop"
+    assert completion.usage.prompt_tokens == 7
+    if asked:
+        assert fake_llm.requests[-1]["return_progress"] is True
+        assert seen == [(0, 3600), (2048, 3600), (3600, 3600)]
+    else:
+        assert "return_progress" not in fake_llm.requests[-1]
+        assert seen == []
+
+
+def test_progress_is_not_asked_without_a_callback_or_a_stream(fake_llm: FakeOpenAI) -> None:
+    fake_llm.enqueue(Reply(content="a"), Reply(content="b"))
+    assert complete(make_config(fake_llm, prompt_progress=True)).content == "a"
+
+    async def unstreamed() -> str:
+        config = make_config(fake_llm, prompt_progress=True, stream=False)
+        async with ChatClient(config, on_progress=lambda done, total: None) as client:
+            return (await client.complete(USER)).content
+
+    assert asyncio.run(unstreamed()) == "b"
+    assert ["return_progress" in body for body in fake_llm.requests] == [False, False]
+
+
+def test_a_failing_progress_callback_never_fails_the_call(
+    fake_llm: FakeOpenAI, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake_llm.enqueue(Reply(body=PROGRESS_STREAM.decode(), headers={"content-type": "text/event-stream"}))
+
+    def broken(done: int, total: int) -> None:
+        raise RuntimeError("display bug")
+
+    async def call() -> Completion:
+        async with ChatClient(make_config(fake_llm, prompt_progress=True), on_progress=broken) as client:
+            return await client.complete(USER)
+
+    with caplog.at_level(logging.ERROR, logger="deepresearch.llm.client"):
+        assert asyncio.run(call()).content == "Paris."
+    assert len(fake_llm.requests) == 1  # not retried either
+    assert [r.getMessage() for r in caplog.records] == ["the prompt progress callback failed"] * 3
 
 
 def test_parse_retry_after() -> None:

@@ -1,7 +1,9 @@
 """The embedded llama.cpp server: clear errors before anything starts, and — with the real bundled model,
 marked ``slow`` — the OpenAI-compatible endpoint (non-stream, stream, the official SDK), schema-constrained
 JSON through ``response_format``, deterministic greedy decoding, prompt caching across a growing
-conversation, and a server process that never outlives its owner.
+conversation, a server process that never outlives its owner, an API key kept off its command line, thread
+counts measured once and cached, token counts by the model's own tokenizer, and prompt progress reported
+through the chat client.
 
 The real model is not downloaded here (the socket guard allows loopback only): it is taken from
 ``DEEPRESEARCH_TEST_MODEL``, the default data dir (``deepresearch models pull``, which ``.ci/run`` runs
@@ -12,7 +14,10 @@ to get it.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
+import logging
+import math
 import os
 import signal
 import subprocess
@@ -27,8 +32,18 @@ import httpx
 import openai
 import pytest
 
+from deepresearch.agent.tokens import count_tokens as o200k_tokens
 from deepresearch.errors import ConfigError, LLMError
-from deepresearch.llm.local.server import NEEDS_EXTRA, LocalModelServer
+from deepresearch.llm.client import ChatClient, LLMConfig
+from deepresearch.llm.local import server as server_module
+from deepresearch.llm.local.server import (
+    FALLBACK_TOKEN_FACTOR,
+    NEEDS_EXTRA,
+    TOKENIZE_EXACT_CHARS,
+    LocalModelServer,
+    available_cpus,
+    thread_candidates,
+)
 
 CONTEXT = 4096
 LONG_SYSTEM = "You are a careful research assistant. " + " ".join(
@@ -341,3 +356,176 @@ def test_the_server_never_outlives_its_owner(real_model: Path, how: signal.Signa
             if owner.poll() is None:
                 owner.kill()
             owner.communicate()
+
+
+# --- threads, the key, token counts, prompt progress
+
+
+def test_thread_candidates_go_from_all_cpus_to_one() -> None:
+    assert thread_candidates(1) == [1]
+    assert thread_candidates(2) == [2, 1]
+    assert thread_candidates(3) == [3, 1]
+    assert thread_candidates(4) == [4, 2, 1]
+    assert thread_candidates(12) == [12, 6, 1]
+    assert thread_candidates(96) == [16, 8, 1]  # capped: a CPU run is bound by memory bandwidth
+
+
+def test_the_thread_cache_keeps_the_newest_choices_and_survives_a_bad_file(tmp_path: Path) -> None:
+    cache = tmp_path / "deeper" / "local-threads.json"
+    assert server_module._read_threads_cache(cache) == {}  # no file yet
+    server_module._write_threads_cache(cache, "model-a|cpus=2", 1, {2: 3551.0, 1: 900.5})
+    assert server_module._read_threads_cache(cache) == {
+        "model-a|cpus=2": {
+            "threads": 1,
+            "timings_ms": {"2": 3551.0, "1": 900.5},
+            "measured": json.loads(cache.read_text())["choices"]["model-a|cpus=2"]["measured"],
+        }
+    }
+    for n in range(server_module.THREADS_CACHE_ENTRIES + 3):
+        server_module._write_threads_cache(cache, f"model-{n}", 2, {2: 1.0, 1: 2.0})
+    kept = server_module._read_threads_cache(cache)
+    assert len(kept) == server_module.THREADS_CACHE_ENTRIES and "model-a|cpus=2" not in kept
+    assert f"model-{server_module.THREADS_CACHE_ENTRIES + 2}" in kept
+    assert [p.name for p in cache.parent.iterdir()] == ["local-threads.json"]  # no temporary left behind
+    for junk in ("{not json", "[1, 2]", '{"choices": 7}'):
+        cache.write_text(junk)
+        assert server_module._read_threads_cache(cache) == {}
+
+
+def _thread_inits(caplog: pytest.LogCaptureFixture) -> list[int]:
+    """The thread counts llama.cpp reported creating its thread pool with, in order (its own log)."""
+    found = []
+    for record in caplog.records:
+        message = record.getMessage()
+        if "threadpool init, n_threads = " in message:
+            found.append(int(message.rsplit("=", 1)[1]))
+    return found
+
+
+def _wait_for_inits(caplog: pytest.LogCaptureFixture, count: int) -> list[int]:
+    """The log lines arrive through a reader thread; give it a moment after the start returned."""
+    deadline = time.monotonic() + 10
+    while len(_thread_inits(caplog)) < count and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return _thread_inits(caplog)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(available_cpus() < 2, reason="one CPU: nothing to measure")
+def test_threads_are_measured_at_the_first_start_then_cached(
+    real_model: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cache = tmp_path / "local-threads.json"
+    candidates = thread_candidates(available_cpus())
+    caplog.set_level(logging.DEBUG, logger="deepresearch.llm.local.server")
+    with LocalModelServer(real_model, context=1024, threads_cache=cache) as server:
+        assert server.threads_decided == "measured"
+        assert list(server.thread_timings) == candidates
+        timings = {n: ms for n, ms in server.thread_timings.items() if ms is not None}
+        assert len(timings) == len(candidates) and all(ms > 0 for ms in timings.values())
+        assert server.threads_used == min(timings, key=timings.__getitem__)  # the fastest
+        chosen = server.threads_used
+        reloaded = chosen != candidates[-1]  # the last candidate loaded stays; another is loaded again
+        inits = _wait_for_inits(caplog, len(candidates) + reloaded)
+        assert inits == ([*candidates, chosen] if reloaded else candidates)  # one load per candidate …
+        assert inits[-1] == chosen  # … and the server that serves uses the chosen count
+        assert _chat_ok(server)
+    [entry] = json.loads(cache.read_text())["choices"].values()
+    assert entry["threads"] == chosen and set(entry["timings_ms"]) == {str(n) for n in candidates}
+
+    caplog.clear()
+    with LocalModelServer(real_model, context=1024, threads_cache=cache) as again:
+        assert (again.threads_decided, again.threads_used, again.thread_timings) == ("cached", chosen, {})
+        assert _wait_for_inits(caplog, 1) == [chosen]  # loaded once, with the cached count
+    caplog.clear()
+    with LocalModelServer(real_model, context=1024, threads=1, threads_cache=cache) as fixed:
+        assert (fixed.threads_decided, fixed.threads_used) == ("setting", 1)
+        assert _wait_for_inits(caplog, 1) == [1]
+
+
+def _chat_ok(server: LocalModelServer) -> bool:
+    headers = {"Authorization": f"Bearer {server.api_key}"}
+    body = {"model": server.model_name, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
+    response = httpx.post(f"{server.base_url}/chat/completions", json=body, headers=headers, timeout=60)
+    return response.status_code == 200 and response.json()["usage"]["completion_tokens"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="reads /proc")
+def test_the_api_key_is_not_on_the_command_line(local_server: LocalModelServer, client: httpx.Client) -> None:
+    """Any local user can read a process's arguments (``ps``); the key goes through the child's stdin."""
+    assert local_server.pid is not None
+    key = local_server.api_key.encode()
+    cmdline = Path(f"/proc/{local_server.pid}/cmdline").read_bytes()
+    assert b"_child_main" in cmdline and key not in cmdline
+    assert key not in Path(f"/proc/{local_server.pid}/environ").read_bytes()
+    assert client.get("/models").status_code == 200  # and the server still demands it (401 without)
+    assert httpx.get(f"{local_server.base_url}/models").status_code == 401
+
+
+SAMPLE_TEXT = (
+    "PostgreSQL can build an index without locking out writes: CREATE INDEX CONCURRENTLY scans the table "
+    "twice and waits for transactions that could use the index. 它比普通的建索引慢，但不会阻塞写入。"
+)
+
+
+@pytest.mark.slow
+def test_count_tokens_uses_the_models_own_tokenizer(
+    real_model: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = LocalModelServer(real_model, context=1024, threads=1)
+    with server:
+        headers = {"Authorization": f"Bearer {server.api_key}"}
+        root = server.base_url.removesuffix("/v1")
+
+        def tokenized(text: str) -> int:
+            response = httpx.post(f"{root}/tokenize", json={"content": text}, headers=headers, timeout=60)
+            return len(response.json()["tokens"])
+
+        exact = tokenized(SAMPLE_TEXT)
+        assert server.count_tokens(SAMPLE_TEXT) == exact
+        assert exact > o200k_tokens(SAMPLE_TEXT) * 1.2  # what o200k undercounts for this model
+        assert server.count_tokens("") == 0
+        words = " ".join(f"word{n % 997} of sentence {n}." for n in range(40_000))
+        assert len(words) > 2 * TOKENIZE_EXACT_CHARS
+        estimated, whole = server.count_tokens(words), tokenized(words)
+        assert abs(estimated - whole) < whole * 0.05  # counted in part, sampled beyond
+    with caplog.at_level(logging.WARNING, logger="deepresearch.llm.local.server"):
+        assert server.count_tokens(SAMPLE_TEXT) == exact  # remembered: no server needed
+        fresh = SAMPLE_TEXT + " Once more."
+        assert server.count_tokens(fresh) == math.ceil(o200k_tokens(fresh) * FALLBACK_TOKEN_FACTOR)
+        assert server.count_tokens(fresh + "!") == math.ceil(
+            o200k_tokens(fresh + "!") * FALLBACK_TOKEN_FACTOR
+        )
+    [warning] = caplog.records  # said once
+    assert "counting tokens as o200k × 1.35" in warning.getMessage()
+
+
+@pytest.mark.slow
+def test_prompt_progress_reaches_the_chat_client(real_model: Path) -> None:
+    """A prompt of two batches reports its progress batch by batch, ending at its whole length."""
+    seen: list[tuple[int, int]] = []
+    text = " ".join(f"Fact {n}: index number {n} covers column c{n}." for n in range(36))
+
+    async def call(server: LocalModelServer) -> int:
+        config = LLMConfig(
+            base_url=server.base_url,
+            model=server.model_name,
+            api_key=server.api_key,
+            prompt_progress=True,
+            max_output_tokens=2,
+            temperature=0,
+            max_retries=0,
+        )
+        async with ChatClient(config, on_progress=lambda done, total: seen.append((done, total))) as chat:
+            completion = await chat.complete([{"role": "user", "content": text}])
+        return completion.usage.prompt_tokens
+
+    with LocalModelServer(real_model, context=2048, threads=1) as server:
+        prompt_tokens = asyncio.run(call(server))
+    assert server_module.PROMPT_BATCH < prompt_tokens <= 2 * server_module.PROMPT_BATCH
+    assert seen[-1] == (prompt_tokens, prompt_tokens)
+    assert {total for _, total in seen} == {prompt_tokens}
+    done = [processed for processed, _ in seen]
+    assert done == sorted(done) and len(set(done)) >= 3  # 0, 512, 1024, … the whole prompt
+    assert all(b - a <= server_module.PROMPT_BATCH for a, b in itertools.pairwise(done))

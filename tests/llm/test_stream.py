@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from deepresearch.errors import LLMBadResponse, LLMError
-from deepresearch.llm.stream import DONE, SSEDecoder, StreamAccumulator, read_body
+from deepresearch.llm.stream import DONE, SSEDecoder, StreamAccumulator, prompt_progress, read_body
 
 
 def decode(lines: list[str]) -> list[Any]:
@@ -169,3 +169,27 @@ def test_read_body_content_parts_and_bad_shapes() -> None:
             read_body(bad)
     with pytest.raises(LLMBadResponse, match="quota"):
         read_body({"error": {"message": "quota exceeded"}})
+
+
+def test_prompt_progress_is_read_from_llama_cpp_chunks() -> None:
+    def progress(**fields: Any) -> dict[str, Any]:
+        return {**chunk(role="assistant", content=None), "prompt_progress": fields}
+
+    assert prompt_progress(progress(total=3600, cache=1000, processed=1200, time_ms=9)) == (1200, 3600)
+    assert prompt_progress(progress(total=3600, cache=3599, processed=3600)) == (3600, 3600)
+    assert prompt_progress(progress(total=10, processed=12)) == (10, 10)  # never past the total
+    for wrong in (
+        chunk(content="no progress here"),
+        progress(total=0, processed=0),
+        progress(total="3600", processed=1),
+        progress(total=3600, processed=-1),
+        progress(total=3600, processed=True),
+        progress(total=3600),
+        {"prompt_progress": [1, 2]},
+        "not a chunk",
+    ):
+        assert prompt_progress(wrong) is None, wrong
+    accumulator = StreamAccumulator()  # the chunks that carry progress assemble like any other
+    accumulator.feed(progress(total=5, processed=5))
+    accumulator.feed(chunk(content="ok", finish_reason="stop"))
+    assert accumulator.result().content == "ok"

@@ -140,7 +140,7 @@ def test_local_opens_the_index_from_settings_or_the_default_path(tmp_path: Path)
 def test_names_are_case_insensitive_and_unknown_names_list_the_choices() -> None:
     assert backend_name(make_settings(search=" Tavily ", tavily_api_key=API_KEY)) == "tavily"
     with pytest.raises(ConfigError) as info:
-        open_backend(make_settings(search="google"))
+        open_backend(make_settings().model_copy(update={"search": "google"}))
     assert str(info.value) == (
         "unknown search backend 'google'; choose one of: auto, local, searxng, tavily, exa, brave, serper, "
         "jina, stepfun, ddg"

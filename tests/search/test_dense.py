@@ -108,17 +108,17 @@ def test_rrf_ties_follow_the_first_ranking_and_duplicates_count_once() -> None:
 def test_hybrid_reorders_by_meaning_over_the_local_index(shared_index: LocalIndex) -> None:
     query = "fast lookup of words in documents"
     keyword = asyncio.run(shared_index.search(query, limit=10))
-    # BM25 likes the passages that repeat "words"; the inverted index passage is only fourth.
-    assert keyword[0].title == "The Porter stemmer"
+    # BM25 likes the passages about words (in the heading too); the inverted index passage is only fourth.
+    assert keyword[0].title.endswith("Unicode word boundaries > Stemming and lemmatization")
     assert [h.title for h in keyword].index("Inverted indexes") == 3
 
     embedder = ConceptEmbedder()
     assert isinstance(embedder, Embedder)
     hybrid = HybridRanked(shared_index, embedder, candidates=20)
     fused = asyncio.run(hybrid.search(query, limit=5))
-    assert fused[0].title == "Inverted indexes"
-    assert fused[0].content.startswith("Inverted indexes\n\nAn inverted index maps each term")
-    assert fused[1].title == "The Porter stemmer"  # first in BM25, still near the top
+    assert fused[1].title == "Inverted indexes"  # fourth in BM25, second once meaning counts
+    assert fused[1].content.startswith("Inverted indexes\n\nAn inverted index maps each term")
+    assert fused[0].title == keyword[0].title  # first in BM25, and about the query's meaning too
     assert [h.rank for h in fused] == [1, 2, 3, 4, 5]
     assert all(h.score is None for h in fused)
     candidates = asyncio.run(shared_index.search(query, limit=20))

@@ -14,7 +14,7 @@ import pytest
 from deepresearch.errors import FetchError, SearchError, URLBlocked
 from deepresearch.search import DocumentStore, SearchBackend, SearchHit
 from deepresearch.search.index_schema import MIGRATIONS
-from deepresearch.search.local import LocalIndex, build_fts_query, default_index_path
+from deepresearch.search.local import LocalIndex, Ranking, build_fts_query, default_index_path
 from tests.fakes.web_server import (
     CSV_BODY,
     DATED_HTML,
@@ -205,21 +205,17 @@ def test_html_boilerplate_is_not_indexed(shared_index: LocalIndex) -> None:
     assert search(shared_index, "newsletter subscribe cookie") == []
 
 
-def test_at_most_a_few_passages_per_document(shared_index: LocalIndex) -> None:
+def test_one_hit_per_document(shared_index: LocalIndex) -> None:
     hits = search(shared_index, "bm25", limit=50)
-    per_document: dict[str, int] = {}
-    for hit in hits:
-        per_document[hit.url] = per_document.get(hit.url, 0) + 1
-    assert max(per_document.values()) == shared_index.max_per_document == 3
-    assert len(per_document) >= 3
+    urls = [hit.url for hit in hits]
+    assert len(urls) == len(set(urls)) >= 3
     assert len(search(shared_index, "bm25", limit=2)) == 2
     assert search(shared_index, "bm25", limit=0) == []
-    single = LocalIndex(shared_index.path, max_per_document=1)
-    try:
-        urls = [hit.url for hit in search(single, "bm25", limit=50)]
-    finally:
-        single.close()
-    assert len(urls) == len(set(urls)) == len(per_document)
+    # The cap is a setting (the retrieval benchmark measures the old one, 3 per document, beside it).
+    with LocalIndex(shared_index.path, ranking=Ranking(per_document=3)) as several:
+        capped = [hit.url for hit in search(several, "bm25", limit=50)]
+    assert max(capped.count(url) for url in capped) == 3
+    assert set(capped) == set(urls)
 
 
 @pytest.mark.parametrize(
@@ -503,4 +499,4 @@ def test_per_document_cap_widens_the_candidate_pool(tmp_path: Path) -> None:
         index.add_paths([tmp_path / "docs"])
         hits = asyncio.run(index.search("zebra", limit=5))
     urls = [hit.url.rsplit("/", 1)[-1] for hit in hits]
-    assert urls.count("flood.md") == 3 and "other.md" in urls and "third.md" in urls
+    assert urls[0] == "flood.md" and sorted(urls[1:]) == ["other.md", "third.md"]

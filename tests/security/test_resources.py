@@ -41,11 +41,12 @@ MOST_MERGED = MIB
 
 
 @pytest.fixture
-def make_settings(fake_llm: FakeOpenAI, tmp_path: Path):
+def make_settings(fake_llm: FakeOpenAI, tmp_path: Path, corpus_index: Path):
     def make(**overrides: Any) -> Any:
         flags = {
             "base_url": fake_llm.base_url,
             "model": "fake-model",
+            "index": corpus_index,
             "out": tmp_path / "run",
             "retry_base_delay": 0.001,
             "retry_max_delay": 0.01,

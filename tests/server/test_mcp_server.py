@@ -49,6 +49,7 @@ def check_report(result: Any, progress: Progress) -> str:
     assert sources.startswith(f"Sources of research job {job_id} (2 steps):")
     assert f"[1] {structured['sources'][0]['title']} — {structured['sources'][0]['url']}" in sources
     assert structured["usage"]["total_tokens"] > 0
+    assert structured["outcome"] == "report" and "Outcome: report — 1 sources cited" in sources
     assert progress.messages[0] == f"research job {job_id} queued"
     assert "step 1: searching: BM25 ranking" in progress.messages
     assert "step 2: writing the report" in progress.messages

@@ -39,6 +39,8 @@ class RunStarted(_Event):
     search: str
     language: str
     tool_mode: str
+    strategy: str = "react"
+    """``react`` or ``guided`` (``Settings.strategy`` resolved); runs from before it existed are ``react``."""
     tools: list[str]
     messages: list[dict[str, Any]]
     """The system prompt and the question, as sent."""
@@ -64,6 +66,31 @@ class LLMCall(_Event):
     duration_s: float = 0.0
     context_tokens: int = 0
     """Tokens of the context actually sent (after compaction)."""
+    phase: str | None = None
+    """Set when the code took this step, not the model: the guided strategy's ``search``,
+    ``subsearch``, ``open`` and ``answer``, or a loop guard's ``guard_search``."""
+
+
+class GuidedCall(_Event):
+    """One model call of the guided strategy, outside the conversation: the plan or one section.
+
+    ``result`` is what the run kept: for the plan ``{"sections": [{"heading", "query"}], "why"}``
+    (``why`` says why the model's plan was replaced, else null); for a section ``{"heading",
+    "paragraphs": [{"text", "keys"}], "kept": "model" | "quoted" | "none", "why", "passages":
+    [{"key", "start", "end"}]}``.
+    """
+
+    type: Literal["guided_call"] = "guided_call"
+    purpose: Literal["plan", "section"]
+    index: int = 0
+    """The section's number (0 is the overview)."""
+    messages: list[dict[str, Any]] = Field(default_factory=list)
+    """The prompt, as sent (empty when no call was made: no passages, or a budget was used up)."""
+    reply: str = ""
+    usage: dict[str, Any] = Field(default_factory=dict)
+    finish_reason: str | None = None
+    duration_s: float = 0.0
+    result: dict[str, Any] = Field(default_factory=dict)
 
 
 class ToolCallEvent(_Event):
@@ -119,7 +146,7 @@ class Nudge(_Event):
     """A reply was empty, cut by the output limit, or not an answer when one was required."""
 
     type: Literal["nudge"] = "nudge"
-    reason: Literal["empty_reply", "length", "invalid_answer"]
+    reason: Literal["empty_reply", "length", "invalid_answer", "echoed_prompt", "fake_citations"]
     message: dict[str, Any]
 
 
@@ -129,8 +156,10 @@ class ReportWritten(_Event):
     type: Literal["report"] = "report"
     path: str
     chars: int
-    origin: Literal["answer", "forced", "fallback"]
+    origin: Literal["answer", "forced", "fallback", "guided"]
     citations: dict[str, int]
+    outcome: str | None = None
+    """``report``, ``extractive``, ``uncited`` or ``empty`` (``runs.RunInfo.outcome``)."""
 
 
 class RunFinished(_Event):
@@ -155,6 +184,7 @@ Event = Annotated[
     RunStarted
     | RunResumed
     | LLMCall
+    | GuidedCall
     | ToolCallEvent
     | ToolResultEvent
     | ContextCompacted

@@ -9,12 +9,15 @@ the run directory always describes the run and ``resume`` picks it up mid-step.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 import traceback
+import uuid
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from deepresearch.agent import prompts
 from deepresearch.agent.budget import Budget
@@ -32,15 +35,16 @@ from deepresearch.agent.events import (
 from deepresearch.agent.state import RunState
 from deepresearch.agent.stops import Finished, StopRequested
 from deepresearch.llm.messages import Completion, Encoded, Message, ToolCall
-from deepresearch.report import extract_answer, fallback_report
+from deepresearch.report import echoes_prompt, extract_answer, fake_citations, fallback_report
 from deepresearch.tools.base import Tool, ToolContext, ToolResult
 from deepresearch.tools.execute import execute, omit_oversized_arguments
 from deepresearch.tools.truncate import clip
 
 logger = logging.getLogger(__name__)
 
-REPEAT_HINT_AFTER = 3
-"""Identical failing calls before the result tells the model to stop repeating itself."""
+SEARCH_TOOL = "batch_web_surfer"
+READ_BY_STEP = 3
+"""A run that has seen no source when this step begins gets a search of the question, taken for it."""
 
 
 class ChatModel(Protocol):
@@ -93,7 +97,8 @@ class Agent:
         """Set it to end the run after the step in progress (checked between steps)."""
         self.schemas = [tool.schema() for tool in tools.values()]
         self._started = time.monotonic()
-        self._failing: dict[tuple[str, str], int] = {}
+        self._stuck = False
+        """The model made one call a third time with sources in hand: its next turn is the answer."""
 
     def record(self, event: Event) -> None:
         self.recorder.record(event)
@@ -127,6 +132,9 @@ class Agent:
     async def step(self) -> None:
         n = self.state.step + 1
         self.check_budget(n)
+        if self.needs_search(n):
+            await self.take_search(n, "guard_search")
+            return
         self.fit_context(n)
         completion = await self.query(n)
         if completion.tool_calls and not self.state.forced:
@@ -147,6 +155,9 @@ class Agent:
     def check_budget(self, n: int) -> None:
         if self.state.forced:
             return
+        if self._stuck:
+            self.force_final(n, "repeated_call")
+            return
         reason = self.config.budget.exhausted(next_step=n, usage=self.state.usage, elapsed=self.elapsed())
         if reason:
             self.force_final(n, reason)
@@ -155,6 +166,29 @@ class Agent:
         text = prompts.render(f"force_final_{self.state.language}.j2", reason=reason)
         self.record(FinalAnswerForced(step=n, reason=reason, message={"role": "user", "content": text}))
         logger.info("step %d: forcing the final answer (%s)", n, reason)
+
+    def needs_search(self, n: int) -> bool:
+        """A loop guard: by step ``READ_BY_STEP`` a run must have seen a source; if not, search for it."""
+        state = self.state
+        return (
+            n >= READ_BY_STEP
+            and not state.forced
+            and not len(state.sources)
+            and SEARCH_TOOL in self.tools
+            and "guard_search" not in state.guided.get("phases", ())
+        )
+
+    async def take_search(self, n: int, phase: str) -> None:
+        """Search the question as step ``n``, a step the loop takes for the model (recorded as such)."""
+        call = self.question_search()
+        message = {"role": "assistant", "content": "", "tool_calls": [call.to_wire()]}
+        self.record(LLMCall(step=n, phase=phase, message=message, usage={}, finish_reason="tool_calls"))
+        logger.info("step %d: no source seen yet; the loop searches the question", n)
+        await self.act_on_tools(n, [call])
+
+    def question_search(self, call_id: str | None = None) -> ToolCall:
+        arguments = json.dumps({"action": "batch_search", "queries": [self.state.question]})
+        return ToolCall(call_id or f"call_{uuid.uuid4().hex[:12]}", SEARCH_TOOL, arguments)
 
     def fit_context(self, n: int) -> None:
         history = self.state.history
@@ -217,18 +251,20 @@ class Agent:
             self.nudge(n, "length")
             return
         answer = extract_answer("".join(state.answer_parts) + completion.content)
-        if answer:
+        problem = None
+        if answer and echoes_prompt(answer):
+            problem = "echoed_prompt"
+        elif answer and fake_citations(answer, state.sources):
+            problem = "fake_citations"
+        elif answer:
             raise Finished(answer, origin="forced" if state.forced else "answer", reason=state.forced or "")
         if state.nudges < self.config.max_nudges:
-            self.nudge(n, "invalid_answer" if state.forced else "empty_reply")
+            self.nudge(n, problem or ("invalid_answer" if state.forced else "empty_reply"))
             return
-        report = fallback_report(
-            state.question,
-            state.sources,
-            state.forced or "empty replies",
-            "zh" if state.language == "zh" else "en",
-        )
-        raise Finished(report, origin="fallback", reason=state.forced or "empty_reply")
+        reason = problem or state.forced or "empty_reply"
+        language: Literal["en", "zh"] = "zh" if state.language == "zh" else "en"
+        report = fallback_report(state.question, state.sources, reason.replace("_", " "), language)
+        raise Finished(report, origin="fallback", reason=reason)
 
     def nudge(self, n: int, reason: str) -> None:
         text = prompts.render(f"nudge_{reason}_{self.state.language}.j2")
@@ -241,20 +277,32 @@ class Agent:
                 self.record(
                     ToolCallEvent(step=n, call_id=call.id, name=call.name, arguments=_kept(call).arguments)
                 )
+        repeats = self.repeats(calls)
         async with asyncio.TaskGroup() as group:
             for index, call in enumerate(calls):
                 if call.id not in self.state.results:
-                    group.create_task(self.run_call(n, index, call, length_cut))
+                    group.create_task(self.run_call(n, index, call, length_cut, repeats[index]))
         await self.recorder.save(self.state)
 
-    async def run_call(self, n: int, index: int, call: ToolCall, length_cut: bool) -> None:
+    def repeats(self, calls: Sequence[ToolCall]) -> list[int]:
+        """How many times the model had made each call (same name and arguments) by this one, itself
+        included; 0 for calls the code took (``RunState.call_counts`` counts only the model's)."""
+        signatures = [(c.name, _kept(c).arguments) for c in calls]
+        in_reply = Counter(signatures)
+        seen: Counter[tuple[str, str]] = Counter()
+        found = []
+        for signature in signatures:
+            seen[signature] += 1
+            found.append(self.state.call_counts[signature] - in_reply[signature] + seen[signature])
+        return found
+
+    async def run_call(self, n: int, index: int, call: ToolCall, length_cut: bool, repeat: int = 0) -> None:
         ctx = self.make_context(n, call.id)
         started = time.monotonic()
-        result = await execute(call, self.tools, ctx, deadline_s=self.time_left())
+        result = await self.guarded(call, ctx, repeat)
         text = result.text
         if result.is_error and length_cut and result.data.get("error_type") == "InvalidArguments":
             text += " (Your reply was cut off by the output token limit; make smaller calls.)"
-        text += self.repetition_hint(call, result)
         if len(text) > self.config.tool_result_max_chars:
             text, _ = clip(
                 text,
@@ -264,18 +312,33 @@ class Agent:
             )
         self.record(self.result_event(n, call, ctx, result, text, time.monotonic() - started))
 
-    def repetition_hint(self, call: ToolCall, result: ToolResult) -> str:
-        """A loop breaker: the same failing call again and again gets told so (small models do this)."""
-        signature = (call.name, _kept(call).arguments)
-        if not result.is_error:
-            self._failing.pop(signature, None)
-            return ""
-        self._failing[signature] = repeats = self._failing.get(signature, 0) + 1
-        if repeats < REPEAT_HINT_AFTER:
-            return ""
-        return (
-            f"\n(This exact call has now failed {repeats} times. Do not repeat it: change the arguments, "
-            "use another tool — for example batch_web_surfer with batch_search — or write your answer.)"
+    async def guarded(self, call: ToolCall, ctx: ToolContext, repeat: int) -> ToolResult:
+        """Run ``call``, unless the model is repeating itself (small models loop on one call).
+
+        The second identical call is refused with a hint; from the third on, the loop takes the step
+        itself: a search of the question while no source is known, else the final answer (the call
+        is refused and the next turn is forced to be the report).
+        """
+        if repeat < 2:
+            return await execute(call, self.tools, ctx, deadline_s=self.time_left())
+        self.state.audit["repeated_calls"] += 1
+        if repeat >= 3 and not len(self.state.sources) and SEARCH_TOOL in self.tools:
+            result = await execute(
+                self.question_search(call.id), self.tools, ctx, deadline_s=self.time_left()
+            )
+            note = f"(You made this exact call {repeat} times; the loop searched the question instead.)\n"
+            result.text = note + result.text
+            return result
+        if repeat >= 3:
+            self._stuck = True
+        return ToolResult(
+            text=(
+                f"Error: you already made this exact call ({call.name} with the same arguments); its "
+                "result is above. Do not repeat it: use that result, change the arguments, call another "
+                "tool — for example batch_web_surfer with batch_search — or write your answer."
+            ),
+            is_error=True,
+            data={"error_type": "RepeatedCall", "repeat": repeat},
         )
 
     def result_event(

@@ -9,6 +9,7 @@ be rebuilt from ``events.jsonl``.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -18,6 +19,7 @@ from deepresearch.agent.events import (
     ContextCompacted,
     Event,
     FinalAnswerForced,
+    GuidedCall,
     LLMCall,
     Nudge,
     ReportWritten,
@@ -50,9 +52,17 @@ class RunState:
     """Earlier pieces of an answer that hit the output limit and was continued."""
     nudges: int = 0
     """Consecutive replies that were neither a tool call nor an answer."""
+    call_counts: Counter[tuple[str, str]] = field(default_factory=Counter)
+    """Tool calls the model made, by (name, arguments): the repeat guard's memory."""
+    audit: Counter[str] = field(default_factory=Counter)
+    """What the guards did: ``repeated_calls`` refused, ``guard_steps`` taken for the model, and
+    final answers rejected for ``echoed_prompt`` or ``fake_citations``."""
+    guided: dict[str, Any] = field(default_factory=dict)
+    """The guided strategy's record: ``phases`` taken, the ``plan``, the ``sections`` by number."""
     finished: bool = False
     question: str = ""
     language: str = "en"
+    strategy: str = "react"
     run_id: str = ""
     elapsed_before: float = 0.0
     """Wall time spent by earlier sessions of this run."""
@@ -68,18 +78,13 @@ class RunState:
         match event:
             case RunStarted():
                 self.run_id, self.question, self.language = event.run_id, event.question, event.language
+                self.strategy = event.strategy
                 for message in event.messages:
                     self.history.append(message)
             case LLMCall():
                 self._flush_results()
                 self.history.append(event.message)
-                self.usage.add(
-                    Usage(
-                        prompt_tokens=int(event.usage.get("prompt_tokens", 0)),
-                        completion_tokens=int(event.usage.get("completion_tokens", 0)),
-                        cost_usd=float(event.usage.get("cost_usd", 0.0)),
-                    )
-                )
+                self.usage.add(_usage(event.usage))
                 self.step = event.step
                 self.calls = [
                     ToolCall(c["id"], c["function"]["name"], c["function"].get("arguments", ""))
@@ -88,6 +93,18 @@ class RunState:
                 self.results = {}
                 if self.calls:
                     self.nudges = 0
+                if event.phase:
+                    self.guided.setdefault("phases", []).append(event.phase)
+                    if event.phase.startswith("guard_"):
+                        self.audit["guard_steps"] += 1
+                else:
+                    self.call_counts.update((c.name, c.arguments) for c in self.calls)
+            case GuidedCall():
+                self.usage.add(_usage(event.usage))
+                if event.purpose == "plan":
+                    self.guided["plan"] = event.result
+                else:
+                    self.guided.setdefault("sections", {})[str(event.index)] = event.result
             case ToolResultEvent():
                 self.results[event.call_id] = event
                 self.sources.extend(event.sources)
@@ -109,6 +126,8 @@ class RunState:
                     self.answer_parts.append(self._last_content())
                 else:
                     self.nudges += 1
+                if event.reason in ("echoed_prompt", "fake_citations"):
+                    self.audit[event.reason] += 1
                 self.history.append(event.message)
             case ReportWritten() | RunFinished():
                 self.finished = self.finished or (isinstance(event, RunFinished) and event.status == "done")
@@ -139,6 +158,14 @@ class RunState:
                 self.elapsed_before += (self._last_ts - self._segment_start).total_seconds()
             self._segment_start = ts
         self._last_ts = ts
+
+
+def _usage(recorded: dict[str, Any]) -> Usage:
+    return Usage(
+        prompt_tokens=int(recorded.get("prompt_tokens", 0)),
+        completion_tokens=int(recorded.get("completion_tokens", 0)),
+        cost_usd=float(recorded.get("cost_usd", 0.0)),
+    )
 
 
 def replay(events: list[Event], history: History, *, path: Path) -> RunState:

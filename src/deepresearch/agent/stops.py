@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from typing import Literal
 
+Origin = Literal["answer", "forced", "fallback", "guided"]
+"""Who wrote the answer: the model on its own, the model when told to, the run's evidence list, or the
+guided strategy (the model section by section, checked, with quoted passages where it failed)."""
+
 
 class RunStopped(Exception):
     """Base of the loop's normal endings."""
@@ -16,12 +20,10 @@ class RunStopped(Exception):
 class Finished(RunStopped):
     """The model delivered its final answer (``origin`` says whether it was asked to)."""
 
-    def __init__(
-        self, answer: str, origin: Literal["answer", "forced", "fallback"] = "answer", reason: str = ""
-    ) -> None:
+    def __init__(self, answer: str, origin: Origin = "answer", reason: str = "") -> None:
         super().__init__(origin)
         self.answer = answer
-        self.origin: Literal["answer", "forced", "fallback"] = origin
+        self.origin: Origin = origin
         self.reason = reason
 
 

@@ -485,3 +485,5 @@ def _copy_usage(row: TaskRow, info: RunInfo | None, finished: RunFinished | None
     row.cost_usd = float(usage.get("cost_usd", row.cost_usd))
     if info is not None and info.ended and not row.ended:
         row.ended = info.ended
+    if info is not None and info.outcome:
+        row.outcome = info.outcome

@@ -74,6 +74,11 @@ def m001_benchmark(db: sqlite3.Connection) -> None:
     db.execute("CREATE TABLE judge_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
 
 
+@_migration
+def m002_outcome(db: sqlite3.Connection) -> None:
+    db.execute("ALTER TABLE tasks ADD COLUMN outcome TEXT NOT NULL DEFAULT ''")
+
+
 @dataclass
 class TaskRow:
     """One task of the benchmark and what became of it."""
@@ -93,6 +98,8 @@ class TaskRow:
     attempts: int = 0
     started: str = ""
     ended: str = ""
+    outcome: str = ""
+    """The run's ``outcome`` once done: ``report``, ``extractive``, ``uncited`` or ``empty``."""
 
 
 _COLUMNS = [f.name for f in fields(TaskRow)]

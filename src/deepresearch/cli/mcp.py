@@ -1,5 +1,6 @@
 """``deepresearch mcp``: the MCP server on stdin/stdout, for MCP clients that start their servers as
-commands. Stdout carries the protocol only; logs and anything else go to stderr."""
+commands. Stdout carries the protocol only; logs and anything else go to stderr. The MCP SDK comes
+with the ``server`` extra; without it the command names the extra instead of failing on an import."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from deepresearch.cli.common import (
     ModelOpt,
     SearchOpt,
     cli_settings,
+    needs_extra,
     run_or_exit,
 )
 from deepresearch.cli.serve import DataDirOpt
@@ -39,7 +41,8 @@ def mcp(
     config: ConfigOpt = None,
 ) -> None:
     """Serve the deep_research tool over MCP on stdin/stdout (jobs and runs are kept in --data-dir)."""
-    from deepresearch.server.mcp_server import serve_stdio
+    with needs_extra("server", "deepresearch mcp"):
+        from deepresearch.server.mcp_server import serve_stdio
 
     settings = cli_settings(
         config,

@@ -1,4 +1,7 @@
-"""``deepresearch serve``: the HTTP API, web page, OpenAI-compatible endpoint and MCP server."""
+"""``deepresearch serve``: the HTTP API, web page, OpenAI-compatible endpoint and MCP server.
+
+FastAPI, uvicorn and the MCP SDK come with the ``server`` extra; without them the command says which
+extra to install instead of failing on an import."""
 
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ from deepresearch.cli.common import (
     ModelOpt,
     SearchOpt,
     cli_settings,
+    needs_extra,
     run_or_exit,
 )
 
@@ -69,8 +73,11 @@ def serve(
     """Serve research over HTTP: JSON API with live events, a web page, /v1/chat/completions and MCP."""
     from pydantic import SecretStr
 
-    from deepresearch.server.app import ServerConfig
-    from deepresearch.server.run import serve as run_server
+    with needs_extra("server", "deepresearch serve"):
+        import uvicorn  # noqa: F401  (imported when the server starts; checked before anything begins)
+
+        from deepresearch.server.app import ServerConfig
+        from deepresearch.server.run import serve as run_server
 
     settings = cli_settings(
         config,

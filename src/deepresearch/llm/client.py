@@ -6,6 +6,10 @@ translated here into ``LLMError`` and its subclasses, after retries. The agent s
 JSON mode, parsed from the reply), the finish reason, and usage with its cost — the same in streaming and
 non-streaming mode.
 
+A connection refused before the endpoint ever answered (a wrong URL, a server not started) is retried once,
+quickly, then reported naming the URL: backing off for half a minute cannot make a server appear. Once the
+endpoint has answered, a refusal is retried like any connection error (a server restarting).
+
 Performance contract: the request body is written by hand so that messages the agent has already
 serialised (``Encoded``) are spliced in verbatim and only new dict messages are encoded; one
 ``httpx.AsyncClient`` lives as long as the ``ChatClient``; httpx is imported when the first client is
@@ -34,7 +38,7 @@ from deepresearch.errors import LLMBadResponse, LLMError, LLMRateLimited, LLMTim
 from deepresearch.llm.messages import Completion, Encoded, Message, Usage
 from deepresearch.llm.pricing import Price, cost_usd, price_for
 from deepresearch.llm.reasoning import join_reasoning, split_reasoning
-from deepresearch.llm.stream import DONE, RawReply, SSEDecoder, StreamAccumulator, read_body
+from deepresearch.llm.stream import DONE, RawReply, SSEDecoder, StreamAccumulator, prompt_progress, read_body
 from deepresearch.tls import shared_ssl_context
 
 if TYPE_CHECKING:
@@ -46,6 +50,9 @@ RETRY_AFTER_CEILING = 300.0
 """Longest ``Retry-After`` we wait (seconds). A server asking for more is treated as a final answer."""
 
 _CONNECT_TIMEOUT = 30.0
+_REFUSED_ATTEMPTS = 2
+"""Attempts while the endpoint refuses connections and has never answered: one quick retry."""
+_REFUSED_RETRY_DELAY = 0.5
 _RETRYABLE_STATUSES = frozenset({408, 409, 429})
 _RESERVED_BODY_KEYS = frozenset({"messages", "stream"})
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
@@ -89,6 +96,10 @@ class LLMConfig(BaseModel):
     models without a tool-call parser on the server."""
     prices: dict[str, Price] = Field(default_factory=dict)
     """Per-model prices that override (or extend) the shipped table in ``llm/prices.toml``."""
+    prompt_progress: bool = False
+    """Ask llama.cpp's server to report prompt processing in the stream (``return_progress``); set it for
+    the embedded server only (another server may refuse the field). It takes effect when streaming and
+    the ``ChatClient`` has an ``on_progress`` callback."""
 
     @field_validator("base_url")
     @classmethod
@@ -109,6 +120,9 @@ class ChatClient:
 
     ``count_tokens`` estimates usage when the server reports none (``Usage.estimated`` is then set);
     without it, a token is taken to be three characters. ``transport`` replaces the network (tests).
+    ``on_progress(processed, total)`` hears how far the server is through the prompt (tokens, the
+    cached ones included) when ``config.prompt_progress`` is set and the reply streams; it runs on the
+    event loop and an exception it raises is logged, never fails the call.
     """
 
     def __init__(
@@ -117,6 +131,7 @@ class ChatClient:
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         count_tokens: Callable[[str], int] | None = None,
+        on_progress: Callable[[int, int], None] | None = None,
     ) -> None:
         import httpx
 
@@ -126,6 +141,9 @@ class ChatClient:
         self._count_tokens = count_tokens or _estimate_tokens
         self._url = f"{config.base_url}/chat/completions"
         self._where = f"{config.model} at {redact_url(config.base_url).partition('?')[0]}"
+        self._on_progress = on_progress if config.stream and config.prompt_progress else None
+        self._answered = False
+        """The endpoint has sent an HTTP response (any status) on this client: it exists."""
         self._secret = config.api_key.get_secret_value() if config.api_key else None
         headers = {
             "Content-Type": "application/json",
@@ -140,10 +158,16 @@ class ChatClient:
             transport=transport,
             trust_env=not loopback,  # HTTP_PROXY must not capture a server on this machine
             verify=shared_ssl_context(),
+            # llama.cpp's server closes kept-alive connections on its own terms (idle 5 s, a few
+            # requests each), and a request sent on one it just closed fails ("Server disconnected").
+            # On loopback a new connection per request costs nothing.
+            limits=httpx.Limits(max_keepalive_connections=0 if loopback else 20),
         )
         fields: dict[str, Any] = {"model": config.model, "stream": config.stream}
         if config.stream:
             fields["stream_options"] = {"include_usage": True}
+        if self._on_progress is not None:
+            fields["return_progress"] = True
         if config.max_output_tokens is not None:
             fields["max_tokens"] = config.max_output_tokens
         if config.temperature is not None:
@@ -174,17 +198,29 @@ class ChatClient:
         *,
         tools: list[dict[str, Any]] | None = None,
         tool_choice: str | None = None,
+        schema: dict[str, Any] | None = None,
+        sampling: dict[str, Any] | None = None,
     ) -> Completion:
         """One assistant reply to ``messages``; raises ``LLMError`` (or a subclass) after retries.
 
         In text tool mode ``messages`` must be dicts (``TypeError`` otherwise); ``tool_choice="none"``
         leaves the tool instructions out there. In JSON tool mode ``tool_choice="none"`` narrows the
-        schema to the final answer.
+        schema to the final answer. ``schema`` asks for one JSON reply constrained to it instead of
+        an action (the guided strategy's calls); tools are not offered then, whatever the tool mode,
+        and a server that refuses the schema is asked again without it (the prompt must describe it).
+        ``sampling`` sets request fields for this call only (``temperature``, llama.cpp's
+        ``repeat_penalty``…), over the configured ones and under ``extra_body``.
         """
         taken_ids: set[str] | None = None
         response_format: dict[str, Any] | None = None
         final_only = tool_choice == "none"
-        if self.config.tool_mode == "text":
+        if schema is not None:
+            from deepresearch.llm import jsonmode
+
+            if not self._schema_refused:
+                response_format = jsonmode.response_format(schema)
+            tools, tool_choice = None, None
+        elif self.config.tool_mode == "text":
             from deepresearch.llm import textmode
 
             taken_ids = textmode.used_call_ids(messages)
@@ -200,7 +236,7 @@ class ChatClient:
                 response_format = jsonmode.response_format(schema)
             messages = jsonmode.to_wire(messages, tools or [], max_answer=max_answer)
             tools, tool_choice = None, None
-        payload = self._encode(messages, tools, tool_choice, response_format)
+        payload = self._encode(messages, tools, tool_choice, response_format, sampling)
         started = time.monotonic()
         try:
             raw, attempts = await self._send_with_retries(payload)
@@ -216,7 +252,7 @@ class ChatClient:
                 self.config.model,
                 self._redact(str(exc)),
             )
-            payload = self._encode(messages, None, None)
+            payload = self._encode(messages, None, None, None, sampling)
             raw, attempts = await self._send_with_retries(payload)
         completion = self._completion(raw, payload, taken_ids, final_only=final_only)
         usage = completion.usage
@@ -238,11 +274,12 @@ class ChatClient:
         tools: list[dict[str, Any]] | None,
         tool_choice: str | None,
         response_format: dict[str, Any] | None = None,
+        sampling: dict[str, Any] | None = None,
     ) -> bytes:
         parts = [message if isinstance(message, Encoded) else _dumps(message) for message in messages]
         tail = self._fields_tail
-        if tools or tool_choice is not None or response_format is not None:
-            call_fields: dict[str, Any] = {}
+        if tools or tool_choice is not None or response_format is not None or sampling:
+            call_fields: dict[str, Any] = dict(sampling or {})
             if tools:
                 call_fields["tools"] = tools
             if tool_choice is not None:
@@ -268,7 +305,10 @@ class ChatClient:
                 error = self._scrub(exc)
             retryable = _is_retryable(error)
             too_long = error.retry_after is not None and error.retry_after > RETRY_AFTER_CEILING
-            if not retryable or too_long or attempt == attempts:
+            refused = not self._answered and _refused(error)
+            if refused:
+                attempts = min(attempts, _REFUSED_ATTEMPTS)
+            if not retryable or too_long or attempt >= attempts:
                 if not retryable:
                     outcome = "not retried"
                 elif too_long:
@@ -278,6 +318,8 @@ class ChatClient:
                 message = self._redact(f"{self._where}: {error} ({outcome})")
                 raise type(error)(message, status=error.status, retry_after=error.retry_after) from error
             delay = self._backoff(attempt, error.retry_after)
+            if refused:
+                delay = min(delay, _REFUSED_RETRY_DELAY)
             logger.warning(
                 "LLM %s: attempt %d of %d failed (%s); retrying in %.2fs",
                 self.config.model,
@@ -306,6 +348,7 @@ class ChatClient:
 
         try:
             async with self._http.stream("POST", self._url, content=payload) as response:
+                self._answered = True
                 if not response.is_success:
                     await response.aread()
                     raise _status_error(response.status_code, response.content, response.headers)
@@ -320,6 +363,12 @@ class ChatClient:
                 return read_body(body)
         except httpx.TimeoutException as exc:
             raise LLMTimeout(f"{type(exc).__name__} after {self.config.timeout:g}s limit") from exc
+        except httpx.ConnectError as exc:
+            if _refused(exc):  # the message is prefixed with the model and its URL (_send_with_retries)
+                raise LLMError(
+                    "connection refused: no server is listening there (is it running, and is the URL right?)"
+                ) from exc
+            raise LLMError(f"request failed: {type(exc).__name__}: {exc}") from exc
         except httpx.HTTPError as exc:
             raise LLMError(f"request failed: {type(exc).__name__}: {exc}") from exc
 
@@ -338,6 +387,8 @@ class ChatClient:
                     return accumulator.result()
                 if event is not None:
                     accumulator.feed(event)
+                    if self._on_progress is not None:
+                        self._report_progress(event)
             event = decoder.flush()
             if event is not None:
                 accumulator.feed(event)
@@ -350,6 +401,15 @@ class ChatClient:
         if accumulator.finish_reason is None:
             raise LLMBadResponse("stream ended without a finish_reason or [DONE]")
         return accumulator.result()
+
+    def _report_progress(self, chunk: Any) -> None:
+        progress = prompt_progress(chunk)
+        if progress is None or self._on_progress is None:
+            return
+        try:
+            self._on_progress(*progress)
+        except Exception:  # a display bug must not fail the model call
+            logger.exception("the prompt progress callback failed")
 
     def _completion(
         self, raw: RawReply, payload: bytes, taken_ids: set[str] | None, *, final_only: bool = False
@@ -411,6 +471,21 @@ def _is_retryable(error: LLMError) -> bool:
         return True
     status = error.status
     return status is None or status in _RETRYABLE_STATUSES or status >= 500
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether ``exc`` comes from a refused TCP connection (nothing listening), through httpx's and
+    anyio's wrappers; with several addresses tried (``localhost``), every one of them refused."""
+    seen: set[int] = set()
+    node: BaseException | None = exc
+    while node is not None and id(node) not in seen:
+        seen.add(id(node))
+        if isinstance(node, ConnectionRefusedError):
+            return True
+        if isinstance(node, BaseExceptionGroup):
+            return all(_refused(inner) for inner in node.exceptions)
+        node = node.__cause__ or node.__context__
+    return False
 
 
 def _status_error(status: int, body: bytes, headers: Mapping[str, str]) -> LLMError:

@@ -231,6 +231,22 @@ def payload_error(error: Any) -> LLMError:
     return LLMBadResponse(text)
 
 
+def prompt_progress(chunk: Any) -> tuple[int, int] | None:
+    """``(processed, total)`` prompt tokens from a llama.cpp chunk's ``prompt_progress`` (asked for with
+    ``return_progress``; ``processed`` includes the tokens taken from the prompt cache), else ``None``."""
+    progress = chunk.get("prompt_progress") if isinstance(chunk, dict) else None
+    if not isinstance(progress, dict):
+        return None
+    processed, total = _count(progress.get("processed")), _count(progress.get("total"))
+    if processed is None or not total:
+        return None
+    return min(processed, total), total
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
 def new_call_id() -> str:
     """An id for a tool call the server sent without one."""
     return f"call_{uuid.uuid4().hex[:24]}"

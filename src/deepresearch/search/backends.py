@@ -10,6 +10,10 @@ The order puts free, self-hosted SearXNG first, then the APIs that return page t
 (Tavily, Exa), then the plain web indexes (Brave, Serper), then Jina and StepFun. DuckDuckGo needs no
 key and so is never "configured": it is used only when asked for by name, because it answers
 scrapers with rate-limit pages. ``search_endpoint`` replaces the chosen provider's API root.
+
+``open_search`` refuses a local index that is missing or holds no document, with the commands that
+make one: an agent searching nothing writes a report from nothing, and the run, the search command and
+the benchmark all open their backend here before they create anything or contact a model.
 """
 
 from __future__ import annotations
@@ -17,13 +21,17 @@ from __future__ import annotations
 import inspect
 import logging
 from importlib import import_module
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr
 
 from deepresearch.config import Settings, default_data_dir
 from deepresearch.errors import ConfigError
 from deepresearch.search import SearchBackend
+
+if TYPE_CHECKING:
+    from deepresearch.search.local import LocalIndex
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +60,11 @@ _SETTING: dict[str, str] = {
     "stepfun": "stepfun_search_api_key",
 }
 """The setting each provider cannot work without."""
+INDEX_ADVICE = (
+    "make one with `deepresearch index fetch debian-docs` (the Debian documentation) or "
+    "`deepresearch index add PATH` (your own files), or search the web with --search"
+)
+"""What to do about a missing or empty local index, in every message that reports one."""
 
 
 def configured_providers(settings: Settings) -> list[str]:
@@ -90,6 +103,11 @@ def open_search(settings: Settings) -> SearchBackend:
 
     authority = AuthorityList.load(settings.authority_file)  # a bad user file fails before any search
     backend = open_backend(settings)
+    if backend.name == "local":
+        from deepresearch.search.local import LocalIndex  # loaded already: open_backend built one
+
+        if isinstance(backend, LocalIndex):
+            require_documents(backend)
     if settings.dense and backend.name == "local":
         from deepresearch.search.dense import HybridRanked, MiniLMEmbedder
 
@@ -97,9 +115,50 @@ def open_search(settings: Settings) -> SearchBackend:
     return AuthorityRanked(backend, authority)
 
 
+def check_search(settings: Settings) -> None:
+    """Raise what ``open_search`` would about the backend itself (an unknown name, a missing key or
+    URL, a missing or empty local index) while building nothing that needs closing: for a command
+    that opens its backend later, once per task (``bench run``)."""
+    name = backend_name(settings)
+    arguments = _arguments(name, settings)
+    if name == "local":
+        from deepresearch.search.local import LocalIndex
+
+        index = LocalIndex(arguments[0])
+        require_documents(index)
+        index.close()
+
+
+def local_index_path(settings: Settings) -> Path:
+    """The local index file: ``settings.index``, else ``index.sqlite`` in the user data dir."""
+    return settings.index or default_data_dir() / "index.sqlite"
+
+
+def no_index(path: Path, *, empty: bool = False) -> ConfigError:
+    """The error for a local index that does not exist (or, ``empty``, holds no document)."""
+    what = f"the local index at {path} holds no document" if empty else f"no local index at {path}"
+    return ConfigError(f"{what}: {INDEX_ADVICE}")
+
+
+def require_documents(index: LocalIndex) -> None:
+    """Raise ``no_index`` unless ``index`` exists and holds a document, closing it when it raises.
+
+    A missing file stays missing: nothing is created to find that out."""
+    if not index.path.is_file():
+        raise no_index(index.path)
+    try:
+        documents = index.stats().documents
+    except BaseException:
+        index.close()
+        raise
+    if documents == 0:
+        index.close()
+        raise no_index(index.path, empty=True)
+
+
 def _arguments(name: str, settings: Settings) -> list[Any]:
     if name == "local":
-        return [settings.index or default_data_dir() / "index.sqlite"]
+        return [local_index_path(settings)]
     if name == "ddg":
         return []
     setting = _SETTING[name]

@@ -91,9 +91,10 @@ def m004_document_dates(db: sqlite3.Connection) -> None:
 
 
 SEARCH_SQL = """
--- Only the best K matches are joined and numbered (K is a parameter): numbering every match of a query
--- made of common words cost ~100 ms on 100k passages. The caller widens K when the per-document cap
--- leaves fewer than ``limit`` rows while more matches exist, so the result is the same as unbounded.
+-- Parameters: the four column weights, the MATCH expression, K, the per-document cap, the row limit.
+-- Only the best K matches are joined and numbered: numbering every match of a query made of common
+-- words cost ~100 ms on 100k passages. The caller widens K when the per-document cap leaves too few
+-- rows (or too few pages) while more matches exist, so the result is the same as unbounded.
 WITH matched AS (
     SELECT rowid AS passage_id, bm25(passages_fts, ?, ?, ?, ?) AS score
     FROM passages_fts WHERE passages_fts MATCH ?

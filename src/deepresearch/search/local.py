@@ -7,6 +7,25 @@ and ranked with SQLite FTS5's BM25; a hit is one passage with its heading path, 
 document stays stored so ``batch_open`` can read it (``get_document``). Re-adding a folder only
 re-indexes files whose content changed.
 
+How a result list is ordered (``Ranking``; ``benchmarks/retrieval_recall.py`` measures it on the
+Debian documentation with a labelled question set):
+
+* Headings weigh more than body text (``HEADING_WEIGHT``): a passage's heading path (``Title >
+  Section``) names what the passage is about, where a body mentions many things in passing.
+* Queries lose the words of asking ("how can I") and search a word with its particle joined as
+  well ("time out" also finds ``timeout``; ``passages.build_fts_query``). Before, "How can I make
+  a Python subprocess call time out?" put a What's New page that narrates the subprocess module,
+  twice, above the module's own page, whose sections say "timeout".
+* One hit per document (URL): a hit is a citation and a ``batch_open`` target, so a second passage
+  of the same document adds nothing the first does not lead to. The hit shows the best passage.
+* Page diversity at the top: documents that are sections of one web page (same URL up to the
+  ``#fragment``) take at most one of the first ``distinct_pages`` places; the page's other sections
+  follow those places in score order, pushed down, not dropped. The top few hits are what a reader
+  (or the guided strategy) opens, so they should lead to different pages. Sections of one page are
+  different documents all the same (each cites its own anchor), so below the top they keep their
+  BM25 order. ``file://`` URLs are never grouped: a fragment there names a JSONL record, and
+  records of one file are unrelated documents.
+
 The index also remembers the folders and files it was given (its *roots*). They are the fence for
 local reading: ``get_document`` serves a ``file://`` URL that is not indexed (say, a file put in an
 indexed folder since it was added) only when its real path lies inside a root, and refuses the rest.
@@ -29,15 +48,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
+from typing import TypeVar
 
 from deepresearch.errors import SearchError
 from deepresearch.fetch import Page
@@ -56,11 +77,38 @@ from deepresearch.search.passages import build_fts_query, cjk_grams, make_snippe
 
 logger = logging.getLogger(__name__)
 
-MAX_PASSAGES_PER_DOCUMENT = 3
-"""Hits per document in one result list, so one long document cannot fill it."""
-BM25_WEIGHTS = (0.5, 1.0, 0.5, 1.0)
-"""Column weights for heading, text, heading_cjk, text_cjk: every passage of a document repeats its
-heading path, so a heading match only breaks ties between passages whose text matches."""
+HEADING_WEIGHT = 2.0
+"""BM25 weight of the heading path against 1 for the body text (the CJK bigram columns alike)."""
+DISTINCT_PAGES = 3
+"""The first hits of a result list come from this many different pages (when the matches allow)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Ranking:
+    """How ``LocalIndex.search`` orders passages (module docstring). The defaults are what every search
+    gets; the other values exist to measure the choices against each other on one index."""
+
+    heading_weight: float = HEADING_WEIGHT
+    text_weight: float = 1.0
+    per_document: int | None = 1
+    """Hits one document (URL) may have in a result list; ``None``: no cap (plain BM25 order)."""
+    distinct_pages: int = DISTINCT_PAGES
+    """Leading places that go to different pages; 0 turns page diversity off."""
+    question_words: bool = True
+    """Drop the words of asking ("how can I") from queries (``build_fts_query``)."""
+    compounds: bool = True
+    """Also search a word and its particle joined ("time out" → ``timeout``; ``build_fts_query``)."""
+
+    def __post_init__(self) -> None:
+        if self.per_document is not None and self.per_document < 1:
+            raise ValueError(f"per_document must be >= 1 or None, got {self.per_document}")
+        if self.distinct_pages < 0:
+            raise ValueError(f"distinct_pages must be >= 0, got {self.distinct_pages}")
+
+    @property
+    def bm25_weights(self) -> tuple[float, float, float, float]:
+        """For the FTS columns heading, text, heading_cjk, text_cjk."""
+        return (self.heading_weight, self.text_weight, self.heading_weight, self.text_weight)
 
 
 def default_index_path() -> Path:
@@ -108,9 +156,9 @@ class LocalIndex:
 
     name = "local"
 
-    def __init__(self, path: Path, *, max_per_document: int = MAX_PASSAGES_PER_DOCUMENT) -> None:
+    def __init__(self, path: Path, *, ranking: Ranking | None = None) -> None:
         self.path = path
-        self.max_per_document = max_per_document
+        self.ranking = ranking or Ranking()
         self._db: sqlite3.Connection | None = None
         self._lock = threading.Lock()
 
@@ -293,11 +341,12 @@ class LocalIndex:
         return IndexStats(self.path, documents, passages, sources, self.path.stat().st_size)
 
     async def search(self, query: str, *, limit: int = 10) -> list[SearchHit]:
-        """Best passages for ``query`` by BM25, at most ``max_per_document`` per document."""
+        """Best passages for ``query`` by weighted BM25, one per document, different pages on top."""
         return await asyncio.to_thread(self._search, query, limit)
 
     def _search(self, query: str, limit: int) -> list[SearchHit]:
-        fts = build_fts_query(query)
+        ranking = self.ranking
+        fts = build_fts_query(query, question_words=ranking.question_words, compounds=ranking.compounds)
         with self._lock:
             db = self._connect(create=False)
             if fts is None or limit <= 0:
@@ -305,10 +354,13 @@ class LocalIndex:
             try:
                 candidates = max(4 * limit, 40)
                 while True:
-                    rows = db.execute(
-                        SEARCH_SQL, (*BM25_WEIGHTS, fts.match, candidates, self.max_per_document, limit)
-                    ).fetchall()
-                    if len(rows) >= limit:
+                    # Each document's best passage among the best `candidates` passages is its best
+                    # overall, and it outranks every document with none there: the rows are exact.
+                    per_document = ranking.per_document or candidates
+                    arguments = (*ranking.bm25_weights, fts.match, candidates, per_document, candidates)
+                    rows: list[_Row] = db.execute(SEARCH_SQL, arguments).fetchall()
+                    pages = len({page_of(url) for _, _, url, _, _ in rows})
+                    if len(rows) >= limit and pages >= min(ranking.distinct_pages, limit):
                         break
                     (matches,) = db.execute(COUNT_UP_TO_SQL, (fts.match, candidates + 1)).fetchone()
                     if matches <= candidates:
@@ -316,19 +368,25 @@ class LocalIndex:
                     candidates *= 4
             except sqlite3.Error as exc:
                 raise SearchError(f"local index search for {query!r} failed: {exc}") from exc
+        rows = _diversify(rows, ranking.distinct_pages, lambda row: row[2])[:limit]
         logger.debug("local search %r -> %s: %d hits", query, fts.match, len(rows))
-        return [
-            SearchHit(
-                title=heading,
-                url=url,
-                snippet=make_snippet(text, fts.terms),
-                content=text,
-                published=published,
-                rank=rank,
-                score=round(-score, 4),
+        hits: list[SearchHit] = []
+        for rank, (heading, text, url, published, bm25) in enumerate(rows, start=1):
+            # A hit pushed down for diversity shows no more than the hit above it, so a re-ranker that
+            # sorts by score (authority.rerank) keeps the order.
+            score = -bm25 if not hits else min(-bm25, hits[-1].score or 0.0)
+            hits.append(
+                SearchHit(
+                    title=heading,
+                    url=url,
+                    snippet=make_snippet(text, fts.terms),
+                    content=text,
+                    published=published,
+                    rank=rank,
+                    score=round(score, 4),
+                )
             )
-            for rank, (heading, text, url, published, score) in enumerate(rows, start=1)
-        ]
+        return hits
 
     async def get_document(self, url: str) -> Page | None:
         """The whole text of the document at ``url``.
@@ -402,6 +460,43 @@ class LocalIndex:
             raise
         self._db = db
         return db
+
+
+_Row = tuple[str, str, str, str, float]
+"""``SEARCH_SQL``'s columns: heading, text, url, published, bm25 (lower is better)."""
+_T = TypeVar("_T")
+
+
+def page_of(url: str) -> str:
+    """The page a document belongs to: its URL without the fragment, except for ``file://`` URLs."""
+    if url[:5].lower() == "file:":
+        return url
+    return url.partition("#")[0]
+
+
+def diversify_pages(hits: Sequence[SearchHit], distinct_pages: int = DISTINCT_PAGES) -> list[SearchHit]:
+    """``hits`` with the first ``distinct_pages`` places given to different pages, ``rank`` 1…n.
+
+    The best hit of each page takes the leading places; the other hits follow in their order. For a
+    re-ranker that runs after the index (say, by authority) and may bring a page's sections together.
+    """
+    ordered = _diversify(list(hits), distinct_pages, lambda hit: hit.url)
+    return [dataclasses.replace(hit, rank=position) for position, hit in enumerate(ordered, start=1)]
+
+
+def _diversify(items: list[_T], distinct_pages: int, url: Callable[[_T], str]) -> list[_T]:
+    """The first item of each of the first ``distinct_pages`` pages, then all other items in order."""
+    top: list[_T] = []
+    rest: list[_T] = []
+    seen: set[str] = set()
+    for item in items:
+        page = page_of(url(item))
+        if len(top) < distinct_pages and page not in seen:
+            seen.add(page)
+            top.append(item)
+        else:
+            rest.append(item)
+    return top + rest
 
 
 def _now() -> str:

@@ -17,6 +17,7 @@ because Chinese and Japanese put no spaces between words.
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 import re
 from collections.abc import Iterator
@@ -53,6 +54,13 @@ _STOPWORDS = frozenset(
     | {"not", "of", "on", "or", "that", "the", "this", "to", "was", "what", "when", "where", "which", "who"}
     | {"why", "with"}
 )
+# How people ask ("how can I …", "should we …"): words that say nothing about the answer.
+_QUESTION_WORDS = frozenset(
+    {"i", "me", "my", "we", "our", "you", "your", "can", "could", "should", "would", "will", "there"}
+)
+_ASKING_STOPWORDS = _STOPWORDS | _QUESTION_WORDS
+# Words that join the word before them in "time out" → timeout, "set up" → setup (build_fts_query).
+_PARTICLES = frozenset({"up", "out", "down", "back", "in", "on", "off", "over"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,11 +170,18 @@ class FtsQuery(NamedTuple):
     terms: list[str]
 
 
-def build_fts_query(text: str) -> FtsQuery | None:
+def build_fts_query(text: str, *, question_words: bool = True, compounds: bool = True) -> FtsQuery | None:
     """Quote each word and OR them; CJK runs become bigrams. ``None`` when nothing searchable is left.
 
     Only ``\\w`` runs survive, so FTS5 syntax in the input (quotes, ``*``, ``:``, parentheses, ``-``,
     ``NEAR``) is either dropped or quoted into a plain term and can never raise.
+
+    ``question_words``: drop the words of asking ("can I", "should we") with the stopwords.
+    ``compounds``: a word followed by a particle is also searched joined, because people write
+    apart what manuals write as one word: "time out" (``timeout``), "set up", "shut down", "roll
+    back", "log in". Only particles: joining any two words finds accidents ("IP address" became the
+    Python module ``ipaddress``). A joined pair that is no word matches nothing and costs nothing;
+    the pairs come last, so the cap on terms drops them first.
     """
     words: list[str] = []
     grams: list[str] = []
@@ -177,13 +192,24 @@ def build_fts_query(text: str) -> FtsQuery | None:
             grams.extend(cjk_grams(run.group()))
             position = run.end()
         words.extend(part for part in token[position:].split("_") if part)
-    content_words = [w for w in words if w not in _STOPWORDS] or words
-    terms = list(dict.fromkeys([*content_words, *grams]))[:MAX_QUERY_TERMS]
+    dropped = _ASKING_STOPWORDS if question_words else _STOPWORDS
+    content_words = [w for w in words if w not in dropped] or words
+    joined = _compounds(words, dropped) if compounds else []
+    terms = list(dict.fromkeys([*content_words, *grams, *joined]))[:MAX_QUERY_TERMS]
     if not terms:
         return None
     # A lone CJK character is only indexed inside bigrams: match it as a prefix.
     match = " OR ".join(f'"{t}"*' if len(t) == 1 and CJK_RUN_RE.fullmatch(t) else f'"{t}"' for t in terms)
     return FtsQuery(match=match, terms=terms)
+
+
+def _compounds(words: list[str], dropped: frozenset[str]) -> list[str]:
+    """Each alphabetic content word of two letters or more joined with the particle after it."""
+    return [
+        first + second
+        for first, second in itertools.pairwise(words)
+        if second in _PARTICLES and len(first) > 1 and first.isalpha() and first not in dropped
+    ]
 
 
 def _heading_path(title: str, path: list[str]) -> list[str]:

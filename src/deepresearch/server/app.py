@@ -148,6 +148,9 @@ class JobDetail(JobSummary):
     steps: int = 0
     usage: dict[str, Any] = Field(default_factory=dict)
     citations: dict[str, Any] = Field(default_factory=dict)
+    outcome: str | None = None
+    """``report``, ``extractive``, ``uncited`` or ``empty`` once the run is done (``run.json``)."""
+    outcome_reason: str | None = None
     report: dict[str, str] | None = None
     """``markdown`` and ``html`` once the run has written its report."""
     sources: list[dict[str, Any]] = Field(default_factory=list)

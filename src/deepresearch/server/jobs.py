@@ -484,13 +484,14 @@ def job_report(job: Job) -> dict[str, Any]:
     from deepresearch.runs import read_info
 
     run_dir = Path(job.run_dir)
-    result: dict[str, Any] = {"steps": 0, "usage": {}, "report": None, "sources": []}
+    result: dict[str, Any] = {"steps": 0, "usage": {}, "report": None, "sources": [], "outcome": None}
     try:
         info = read_info(run_dir)
     except RunStoreError:
         return result
     result["steps"], result["usage"] = info.steps, dict(info.usage)
     result["citations"] = dict(info.citations or {})
+    result["outcome"], result["outcome_reason"] = info.outcome, info.outcome_reason
     markdown, page = run_dir / "report.md", run_dir / "report.html"
     if markdown.is_file():
         result["report"] = {

@@ -108,6 +108,10 @@ class ResearchResult(BaseModel):
     sources: list[ReportSource]
     steps: int
     usage: dict[str, Any]
+    outcome: str | None = None
+    """``report`` (a cited report), ``extractive`` (quoted passages), ``uncited`` or ``empty`` (no usable
+    report: the text says why)."""
+    outcome_reason: str | None = None
 
 
 def build_server(jobs: JobManager, *, admit: Callable[[Request], str] | None = None) -> Server[Any]:
@@ -201,6 +205,8 @@ def _result(job: Job) -> CallToolResult:
         sources=sources,
         steps=int(found["steps"]),
         usage=dict(found["usage"]),
+        outcome=found.get("outcome"),
+        outcome_reason=found.get("outcome_reason"),
     )
     return CallToolResult(
         content=[
@@ -215,6 +221,8 @@ def _sources_text(result: ResearchResult) -> str:
     cited = [s for s in result.sources if s.n is not None]
     read = [s for s in result.sources if s.n is None]
     lines = [f"Sources of research job {result.job_id} ({result.steps} steps):"]
+    if result.outcome:
+        lines.append(f"Outcome: {result.outcome} — {result.outcome_reason or ''}".rstrip(" —"))
     lines += [f"[{s.n}] {s.title or s.url} — {s.url}" for s in cited] or ["(none cited)"]
     if read:
         lines += ["", "Read but not cited:"] + [f"- {s.title or s.url} — {s.url}" for s in read]
