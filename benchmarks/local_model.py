@@ -16,13 +16,26 @@ Four measurements against the embedded server (``LocalModelServer``, the pulled 
     .venv/bin/python benchmarks/local_model.py [--model PATH] [--threads N] [--loads 3]
 
 Takes well under two minutes with the bundled 135M model.
+
+``--research MODEL …`` instead times the README's first command, research part: ``deepresearch
+research QUESTION --model MODEL`` as a user runs it (a new process each time, start-up, model load and
+exit counted), the models interleaved, ``--repeat`` rounds. Per model it prints wall and CPU time
+(the CLI and the model server together) as median and min–max, and for each run the outcome, the
+resolved citations and whether the CREATE INDEX CONCURRENTLY page is among the references:
+
+    .venv/bin/python benchmarks/local_model.py --research local local:qwen2.5-coder-1.5b --repeat 3
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import random
+import resource
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -116,12 +129,74 @@ def conversation(client: httpx.Client, model: str, *, cache: bool) -> list[dict[
     return rows
 
 
+QUESTION = "How do I build a PostgreSQL index without blocking writes?"
+CONCURRENTLY_PAGE = "sql-createindex.html#SQL-CREATEINDEX-CONCURRENTLY"
+
+
+def research_once(model: str, out: Path) -> dict[str, Any]:
+    """One ``deepresearch research`` in a child process: wall and CPU time, and what it delivered."""
+    command = [sys.executable, "-m", "deepresearch", "research", QUESTION, "--model", model]
+    command += ["--out", str(out), "--quiet"]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.monotonic()
+    finished = subprocess.run(command, capture_output=True, text=True, check=False)
+    wall = time.monotonic() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    try:
+        info = json.loads((out / "run.json").read_text())
+        report = (out / "report.md").read_text()
+    except OSError:
+        info, report = {}, ""
+    references = report.split("## References", 1)[-1] if "## References" in report else ""
+    return {
+        "exit": finished.returncode,
+        "wall": wall,
+        "cpu": cpu,
+        "outcome": info.get("outcome"),
+        "resolved": (info.get("citations") or {}).get("resolved", 0),
+        "concurrently": CONCURRENTLY_PAGE in references,
+        "threads": (info.get("local_threads") or {}).get("threads"),
+        "error": finished.stderr.strip().splitlines()[-1] if finished.returncode not in (0, 3) else "",
+    }
+
+
+def research_benchmark(models: list[str], repeat: int) -> None:
+    rows: dict[str, list[dict[str, Any]]] = {m: [] for m in models}
+    with tempfile.TemporaryDirectory(prefix="local-research-") as scratch:
+        for round_ in range(repeat):
+            for model in models:  # interleaved: a busy spell hurts every model, not one
+                row = research_once(model, Path(scratch) / f"{round_}-{model.replace('/', '_')}")
+                rows[model].append(row)
+                print(
+                    f"round {round_ + 1} {model}: exit {row['exit']}, {row['wall']:.1f} s wall, "
+                    f"{row['cpu']:.1f} s CPU, outcome {row['outcome']}, {row['resolved']} resolved "
+                    f"citations, CONCURRENTLY page cited: {row['concurrently']}, threads {row['threads']}"
+                    + (f" ({row['error']})" if row["error"] else ""),
+                    flush=True,
+                )
+    print(f"\n{'model':<28}{'wall s (median, min-max)':>28}{'CPU s (median, min-max)':>28}  outcomes")
+    for model, found in rows.items():
+        walls, cpus = [r["wall"] for r in found], [r["cpu"] for r in found]
+        outcomes = ", ".join(str(r["outcome"]) for r in found)
+        print(f"{model:<28}{_spread(walls):>28}{_spread(cpus):>28}  {outcomes}")
+
+
+def _spread(values: list[float]) -> str:
+    return f"{statistics.median(values):.1f} ({min(values):.1f}-{max(values):.1f})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--research", nargs="+", metavar="MODEL", help="time the first command's research")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds of --research")
     parser.add_argument("--model", type=Path, help="a GGUF file (default: the pulled default model)")
     parser.add_argument("--threads", type=int, help="CPU threads (default: llama.cpp's choice)")
     parser.add_argument("--loads", type=int, default=3, help="server starts to time")
     args = parser.parse_args()
+    if args.research:
+        research_benchmark(args.research, args.repeat)
+        return
     path = args.model or model_path("local", default_data_dir())
     print(f"model: {path} ({path.stat().st_size / 1e6:.1f} MB), threads: {args.threads or 'auto'}")
 

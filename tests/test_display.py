@@ -139,3 +139,30 @@ def test_the_step_counter_never_reads_past_the_maximum():
     live.stop()
     line.prompt_progress(10, 20)  # counters only: no line for a prompt batch
     assert line.progress.action == "loading prompt 10/20 tokens" and "loading" not in out.getvalue()
+
+
+def test_a_guided_run_reads_as_plan_sections_and_outcome():
+    from deepresearch.agent.events import GuidedCall
+
+    out = io.StringIO()
+    view = LineView(Progress(30), stream=out)
+    view(LLMCall(step=1, phase="search", message={"role": "assistant", "content": ""}, usage={}))
+    plan = {"sections": [{"heading": "Concurrent builds", "query": "q"}], "why": None}
+    view(GuidedCall(step=3, purpose="plan", result=plan, usage={"total_tokens": 300}))
+    section = {
+        "heading": "Overview",
+        "kept": "quoted",
+        "why": "not grounded in the passages (20% of its words)",
+    }
+    view(GuidedCall(step=3, purpose="section", index=0, result=section, usage={"total_tokens": 500}))
+    view(
+        ReportWritten(step=4, path="report.md", chars=9, origin="guided", citations={}, outcome="extractive")
+    )
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "[step 1] search: a step the code took for the model"
+    assert lines[1] == "[step 3] plan: Concurrent builds"
+    assert lines[2] == (
+        "[step 3] section 1 Overview: quoted from the sources (not grounded in the passages (20% of its words))"
+    )
+    assert lines[3].endswith("· outcome extractive")
+    assert view.progress.tokens == 800 and view.progress.action == "report written (extractive)"

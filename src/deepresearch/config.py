@@ -332,6 +332,15 @@ class Settings(BaseModel):
         )
 
     @property
+    def is_bundled_model(self) -> bool:
+        """The bundled SmolLM2-135M (by name, or its pulled file by path): it follows a schema but
+        cannot write a section."""
+        if not self.is_local or self.model is None:
+            return False
+        name = self.model.partition(":")[2] or "smollm2-135m"
+        return Path(name).name.removesuffix(".gguf") == "smollm2-135m"
+
+    @property
     def effective_strategy(self) -> Literal["guided", "react"]:
         """``strategy`` with ``auto`` resolved: the embedded model with a window under 16k tokens gets
         the guided run. A remote endpoint's window is unknown here, so it gets ``react`` unless told."""

@@ -26,6 +26,7 @@ from deepresearch.agent.events import (
     ErrorEvent,
     Event,
     FinalAnswerForced,
+    GuidedCall,
     LLMCall,
     Nudge,
     ReportWritten,
@@ -58,6 +59,9 @@ def describe_call(name: str, arguments: str) -> str:
     if name == "todo":
         return "todo " + ("read" if not args.get("updates") else f"update {len(args['updates'])} step(s)")
     return name
+
+
+_KEPT = {"model": "written by the model", "quoted": "quoted from the sources", "none": "skipped"}
 
 
 class Progress:
@@ -98,10 +102,18 @@ class Progress:
                     if source.get("fetched"):
                         self.sources_read.add(source["key"])
                 self.action = "thinking"
+            case GuidedCall():
+                self.tokens += int(event.usage.get("total_tokens", 0))
+                self.cost += float(event.usage.get("cost_usd", 0.0))
+                self.action = (
+                    "writing the sections"
+                    if event.purpose == "plan"
+                    else f"section {event.index + 1} {_KEPT.get(str(event.result.get('kept')), 'done')}"
+                )
             case FinalAnswerForced():
                 self.action = f"final answer forced ({event.reason})"
             case ReportWritten():
-                self.action = "report written"
+                self.action = "report written" + (f" ({event.outcome})" if event.outcome else "")
             case _:
                 pass
 
@@ -175,6 +187,17 @@ class LineView:
                 return f"run {event.run_id} started · model {event.model} · search {event.search}"
             case RunResumed():
                 return f"resumed · {len(event.pending_calls)} tool call(s) to redo"
+            case LLMCall() if event.phase:
+                return f"{event.phase}: a step the code took for the model"
+            case GuidedCall() if event.purpose == "plan":
+                sections = [s.get("heading", "") for s in event.result.get("sections", [])]
+                return f"plan: {'; '.join(sections)}" + (
+                    f" ({event.result['why']})" if event.result.get("why") else ""
+                )
+            case GuidedCall():
+                kept = _KEPT.get(str(event.result.get("kept")), "done")
+                why = f" ({event.result['why']})" if event.result.get("why") else ""
+                return f"section {event.index + 1} {event.result.get('heading', '')}: {kept}{why}"
             case LLMCall():
                 calls = len(event.message.get("tool_calls") or [])
                 what = f"{calls} tool call(s)" if calls else "answer"
@@ -201,6 +224,7 @@ class LineView:
                 return (
                     f"report written ({event.origin}) · {c.get('resolved', 0)} sources cited"
                     f" · {c.get('unresolved', 0)} unresolved citations removed"
+                    + (f" · outcome {event.outcome}" if event.outcome else "")
                 )
             case RunFinished():
                 return (

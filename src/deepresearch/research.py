@@ -48,6 +48,8 @@ from deepresearch.tools.registry import Registry, default_tools, register
 logger = logging.getLogger(__name__)
 
 EventCallback = Callable[[Event], None]
+ProgressCallback = Callable[[int, int], None]
+"""``(processed, total)`` prompt tokens while the embedded model loads a prompt."""
 LOCAL_GUIDED_SAMPLING = {"temperature": 0.0, "repeat_penalty": 1.2}
 """llama.cpp sampling for the guided calls to the embedded model: greedy with a repetition penalty
 gave the bundled 135M model its most grounded sentences (fewer loops, fewer inventions)."""
@@ -121,8 +123,11 @@ def _language(settings: Settings, question: str) -> str:
     return settings.language if settings.language != "auto" else prompts.detect_language(question)
 
 
-def system_prompt(language: str, today: str) -> str:
-    return prompts.render(f"system_{language}.j2", date=today, language_name=_LANGUAGE_NAMES[language])
+def system_prompt(language: str, today: str, *, small: bool = False) -> str:
+    """The system prompt; ``small`` is the short one for models on this machine (the full one took
+    ~3.6k of an 8k window and a 135M model follows a short list better than a long essay)."""
+    name = f"system_small_{language}.j2" if small else f"system_{language}.j2"
+    return prompts.render(name, date=today, language_name=_LANGUAGE_NAMES[language])
 
 
 def _shell_config(settings: Settings) -> ShellConfig:
@@ -159,7 +164,11 @@ def _require_endpoint(settings: Settings) -> None:
         )
 
 
-def _client(settings: Settings) -> Any:
+def _client(
+    settings: Settings,
+    counter: Callable[[str], int] = count_tokens,
+    on_progress: ProgressCallback | None = None,
+) -> Any:
     from deepresearch.llm.client import ChatClient, LLMConfig
 
     _require_endpoint(settings)
@@ -177,8 +186,9 @@ def _client(settings: Settings) -> Any:
         max_output_tokens=settings.max_output_tokens,
         tool_mode=settings.effective_tool_mode,
         prices=settings.price_overrides(),
+        prompt_progress=settings.is_local,
     )
-    return ChatClient(config, count_tokens=count_tokens)
+    return ChatClient(config, count_tokens=counter, on_progress=on_progress)
 
 
 def _fetcher(settings: Settings) -> Any:
@@ -218,8 +228,25 @@ class Services:
     shell_limits: dict[str, str] = field(default_factory=dict)
     """How the shell is confined here (``tools.sandbox.describe_limits``), recorded in ``run.json``."""
 
+    @property
+    def count_tokens(self) -> Callable[[str], int]:
+        """The model's own tokenizer for the embedded model (o200k undercounts small models' tokens
+        by about a third), else o200k."""
+        return self.server.count_tokens if self.server is not None else count_tokens
+
+    @property
+    def local_threads(self) -> dict[str, Any]:
+        """How the embedded server's thread count was chosen, for ``run.json``; empty without one."""
+        if self.server is None:
+            return {}
+        return {
+            "threads": self.server.threads_used,
+            "decided": self.server.threads_decided,
+            "timings_ms": self.server.thread_timings,
+        }
+
     @classmethod
-    async def open(cls, settings: Settings) -> Services:
+    async def open(cls, settings: Settings, on_progress: ProgressCallback | None = None) -> Services:
         from deepresearch.search.backends import close_backend, open_search
         from deepresearch.tools.sandbox import describe_limits, detect_sandbox
 
@@ -242,7 +269,9 @@ class Services:
                         "tool_mode": settings.effective_tool_mode,  # decided by "local", kept after renaming
                     }
                 )
-            client = _client(settings)
+            client = _client(
+                settings, server.count_tokens if server is not None else count_tokens, on_progress
+            )
             if settings.mcp_servers:  # last: a server that fails to start fails the run before it starts
                 from deepresearch.tools.mcp import open_servers
 
@@ -303,16 +332,18 @@ async def research(
     on_event: EventCallback | None = None,
     tools: Registry | None = None,
     stop: asyncio.Event | None = None,
+    on_progress: ProgressCallback | None = None,
 ) -> RunResult:
     """Run a new research on ``question``; the run directory is ``settings.out`` or a new one.
 
     ``tools`` replaces the default registry (``default_tools()`` plus your own, say). Setting ``stop``
-    ends the run after the step in progress, as ``cancelled`` and resumable.
+    ends the run after the step in progress, as ``cancelled`` and resumable. ``on_progress`` hears
+    how far the embedded model has read a long prompt.
     """
     if not question.strip():
         raise ConfigError("the question is empty")
     settings = settings.for_local_model()
-    services = await Services.open(settings)  # a bad setting fails before a run directory exists
+    services = await Services.open(settings, on_progress)  # a bad setting fails before a run dir exists
     run_id = new_run_id()
     try:
         tools = services.registry(tools if tools is not None else default_tools())
@@ -333,10 +364,10 @@ async def research(
     recorder = Recorder(store, info, on_event)
     today = datetime.now(UTC).date().isoformat()
     messages = [
-        {"role": "system", "content": system_prompt(language, today)},
+        {"role": "system", "content": system_prompt(language, today, small=settings.is_local)},
         {"role": "user", "content": question},
     ]
-    state = RunState(history=History(count_tokens, replay_reasoning=settings.replay_reasoning))
+    state = RunState(history=History(services.count_tokens, replay_reasoning=settings.replay_reasoning))
     started = RunStarted(
         run_id=run_id,
         question=question,
@@ -366,6 +397,7 @@ async def resume(
     on_event: EventCallback | None = None,
     tools: Registry | None = None,
     stop: asyncio.Event | None = None,
+    on_progress: ProgressCallback | None = None,
 ) -> RunResult:
     """Continue an interrupted run from its last completed step (tool calls already done are not rerun).
 
@@ -389,19 +421,19 @@ async def resume(
         if settings is not None and settings.api_key is not None:
             effective.api_key = settings.api_key
         effective = effective.for_local_model()
-        state = replay(
-            loaded.events,
-            History(count_tokens, replay_reasoning=effective.replay_reasoning),
-            path=run_dir / "events.jsonl",
-        )
-        if state.finished:
+        if any(isinstance(e, RunFinished) and e.status == "done" for e in loaded.events):
             raise RunStoreError(f"{run_dir} already finished; its report is {run_dir / 'report.md'}")
         unacted = _unacted_reply(loaded.events)
-        services = await Services.open(effective)
+        services = await Services.open(effective, on_progress)
     except BaseException:
         store.close()
         raise
     try:
+        state = replay(
+            loaded.events,
+            History(services.count_tokens, replay_reasoning=effective.replay_reasoning),
+            path=run_dir / "events.jsonl",
+        )
         try:
             info = read_info(run_dir)
         except RunStoreError:
@@ -450,6 +482,7 @@ async def _drive(
 ) -> RunResult:
     try:
         info.sandbox, info.shell_limits = services.sandbox, services.shell_limits
+        info.local_threads = services.local_threads
 
         def make_context(step: int, call_id: str) -> ToolContext:
             return ToolContext(
@@ -474,7 +507,7 @@ async def _drive(
             policy=ContextPolicy(
                 upper=settings.context_upper,
                 lower=settings.context_lower,
-                fixed_tokens=count_tokens(json.dumps([t.schema() for t in tools.values()])),
+                fixed_tokens=services.count_tokens(json.dumps([t.schema() for t in tools.values()])),
             ),
             tool_result_max_chars=settings.tool_result_max_chars,
             encoded_messages=settings.effective_tool_mode == "native",
@@ -495,7 +528,7 @@ async def _drive(
 
                 window = settings.local_context if settings.is_local else settings.context_upper
                 sampling = LOCAL_GUIDED_SAMPLING if settings.is_local else {}
-                config = GuidedConfig.for_window(window, sampling=sampling)
+                config = GuidedConfig.for_model(window, tiny=settings.is_bundled_model, sampling=sampling)
                 finished = await run_guided(agent, services.client, config, unacted)
             else:
                 finished = await _run_agent(agent, unacted)
@@ -620,15 +653,19 @@ def judge_outcome(stop: Finished, cited: CitedText, state: RunState) -> tuple[Ou
         removed = f" ({unresolved} invented citation(s) removed)" if unresolved else ""
         return "uncited", f"the report cites none of the {len(state.sources)} sources the run saw{removed}"
     if stop.origin == "guided":
-        sections = state.guided.get("sections", {}).values()
+        sections = list(state.guided.get("sections", {}).values())
         written = sum(1 for s in sections if s.get("kept") == "model")
-        quoted = sum(1 for s in sections if s.get("kept") == "quoted")
+        quotes = sum(
+            1
+            for s in sections
+            for p in s.get("paragraphs", ())
+            if p.get("quoted") or s.get("kept") == "quoted"
+        )
         if not written:
-            drafts = f"the model's drafts of {quoted} section(s) failed the checks"
-            return "extractive", f"every section quotes the sources: {drafts}"
-        return (
-            "report",
-            f"{written} section(s) written by the model, {quoted} quoted; {resolved} sources cited",
+            return "extractive", "every section quotes the sources: the model's drafts failed the checks"
+        return "report", (
+            f"{written} of {len(sections)} section(s) written by the model, {quotes} passage(s) quoted; "
+            f"{resolved} sources cited"
         )
     return "report", f"{resolved} sources cited"
 

@@ -95,6 +95,9 @@ class RunInfo(BaseModel):
     """How the shell's limits are enforced on this machine: ``sandbox``, ``user`` (who commands run
     as), ``memory_limit`` (a cgroup for the whole call, or an address-space limit per process),
     ``process_limit`` and ``workspace_quota``."""
+    local_threads: dict[str, Any] = {}
+    """The embedded model server's CPU threads: ``threads``, how they were ``decided`` (``setting``,
+    ``cached``, ``measured``, ``single-cpu``) and the measured ``timings_ms`` per candidate."""
     error: str | None = None
     pid: int | None = None
     """The process writing the run (used to tell a live run from an interrupted one)."""

@@ -118,8 +118,9 @@ def research(
         from deepresearch.runs import new_run_id
 
         settings.out = settings.runs_dir / new_run_id()
-    view = research_view(settings.max_steps, quiet)
-    result = run_or_exit(run_research(question, settings, on_event=view), settings.out)
+    view = research_view(settings.max_steps, quiet, settings.out)
+    progress = getattr(view, "prompt_progress", None)
+    result = run_or_exit(run_research(question, settings, on_event=view, on_progress=progress), settings.out)
     _print_result(result)
 
 
@@ -149,9 +150,23 @@ def resume(
         max_total_tokens=max_tokens,
         max_wall_time=max_time,
     )
-    view = research_view(max_steps or settings.max_steps, quiet)
-    result = run_or_exit(run_resume(run_dir, settings, on_event=view), run_dir)
+    view = research_view(max_steps or _recorded_max_steps(run_dir) or settings.max_steps, quiet, run_dir)
+    progress = getattr(view, "prompt_progress", None)
+    result = run_or_exit(run_resume(run_dir, settings, on_event=view, on_progress=progress), run_dir)
     _print_result(result)
+
+
+def _recorded_max_steps(run_dir: Path) -> int | None:
+    """The step budget the run started with (what ``resume`` keeps unless told otherwise)."""
+    from deepresearch.agent.events import RunStarted
+    from deepresearch.runs import load_events
+
+    try:
+        first = load_events(run_dir / "events.jsonl").events[0]
+    except (DeepResearchError, IndexError, OSError):
+        return None
+    recorded = first.settings.get("max_steps") if isinstance(first, RunStarted) else None
+    return recorded if isinstance(recorded, int) else None
 
 
 def _print_result(result: Any) -> None:

@@ -179,10 +179,12 @@ def read_key_file(path: Path, flag: str) -> str:
     return key
 
 
-def research_view(max_steps: int, quiet: bool) -> Any:
+def research_view(max_steps: int, quiet: bool, run_dir: Path | None = None) -> Any:
+    """The live panel on a terminal, else one line per step; ``None`` with ``--quiet``. The view is
+    the event callback, and its ``prompt_progress`` the local model's prompt-loading callback."""
     from deepresearch.display import LineView, LiveView, Progress
 
     if quiet:
         return None
-    progress = Progress(max_steps)
+    progress = Progress(max_steps, run_dir=run_dir or "")
     return LiveView(progress) if sys.stderr.isatty() else LineView(progress)

@@ -20,7 +20,7 @@ import json
 import time
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -67,17 +67,20 @@ class GuidedConfig:
     """Request fields for the guided calls (``temperature``, llama.cpp's ``repeat_penalty``)."""
 
     @classmethod
-    def for_window(cls, tokens: int, *, sampling: dict[str, Any] | None = None) -> GuidedConfig:
-        if tokens < 16_384:
-            return cls(sampling=dict(sampling or {}))
+    def for_model(cls, window: int, *, tiny: bool, sampling: dict[str, Any] | None = None) -> GuidedConfig:
+        """Sized to the model's context ``window``; a ``tiny`` model (the bundled 135M) writes one
+        sentence per passage."""
+        sampling = dict(sampling or {})
+        if window < 16_384:
+            return cls(per_passage=tiny, sampling=sampling)
         return cls(
             sections=4,
             pages=10,
             passages=6,
             paragraphs=3,
             paragraph_chars=900,
-            per_passage=False,
-            sampling=dict(sampling or {}),
+            per_passage=tiny,
+            sampling=sampling,
         )
 
 
@@ -220,7 +223,8 @@ async def _section(
     taken = [Window(u["key"], "", u["start"], u["end"], "") for u in used]
     fresh = [w for w in pool if not any(w.overlaps(t) for t in taken)]
     query = f"{section.heading} {section.query}" if index else section.query
-    passages = select(fresh, query, config.passages) or select(pool, query, config.passages)
+    prior = _search_rank_prior(state.sources) if index == 0 else None  # the overview answers the question
+    passages = select(fresh, query, config.passages, prior=prior) or select(pool, query, config.passages)
     result: dict[str, Any] = {
         "heading": section.heading,
         "passages": [{"key": w.key, "start": w.start, "end": w.end} for w in passages],
@@ -257,9 +261,10 @@ async def _section_by_points(
     passages: list[Window],
     result: dict[str, Any],
 ) -> None:
-    """One call per passage for one sentence each; the sentences that pass make the paragraph."""
+    """One call per passage for one sentence each; the sentences that pass make the paragraph, and
+    the best of the passages whose sentence failed is quoted after it (what the section must not lose)."""
     state = agent.state
-    messages, completions, sentences, verdicts = [], [], [], []
+    messages, completions, sentences, verdicts, missed = [], [], [], [], []
     duration = 0.0
     for window in passages:
         prompt = writer.point_messages(window, state.language)
@@ -278,8 +283,13 @@ async def _section_by_points(
         verdicts.append(why)
         if why is None and completion.finish_reason != "length":
             sentences.append(f"{sentence.rstrip()} \\cite{{{window.key}}}")
+        else:
+            missed.append(window)
     if sentences:
         result |= _kept([Paragraph(" ".join(sentences), [])], "model", None)
+        result["paragraphs"] += [
+            p | {"quoted": True} for p in _kept(writer.quoted(missed, 1), "", None)["paragraphs"]
+        ]
     else:
         why = "; ".join(dict.fromkeys(w for w in verdicts if w)) or "cut off by the output limit"
         result |= _kept(writer.quoted(passages), "quoted", why)
@@ -287,7 +297,7 @@ async def _section_by_points(
     agent.record(_call_event(state.step, "section", index, messages, completions, duration, result))
 
 
-def _kept(paragraphs: list[Paragraph], kept: str, why: str | None) -> dict[str, object]:
+def _kept(paragraphs: list[Paragraph], kept: str, why: str | None) -> dict[str, Any]:
     return {"paragraphs": [{"text": p.text, "keys": p.keys} for p in paragraphs], "kept": kept, "why": why}
 
 
@@ -322,6 +332,15 @@ def _call_event(
         duration_s=round(duration, 3),
         result=result,
     )
+
+
+def _search_rank_prior(sources: Iterable[Source]) -> dict[str, float]:
+    """A boost for the pages the search engine ranked first for the question (``1 + 1/(rank + 1)``):
+    BM25 over a few windows knows less about which page answers than the index's ranking did."""
+    read = [s for s in sources if s.fetched]
+    first_step = min((s.step for s in read), default=0)
+    ranked = [s.key for s in read if s.step == first_step]
+    return {key: 1 + 1 / (rank + 2) for rank, key in enumerate(ranked)}
 
 
 def _budget_spent(agent: Agent) -> bool:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from deepresearch.search.passages import CJK_RUN_RE, cjk_grams, split_sentences
@@ -98,6 +98,11 @@ def terms(text: str) -> list[str]:
 
 
 def _fold(word: str) -> str:
+    """A crude stemmer, the same on both sides of a match: plurals, ``-ing``, ``-ed``."""
+    if len(word) > 5 and word.endswith("ing"):
+        return word[:-3]
+    if len(word) > 4 and word.endswith("ed") and not word.endswith("eed"):
+        return word[:-2]
     if len(word) > 4 and word.endswith("ies"):
         return word[:-3] + "y"
     if len(word) > 4 and word.endswith(("xes", "ches", "shes", "sses")):
@@ -176,15 +181,24 @@ def blocks(text: str) -> list[str]:
     return [b for b in found if b]
 
 
-def select(pool: Sequence[Window], query: str, k: int, *, per_source: int = 2) -> list[Window]:
+def select(
+    pool: Sequence[Window],
+    query: str,
+    k: int,
+    *,
+    per_source: int = 2,
+    prior: Mapping[str, float] | None = None,
+) -> list[Window]:
     """The ``k`` best windows for ``query`` by BM25 over ``pool``: at most ``per_source`` from one page,
-    never two that overlap, none that shares no term with the query."""
+    never two that overlap, none that shares no term with the query. ``prior`` multiplies the scores
+    of a page's windows (the search engine's own ranking of the pages, say)."""
     wanted = set(terms(query))
     if not pool or not wanted or k < 1:
         return []
+    weight = prior or {}
+    scores = [score * weight.get(w.key, 1.0) for w, score in zip(pool, bm25(pool, wanted), strict=True)]
     ranked = sorted(
-        ((score, -i, w) for i, (w, score) in enumerate(zip(pool, bm25(pool, wanted), strict=True))),
-        reverse=True,
+        ((score, -i, w) for i, (w, score) in enumerate(zip(pool, scores, strict=True))), reverse=True
     )
     chosen: list[Window] = []
     taken: Counter[str] = Counter()

@@ -102,10 +102,11 @@ def fallback_plan(titles: Sequence[str], question: str, count: int) -> list[Sect
     found: list[Section] = []
     seen = [set(terms(question))]
     for title in titles:
-        words = set(terms(title))
+        heading = ": ".join(title.split(" > ")[-2:]).strip()  # an index section's title is its path
+        words = set(terms(heading))
         if words and not any(words == other for other in seen):
             seen.append(words)
-            found.append(Section(title[:HEADING_CHARS], title))
+            found.append(Section(heading[:HEADING_CHARS], f"{title} {question}"))
     return found[:count]
 
 
@@ -202,7 +203,8 @@ def quoted(passages: Sequence[Window], most: int = 2) -> list[Paragraph]:
 
 
 def assemble(question: str, sections: Sequence[dict[str, Any]], language: str) -> str:
-    """The report: the question as title, then each section with its paragraphs and citations."""
+    """The report: the question as title, then each section with its paragraphs and citations; quoted
+    passages are block quotes, and a section made only of them says so."""
     parts = [f"# {' '.join(question.split())}"]
     for section in sections:
         paragraphs = section.get("paragraphs") or []
@@ -214,7 +216,8 @@ def assemble(question: str, sections: Sequence[dict[str, Any]], language: str) -
         for paragraph in paragraphs:
             cite = "\\cite{" + ",".join(paragraph["keys"]) + "}" if paragraph["keys"] else ""
             text = paragraph["text"].strip()
-            parts.append(f"> {text} {cite}" if section.get("kept") == "quoted" else f"{text} {cite}")
+            quote = section.get("kept") == "quoted" or paragraph.get("quoted")
+            parts.append(f"> {text} {cite}" if quote else f"{text} {cite}")
     return "\n\n".join(parts) + "\n"
 
 
