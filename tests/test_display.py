@@ -161,8 +161,7 @@ def test_a_guided_run_reads_as_plan_sections_and_outcome():
     lines = out.getvalue().splitlines()
     assert lines[0] == "[step 1] search: a step the code took for the model"
     assert lines[1] == "[step 3] plan: Concurrent builds"
-    assert lines[2] == (
-        "[step 3] section 1 Overview: quoted from the sources (not grounded in the passages (20% of its words))"
-    )
+    why = "not grounded in the passages (20% of its words)"
+    assert lines[2] == f"[step 3] section 1 Overview: quoted from the sources ({why})"
     assert lines[3].endswith("· outcome extractive")
     assert view.progress.tokens == 800 and view.progress.action == "report written (extractive)"
