@@ -36,13 +36,12 @@ from deepresearch.agent.tokens import count_tokens as o200k_tokens
 from deepresearch.errors import ConfigError, LLMError
 from deepresearch.llm.client import ChatClient, LLMConfig
 from deepresearch.llm.local import server as server_module
+from deepresearch.llm.local import threads
 from deepresearch.llm.local.server import (
     FALLBACK_TOKEN_FACTOR,
     NEEDS_EXTRA,
     TOKENIZE_EXACT_CHARS,
     LocalModelServer,
-    available_cpus,
-    thread_candidates,
 )
 
 CONTEXT = 4096
@@ -55,15 +54,16 @@ LONG_SYSTEM = "You are a careful research assistant. " + " ".join(
 
 @pytest.fixture(scope="session")
 def local_server(real_model: Path) -> Iterator[LocalModelServer]:
-    """One server for the read-only tests of the session."""
-    with LocalModelServer(real_model, context=CONTEXT, threads=2) as server:
+    """One server for the read-only tests of the session. One thread: on a loaded 2-core machine two
+    threads wait for each other at every layer and ran ten times slower (the suite beside a CPU hog)."""
+    with LocalModelServer(real_model, context=CONTEXT, threads=1) as server:
         yield server
 
 
 @pytest.fixture
 def client(local_server: LocalModelServer) -> Iterator[httpx.Client]:
     headers = {"Authorization": f"Bearer {local_server.api_key}"}
-    with httpx.Client(base_url=local_server.base_url, headers=headers, timeout=60) as http:
+    with httpx.Client(base_url=local_server.base_url, headers=headers, timeout=300) as http:
         yield http
 
 
@@ -286,7 +286,7 @@ def test_async_context_manager(real_model: Path) -> None:
     async def run() -> tuple[int, str]:
         async with LocalModelServer(real_model, context=1024, threads=1, model_name="tiny") as server:
             headers = {"Authorization": f"Bearer {server.api_key}"}
-            async with httpx.AsyncClient(base_url=server.base_url, headers=headers, timeout=60) as http:
+            async with httpx.AsyncClient(base_url=server.base_url, headers=headers, timeout=300) as http:
                 response = await http.post(
                     "/chat/completions",
                     json={"model": "tiny", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4},
@@ -362,34 +362,34 @@ def test_the_server_never_outlives_its_owner(real_model: Path, how: signal.Signa
 
 
 def test_thread_candidates_go_from_all_cpus_to_one() -> None:
-    assert thread_candidates(1) == [1]
-    assert thread_candidates(2) == [2, 1]
-    assert thread_candidates(3) == [3, 1]
-    assert thread_candidates(4) == [4, 2, 1]
-    assert thread_candidates(12) == [12, 6, 1]
-    assert thread_candidates(96) == [16, 8, 1]  # capped: a CPU run is bound by memory bandwidth
+    assert threads.candidates(1) == [1]
+    assert threads.candidates(2) == [2, 1]
+    assert threads.candidates(3) == [3, 1]
+    assert threads.candidates(4) == [4, 2, 1]
+    assert threads.candidates(12) == [12, 6, 1]
+    assert threads.candidates(96) == [16, 8, 1]  # capped: a CPU run is bound by memory bandwidth
 
 
 def test_the_thread_cache_keeps_the_newest_choices_and_survives_a_bad_file(tmp_path: Path) -> None:
     cache = tmp_path / "deeper" / "local-threads.json"
-    assert server_module._read_threads_cache(cache) == {}  # no file yet
-    server_module._write_threads_cache(cache, "model-a|cpus=2", 1, {2: 3551.0, 1: 900.5})
-    assert server_module._read_threads_cache(cache) == {
+    assert threads.read_cache(cache) == {}  # no file yet
+    threads.write_cache(cache, "model-a|cpus=2", 1, {2: 3551.0, 1: 900.5})
+    assert threads.read_cache(cache) == {
         "model-a|cpus=2": {
             "threads": 1,
             "timings_ms": {"2": 3551.0, "1": 900.5},
             "measured": json.loads(cache.read_text())["choices"]["model-a|cpus=2"]["measured"],
         }
     }
-    for n in range(server_module.THREADS_CACHE_ENTRIES + 3):
-        server_module._write_threads_cache(cache, f"model-{n}", 2, {2: 1.0, 1: 2.0})
-    kept = server_module._read_threads_cache(cache)
-    assert len(kept) == server_module.THREADS_CACHE_ENTRIES and "model-a|cpus=2" not in kept
-    assert f"model-{server_module.THREADS_CACHE_ENTRIES + 2}" in kept
+    for n in range(threads.CACHE_ENTRIES + 3):
+        threads.write_cache(cache, f"model-{n}", 2, {2: 1.0, 1: 2.0})
+    kept = threads.read_cache(cache)
+    assert len(kept) == threads.CACHE_ENTRIES and "model-a|cpus=2" not in kept
+    assert f"model-{threads.CACHE_ENTRIES + 2}" in kept
     assert [p.name for p in cache.parent.iterdir()] == ["local-threads.json"]  # no temporary left behind
     for junk in ("{not json", "[1, 2]", '{"choices": 7}'):
         cache.write_text(junk)
-        assert server_module._read_threads_cache(cache) == {}
+        assert threads.read_cache(cache) == {}
 
 
 def _thread_inits(caplog: pytest.LogCaptureFixture) -> list[int]:
@@ -411,12 +411,12 @@ def _wait_for_inits(caplog: pytest.LogCaptureFixture, count: int) -> list[int]:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(available_cpus() < 2, reason="one CPU: nothing to measure")
+@pytest.mark.skipif(threads.available_cpus() < 2, reason="one CPU: nothing to measure")
 def test_threads_are_measured_at_the_first_start_then_cached(
     real_model: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     cache = tmp_path / "local-threads.json"
-    candidates = thread_candidates(available_cpus())
+    candidates = threads.candidates(threads.available_cpus())
     caplog.set_level(logging.DEBUG, logger="deepresearch.llm.local.server")
     with LocalModelServer(real_model, context=1024, threads_cache=cache) as server:
         assert server.threads_decided == "measured"
@@ -446,7 +446,7 @@ def test_threads_are_measured_at_the_first_start_then_cached(
 def _chat_ok(server: LocalModelServer) -> bool:
     headers = {"Authorization": f"Bearer {server.api_key}"}
     body = {"model": server.model_name, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
-    response = httpx.post(f"{server.base_url}/chat/completions", json=body, headers=headers, timeout=60)
+    response = httpx.post(f"{server.base_url}/chat/completions", json=body, headers=headers, timeout=300)
     return response.status_code == 200 and response.json()["usage"]["completion_tokens"] > 0
 
 

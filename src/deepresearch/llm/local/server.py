@@ -48,7 +48,6 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Literal, Self
@@ -57,6 +56,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from deepresearch.errors import ConfigError, LLMError
+from deepresearch.llm.local import threads
 
 logger = logging.getLogger(__name__)
 
@@ -72,10 +72,6 @@ LOOPBACK = "127.0.0.1"
 PROMPT_BATCH = 512
 """Tokens per prompt-processing batch; llama.cpp reports prompt progress once per batch (its default, 2048,
 left a 3,600-token prompt with two reports), and on a CPU 512 is its compute batch anyway."""
-MAX_MEASURED_THREADS = 16
-"""Most threads tried when measuring; beyond that a CPU run is bound by memory bandwidth."""
-THREADS_CACHE_FILE = "local-threads.json"
-THREADS_CACHE_ENTRIES = 32
 TOKEN_CACHE_ENTRIES = 2048
 """Texts whose count ``count_tokens`` remembers (least recently used first out)."""
 TOKENIZE_EXACT_CHARS = 128 * 1024
@@ -310,25 +306,25 @@ class LocalModelServer:
         if self.threads is not None:
             self.threads_decided = "setting"
             return self.threads, []
-        cpus = available_cpus()
+        cpus = threads.available_cpus()
         if cpus == 1:
             self.threads_decided = "single-cpu"
             return 1, []
-        self._cache_key = _threads_cache_key(self.model_path, cpus)
-        cached = _read_threads_cache(self._threads_cache_path()).get(self._cache_key)
-        threads = cached.get("threads") if isinstance(cached, dict) else None
-        if isinstance(threads, int) and not isinstance(threads, bool) and 1 <= threads <= cpus:
+        self._cache_key = threads.cache_key(self.model_path, cpus)
+        cached = threads.read_cache(self._threads_cache_path()).get(self._cache_key)
+        chosen = cached.get("threads") if isinstance(cached, dict) else None
+        if isinstance(chosen, int) and not isinstance(chosen, bool) and 1 <= chosen <= cpus:
             self.threads_decided = "cached"
-            return threads, []
+            return chosen, []
         self.threads_decided = "measured"
-        return None, thread_candidates(cpus)
+        return None, threads.candidates(cpus)
 
     def _threads_cache_path(self) -> Path:
         if self.threads_cache is not None:
             return self.threads_cache
         from deepresearch.config import default_cache_dir
 
-        return default_cache_dir() / THREADS_CACHE_FILE
+        return default_cache_dir() / threads.CACHE_FILE
 
     def _read_handshake(self, stream: IO[bytes]) -> None:
         for raw in iter(stream.readline, b""):
@@ -388,7 +384,7 @@ class LocalModelServer:
         if self.threads_decided == "measured" and self._cache_key is not None:
             timings = self.thread_timings
             if timings and all(ms is not None for ms in timings.values()):
-                _write_threads_cache(self._threads_cache_path(), self._cache_key, self.threads_used, timings)
+                threads.write_cache(self._threads_cache_path(), self._cache_key, self.threads_used, timings)
         logger.info(
             "local model server for %s on %s (pid %d, context %d, %s threads, %s%s)",
             self.model_path.name,
@@ -522,63 +518,6 @@ def _describe_exit(code: int) -> str:
         except ValueError:
             return f"killed by signal {-code}"
     return f"exit code {code}"
-
-
-def available_cpus() -> int:
-    """CPUs this process may run on (its affinity mask, which a container or ``taskset`` narrows)."""
-    try:
-        return len(os.sched_getaffinity(0)) or 1
-    except (AttributeError, OSError):  # no sched_getaffinity outside Linux
-        return os.cpu_count() or 1
-
-
-def thread_candidates(cpus: int) -> list[int]:
-    """Thread counts to measure, most first: all CPUs (capped), half of them from four up, and one."""
-    most = max(1, min(cpus, MAX_MEASURED_THREADS))
-    candidates = [most, most // 2 if most >= 4 else most, 1]
-    return sorted(set(candidates), reverse=True)
-
-
-def _threads_cache_key(model: Path, cpus: int) -> str:
-    """The model file (path, size, modification time: a re-downloaded file is measured again) and CPUs."""
-    try:
-        stat = model.stat()
-    except OSError:
-        return f"{model}|?|cpus={cpus}"
-    return f"{model.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|cpus={cpus}"
-
-
-def _read_threads_cache(path: Path) -> dict[str, Any]:
-    """The cached choices; an unreadable or foreign file is an empty cache (it only saves a measurement)."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as exc:
-        logger.info("ignoring the thread-count cache %s (%s)", path, exc)
-        return {}
-    choices = data.get("choices") if isinstance(data, dict) else None
-    return choices if isinstance(choices, dict) else {}
-
-
-def _write_threads_cache(path: Path, key: str, threads: int | None, timings: dict[int, float | None]) -> None:
-    """Add one choice (the newest last, at most ``THREADS_CACHE_ENTRIES``), written whole and renamed."""
-    choices = _read_threads_cache(path)
-    choices.pop(key, None)
-    choices[key] = {
-        "threads": threads,
-        "timings_ms": {str(n): ms for n, ms in timings.items()},
-        "measured": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
-    kept = dict(list(choices.items())[-THREADS_CACHE_ENTRIES:])
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary.write_text(json.dumps({"format": 1, "choices": kept}, indent=1), encoding="utf-8")
-        os.replace(temporary, path)
-    except OSError as exc:
-        logger.warning("could not cache the thread count in %s: %s", path, exc)
-        temporary.unlink(missing_ok=True)
 
 
 def _or_inf(ms: float | None) -> float:
