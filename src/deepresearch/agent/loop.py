@@ -321,13 +321,13 @@ class Agent:
         """
         if repeat < 2:
             return await execute(call, self.tools, ctx, deadline_s=self.time_left())
-        self.state.audit["repeated_calls"] += 1
         if repeat >= 3 and not len(self.state.sources) and SEARCH_TOOL in self.tools:
             result = await execute(
                 self.question_search(call.id), self.tools, ctx, deadline_s=self.time_left()
             )
             note = f"(You made this exact call {repeat} times; the loop searched the question instead.)\n"
             result.text = note + result.text
+            result.data["repeat"] = repeat  # counted in the audit when the result is applied
             return result
         if repeat >= 3:
             self._stuck = True

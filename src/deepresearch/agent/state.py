@@ -108,6 +108,8 @@ class RunState:
             case ToolResultEvent():
                 self.results[event.call_id] = event
                 self.sources.extend(event.sources)
+                if event.data.get("repeat"):  # the repeat guard refused or replaced this call
+                    self.audit["repeated_calls"] += 1
                 if event.state is not None:
                     snapshot = json.loads(json.dumps(event.state))
                     self.tool_state.clear()  # same dict object: live tool contexts keep seeing it
