@@ -319,7 +319,8 @@ class Settings(BaseModel):
         if not self.is_local:
             return self
         output = min(self.max_output_tokens or self.local_context // 8, self.local_context // 8)
-        # limits are counted in o200k tokens; small models' tokenizers need ~20% more for the same text
+        # counted with the model's own tokenizer (the embedded server's /tokenize); 20% of the room
+        # stays free for the reply's growth and the forced-answer prompt
         upper = min(self.context_upper, int((self.local_context - output) * 0.8))
         lower = min(self.context_lower, upper * 3 // 4)
         return self.model_copy(

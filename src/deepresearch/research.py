@@ -156,12 +156,14 @@ async def search_once(query: str, settings: Settings, *, limit: int = 10) -> lis
         await close_backend(backend)
 
 
-def _require_endpoint(settings: Settings) -> None:
+def _require_endpoint(settings: Settings) -> tuple[str, str]:
+    """``(base_url, model)``, or the error a user must fix first."""
     if not settings.base_url or not settings.model:
         raise ConfigError(
             "no model endpoint configured: pass --base-url and --model (or set DEEPRESEARCH_BASE_URL "
             "and DEEPRESEARCH_MODEL, or put base_url/model in deepresearch.toml)"
         )
+    return settings.base_url, settings.model
 
 
 def _client(
@@ -171,11 +173,10 @@ def _client(
 ) -> Any:
     from deepresearch.llm.client import ChatClient, LLMConfig
 
-    _require_endpoint(settings)
-    assert settings.base_url is not None and settings.model is not None
+    base_url, model = _require_endpoint(settings)
     config = LLMConfig(
-        base_url=settings.base_url,
-        model=settings.model,
+        base_url=base_url,
+        model=model,
         api_key=settings.api_key,
         stream=settings.stream,
         timeout=settings.request_timeout,
@@ -529,7 +530,7 @@ async def _drive(
                 window = settings.local_context if settings.is_local else settings.context_upper
                 sampling = LOCAL_GUIDED_SAMPLING if settings.is_local else {}
                 config = GuidedConfig.for_model(window, tiny=settings.is_bundled_model, sampling=sampling)
-                finished = await run_guided(agent, services.client, config, unacted)
+                finished = await run_guided(agent, services.client, config, store.workspace, unacted)
             else:
                 finished = await _run_agent(agent, unacted)
             cited, markdown = await _write_report(finished, recorder, state)

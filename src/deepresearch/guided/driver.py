@@ -85,9 +85,14 @@ class GuidedConfig:
 
 
 async def run_guided(
-    agent: Agent, model: JsonModel, config: GuidedConfig, unacted: Completion | None = None
+    agent: Agent,
+    model: JsonModel,
+    config: GuidedConfig,
+    workspace: Path,
+    unacted: Completion | None = None,
 ) -> Finished:
-    """Drive the run to its report (``Finished`` with origin ``guided``); resumes where it stopped."""
+    """Drive the run to its report (``Finished`` with origin ``guided``); resumes where it stopped.
+    ``workspace`` is where the web tool saved the pages it opened."""
     state = agent.state
     if unacted is not None:  # the report was recorded as the answer; the process died before writing it
         return Finished(extract_answer(unacted.content), origin="guided")
@@ -112,7 +117,7 @@ async def run_guided(
         urls = choose_pages(list(state.sources), [question, *queries], config.pages)
         if urls:
             await _take(agent, "open", _web_call("batch_open", urls=urls))
-    pool = read_pool(agent.make_context(state.step, "read").workspace, list(state.sources))
+    pool = read_pool(workspace, list(state.sources))
     sections = [writer.overview(question, language), *plan]
     done: dict[str, dict[str, Any]] = state.guided.setdefault("sections", {})
     for index, section in enumerate(sections):

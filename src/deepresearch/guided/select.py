@@ -24,7 +24,7 @@ _WORD = re.compile(r"\w+")
 _FENCE = re.compile(r"^(`{3,}|~{3,})")
 _RULE = re.compile(r"^[-|: ]{3,}$")
 _HEADING = re.compile(r"^#{1,6}\s+(.*?)\s*#*$")
-_STOPWORDS = frozenset(
+STOPWORDS = frozenset(
     {
         "a",
         "an",
@@ -94,7 +94,7 @@ def terms(text: str) -> list[str]:
             found.extend(cjk_grams(run.group()))
             position = run.end()
         found.extend(_fold(w) for w in token[position:].split("_") if w)
-    return [t for t in found if t not in _STOPWORDS and (not t.isdigit() or len(t) > 3)]
+    return [t for t in found if t not in STOPWORDS and (not t.isdigit() or len(t) > 3)]
 
 
 def _fold(word: str) -> str:

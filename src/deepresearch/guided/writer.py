@@ -19,7 +19,7 @@ import json_repair
 
 from deepresearch.agent import prompts
 from deepresearch.guided.judge import Paragraph
-from deepresearch.guided.select import Window, terms
+from deepresearch.guided.select import STOPWORDS, Window, terms
 
 HEADING_CHARS = 80
 QUERY_CHARS = 120
@@ -32,6 +32,7 @@ _GENERIC_HEADINGS = re.compile(
     r"(\s+\w+)?[\s.,:;]*$",
     re.I,
 )
+_QUERY_WORD = re.compile(r"[^\W_]+(?:[-.'][^\W_]+)*")
 _OVERVIEW = {"en": "Overview", "zh": "概述"}
 _QUOTED = {"en": "*Quoted from the sources.*", "zh": "*以下内容直接引自来源。*"}
 _COUNT_WORDS = {
@@ -91,10 +92,20 @@ def read_plan(reply: str, question: str, count: int, titles: Sequence[str] = ())
             continue
         if any(words == other for other in seen):
             continue
-        query = " ".join(dict.fromkeys(terms(query))) or heading  # a small model's query is often code
+        query = plain_query(query) or heading  # a small model's query is often code
         seen.append(words)
         found.append(Section(heading, query))
     return found[:count]
+
+
+def plain_query(text: str, most: int = 10) -> str:
+    """The words of ``text`` as a search query (no symbols, no stopwords, each once, as written): a
+    small model's "query" is often code or a template."""
+    words: dict[str, str] = {}
+    for word in _QUERY_WORD.findall(text):
+        if word.lower() not in STOPWORDS:
+            words.setdefault(word.lower(), word)
+    return " ".join(list(words.values())[:most])
 
 
 def fallback_plan(titles: Sequence[str], question: str, count: int) -> list[Section]:
