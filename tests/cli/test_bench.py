@@ -172,3 +172,16 @@ def test_human_verdicts_through_export_and_import(benches, fake_llm, tmp_path):
     assert counted.exit_code == 0, counted.output
     assert fake_llm.requests == []  # no model was asked
     assert re.search(r"Overall\W+0\W+0\W+3\W+0\W+0\.0%", counted.output), counted.output
+
+
+def test_a_benchmark_names_the_tasks_done_without_a_cited_report(fake_llm, corpus_index, tmp_path):
+    fake_llm.script = lambda request: Reply(content="<answer>An answer that cites nothing.</answer>")
+    tasks = write_tasks(tmp_path / "tasks.jsonl", PROMPTS)
+    result = invoke(
+        *("bench", "run", "--tasks", str(tasks), "--name", "u", "--dir", str(tmp_path / "u")),
+        *("--base-url", fake_llm.base_url, "--model", "m", "--index", str(corpus_index), "--quiet"),
+    )
+    assert result.exit_code == 0, result.output  # done and gradable: such a report scores what it scores
+    assert "3 done, 0 failed" in result.output
+    listed = ", ".join(f"{task_id} (uncited)" for task_id in PROMPTS)
+    assert f"3 task(s) done without a cited report: {listed}" in result.stderr

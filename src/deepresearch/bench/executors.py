@@ -69,6 +69,8 @@ class JobResult(TypedDict):
     report: str
     """The report's text when asked for (Ray), else empty."""
     error: str
+    outcome: str
+    """The run's outcome once done (``report``, ``extractive``, ``uncited``, ``empty``), else empty."""
 
 
 class Executor(Protocol):
@@ -102,7 +104,16 @@ async def execute_job(
         logger.warning("benchmark task %s failed: %s", job.task_id, error)
         return _result("failed", resumed, job.run_dir, _recorded_usage(job.run_dir), started, error=error)
     report = result.report if include_report else ""
-    return _result("done", resumed, job.run_dir, result.usage, started, steps=result.steps, report=report)
+    return _result(
+        "done",
+        resumed,
+        job.run_dir,
+        result.usage,
+        started,
+        steps=result.steps,
+        report=report,
+        outcome=result.outcome,
+    )
 
 
 def _recorded_usage(run_dir: Path) -> dict[str, Any]:
@@ -123,6 +134,7 @@ def _result(
     steps: int | None = None,
     report: str = "",
     error: str = "",
+    outcome: str = "",
 ) -> JobResult:
     report_file = run_dir / "report.md"
     return JobResult(
@@ -136,6 +148,7 @@ def _result(
         report_path=str(report_file) if status == "done" else "",
         report=report,
         error=error,
+        outcome=outcome,
     )
 
 

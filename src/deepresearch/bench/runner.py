@@ -383,6 +383,7 @@ class _Runner:
         row.steps = result["steps"]
         row.prompt_tokens, row.completion_tokens = result["prompt_tokens"], result["completion_tokens"]
         row.cost_usd = max(result["cost_usd"], row.cost_usd)
+        row.outcome = result.get("outcome", "") or row.outcome
         row.wall_s += result["wall_s"]
         self.walls.append(result["wall_s"])
         row.report_path = result["report_path"]

@@ -147,6 +147,13 @@ def bench_run(
             say(f"  failed {row.task_id}: {row.error}", color="yellow")
     for note in summary.notes():
         say(f"  {note}", color="yellow")
+    from deepresearch.runs import FAILED_OUTCOMES
+
+    uncited = [row for row in summary.rows if row.status == "done" and row.outcome in FAILED_OUTCOMES]
+    if uncited:  # done, and graded as such (a report that cites nothing scores what it scores)
+        listed = ", ".join(f"{row.task_id} ({row.outcome})" for row in uncited[:10])
+        more = f" and {len(uncited) - 10} more" if len(uncited) > 10 else ""
+        say(f"  {len(uncited)} task(s) done without a cited report: {listed}{more}", color="yellow")
     typer.echo(
         f"{summary.name}: {summary.done} done, {summary.failed} failed, {summary.pending} pending "
         f"({len(summary.ran)} run now, {len(summary.resumed)} resumed, {len(summary.skipped)} already done); "
