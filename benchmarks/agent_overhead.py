@@ -85,8 +85,8 @@ def run_agent(base_url: str, steps: int, out: Path) -> dict[str, Any]:
     started_cpu = time.process_time()
     from pydantic import BaseModel
 
-    from deepresearch.agent.events import LLMCall
     from deepresearch.config import load_settings
+    from deepresearch.events import LLMCall
     from deepresearch.research import research
     from deepresearch.tools.base import Tool, ToolResult
     from deepresearch.tools.registry import default_tools, register

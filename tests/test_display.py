@@ -3,7 +3,8 @@ import re
 
 from rich.console import Console
 
-from deepresearch.agent.events import (
+from deepresearch.display import LineView, LiveView, Progress, describe_call
+from deepresearch.events import (
     FinalAnswerForced,
     LLMCall,
     ReportWritten,
@@ -12,7 +13,6 @@ from deepresearch.agent.events import (
     ToolCallEvent,
     ToolResultEvent,
 )
-from deepresearch.display import LineView, LiveView, Progress, describe_call
 
 
 def story():
@@ -142,7 +142,7 @@ def test_the_step_counter_never_reads_past_the_maximum():
 
 
 def test_a_guided_run_reads_as_plan_sections_and_outcome():
-    from deepresearch.agent.events import GuidedCall
+    from deepresearch.events import GuidedCall
 
     out = io.StringIO()
     view = LineView(Progress(30), stream=out)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from deepresearch.agent.events import parse_event
 from deepresearch.config import load_settings
+from deepresearch.events import parse_event
 from deepresearch.research import research
 from deepresearch.runs import read_info
 from deepresearch.tools.registry import default_tools

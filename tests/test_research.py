@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from deepresearch.agent.events import parse_event
 from deepresearch.config import load_settings
+from deepresearch.events import parse_event
 from deepresearch.research import research, resume
 from deepresearch.runs import read_info
 from tests.agent.scripts import INVENTED_KEY, cited_keys, endless_search_script, research_script, turn

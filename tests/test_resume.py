@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from deepresearch.agent.events import parse_event
 from deepresearch.config import load_settings
 from deepresearch.errors import RunStoreError
+from deepresearch.events import parse_event
 from deepresearch.research import research, resume
 from deepresearch.runs import read_info
 from tests.agent.scripts import research_script, turn

@@ -3,8 +3,8 @@ import os
 
 import pytest
 
-from deepresearch.agent.events import LLMCall, RunStarted, ToolResultEvent
 from deepresearch.errors import RunCorrupted, RunStoreError
+from deepresearch.events import LLMCall, RunStarted, ToolResultEvent
 from deepresearch.runs import RunInfo, RunStore, iter_runs, load_events, read_info
 
 

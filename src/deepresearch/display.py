@@ -21,7 +21,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from deepresearch.agent.events import (
+from deepresearch.events import (
     ContextCompacted,
     ErrorEvent,
     Event,

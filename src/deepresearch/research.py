@@ -22,7 +22,14 @@ from pydantic import SecretStr
 from deepresearch.agent import prompts
 from deepresearch.agent.budget import Budget
 from deepresearch.agent.context import ContextPolicy
-from deepresearch.agent.events import (
+from deepresearch.agent.history import History
+from deepresearch.agent.loop import Agent, LoopConfig
+from deepresearch.agent.state import RunState, replay
+from deepresearch.agent.stops import Finished
+from deepresearch.agent.tokens import count_tokens
+from deepresearch.config import Settings, default_cache_dir, default_data_dir
+from deepresearch.errors import ConfigError, DeepResearchError, LLMError, RunStoreError
+from deepresearch.events import (
     ErrorEvent,
     Event,
     LLMCall,
@@ -32,13 +39,6 @@ from deepresearch.agent.events import (
     RunStarted,
     now_iso,
 )
-from deepresearch.agent.history import History
-from deepresearch.agent.loop import Agent, LoopConfig
-from deepresearch.agent.state import RunState, replay
-from deepresearch.agent.stops import Finished
-from deepresearch.agent.tokens import count_tokens
-from deepresearch.config import Settings, default_cache_dir, default_data_dir
-from deepresearch.errors import ConfigError, DeepResearchError, LLMError, RunStoreError
 from deepresearch.llm.messages import Completion
 from deepresearch.report import CitedText, Language, render_html, render_markdown, resolve_citations
 from deepresearch.runs import Outcome, RunInfo, RunStore, json_text, new_run_id, read_info

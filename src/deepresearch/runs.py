@@ -33,12 +33,16 @@ from typing import IO, Any, Literal, NoReturn
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from deepresearch.agent.events import FORMAT, Event, parse_event
 from deepresearch.errors import RunCorrupted, RunStoreError
+from deepresearch.events import Event, parse_event
 
 logger = logging.getLogger(__name__)
 
 RunStatus = Literal["running", "done", "failed", "cancelled", "interrupted"]
+
+
+FORMAT = "deepresearch-run-1"
+"""Version of the run-directory format, written into ``run.json``."""
 
 
 def new_run_id() -> str:

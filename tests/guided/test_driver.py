@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from deepresearch.agent.events import parse_event
 from deepresearch.config import load_settings
 from deepresearch.errors import LLMError
+from deepresearch.events import parse_event
 from deepresearch.research import research, resume
 from deepresearch.runs import read_info
 from tests.fakes.openai_server import FakeOpenAI, Reply

@@ -14,9 +14,9 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from deepresearch.agent.events import ErrorEvent, ToolCallEvent, ToolResultEvent
 from deepresearch.cli import app
 from deepresearch.display import LineView, LiveView, Progress
+from deepresearch.events import ErrorEvent, ToolCallEvent, ToolResultEvent
 from deepresearch.report import render_html, render_markdown, resolve_citations
 from deepresearch.sources import SourceRegistry
 from deepresearch.terminal import printable

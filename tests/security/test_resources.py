@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from deepresearch.agent.events import parse_event
 from deepresearch.agent.tokens import O200kCounter, _rank_file, load_ranks
 from deepresearch.config import load_settings
+from deepresearch.events import parse_event
 from deepresearch.llm.messages import ToolCall
 from deepresearch.research import research, resume
 from deepresearch.runs import read_info

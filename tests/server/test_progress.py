@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from deepresearch.agent.events import (
+from deepresearch.events import (
     ErrorEvent,
     FinalAnswerForced,
     LLMCall,

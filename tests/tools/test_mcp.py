@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from deepresearch.agent.events import parse_event
 from deepresearch.config import McpServer, Settings, load_settings
 from deepresearch.errors import ConfigError, LLMError
+from deepresearch.events import parse_event
 from deepresearch.llm import jsonmode, textmode
 from deepresearch.research import research, resume
 from deepresearch.runs import read_info

@@ -22,7 +22,9 @@ from typing import Any, Literal, Protocol
 from deepresearch.agent import prompts
 from deepresearch.agent.budget import Budget
 from deepresearch.agent.context import ContextPolicy
-from deepresearch.agent.events import (
+from deepresearch.agent.state import RunState
+from deepresearch.agent.stops import Finished, StopRequested
+from deepresearch.events import (
     ContextCompacted,
     ErrorEvent,
     Event,
@@ -32,8 +34,6 @@ from deepresearch.agent.events import (
     ToolCallEvent,
     ToolResultEvent,
 )
-from deepresearch.agent.state import RunState
-from deepresearch.agent.stops import Finished, StopRequested
 from deepresearch.llm.messages import Completion, Encoded, Message, ToolCall
 from deepresearch.report import echoes_prompt, extract_answer, fake_citations, fallback_report
 from deepresearch.tools.base import Tool, ToolContext, ToolResult

@@ -15,7 +15,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from deepresearch.agent.events import (
+from deepresearch.agent.history import History
+from deepresearch.errors import RunCorrupted
+from deepresearch.events import (
     ContextCompacted,
     Event,
     FinalAnswerForced,
@@ -28,8 +30,6 @@ from deepresearch.agent.events import (
     RunStarted,
     ToolResultEvent,
 )
-from deepresearch.agent.history import History
-from deepresearch.errors import RunCorrupted
 from deepresearch.llm.messages import ToolCall, Usage
 from deepresearch.sources import SourceRegistry
 

@@ -32,11 +32,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-from deepresearch.agent.events import Event, LLMCall, RunFinished
 from deepresearch.bench.executors import Executor, Job, JobResult, make_executor, one_line, require_ray
 from deepresearch.bench.store import BenchStore, TaskRow
 from deepresearch.config import Settings
 from deepresearch.errors import ConfigError, RunStoreError
+from deepresearch.events import Event, LLMCall, RunFinished
 from deepresearch.judge.loaders import load_tasks
 from deepresearch.judge.rubrics import Task
 from deepresearch.runs import RunInfo, RunStore, load_events, read_info

@@ -158,7 +158,7 @@ def resume(
 
 def _recorded_max_steps(run_dir: Path) -> int | None:
     """The step budget the run started with (what ``resume`` keeps unless told otherwise)."""
-    from deepresearch.agent.events import RunStarted
+    from deepresearch.events import RunStarted
     from deepresearch.runs import load_events
 
     try:

@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from deepresearch.agent.events import GuidedCall, LLMCall
 from deepresearch.agent.loop import Agent
 from deepresearch.agent.stops import Finished
+from deepresearch.events import GuidedCall, LLMCall
 from deepresearch.guided import writer
 from deepresearch.guided.judge import Paragraph, verdict
 from deepresearch.guided.select import Window, select, terms, windows

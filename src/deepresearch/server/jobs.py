@@ -35,10 +35,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from deepresearch.agent.events import Event
 from deepresearch.agent.stops import StopRequested
 from deepresearch.config import Settings
 from deepresearch.errors import ConfigError, RunStoreError
+from deepresearch.events import Event
 from deepresearch.migrations import Migrations, connect
 from deepresearch.runs import load_events
 from deepresearch.tools.registry import Registry

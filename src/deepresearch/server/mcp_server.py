@@ -45,9 +45,9 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.routing import Route
 
-from deepresearch.agent.events import parse_event
 from deepresearch.config import Settings
 from deepresearch.errors import ConfigError
+from deepresearch.events import parse_event
 from deepresearch.server.jobs import (
     DEFAULT_GRACE_S,
     DEFAULT_WORKERS,

@@ -38,10 +38,10 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from deepresearch.agent.events import (
+from deepresearch.errors import ConfigError
+from deepresearch.events import (
     parse_event,
 )
-from deepresearch.errors import ConfigError
 from deepresearch.server.jobs import Job, JobManager, ResearchOptions, job_report
 from deepresearch.server.progress import progress_line
 from deepresearch.tools.execute import describe_validation_error

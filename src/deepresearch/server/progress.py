@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 
-from deepresearch.agent.events import (
+from deepresearch.display import describe_call
+from deepresearch.events import (
     ContextCompacted,
     ErrorEvent,
     Event,
@@ -17,7 +18,6 @@ from deepresearch.agent.events import (
     ToolCallEvent,
     ToolResultEvent,
 )
-from deepresearch.display import describe_call
 
 LINE_MAX_CHARS = 160
 

@@ -12,8 +12,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-FORMAT = "deepresearch-run-1"
-"""Version of the run-directory format, written into ``run.json``."""
 
 
 def now_iso() -> str:
