@@ -17,8 +17,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import SecretStr
-
 from deepresearch.agent import prompts
 from deepresearch.agent.budget import Budget
 from deepresearch.agent.context import ContextPolicy
@@ -26,9 +24,8 @@ from deepresearch.agent.history import History
 from deepresearch.agent.loop import Agent, LoopConfig
 from deepresearch.agent.state import RunState, replay
 from deepresearch.agent.stops import Finished
-from deepresearch.agent.tokens import count_tokens
-from deepresearch.config import Settings, default_cache_dir, default_data_dir
-from deepresearch.errors import ConfigError, DeepResearchError, LLMError, RunStoreError
+from deepresearch.config import Settings
+from deepresearch.errors import ConfigError, DeepResearchError, RunStoreError
 from deepresearch.events import (
     ErrorEvent,
     Event,
@@ -42,14 +39,13 @@ from deepresearch.events import (
 from deepresearch.llm.messages import Completion
 from deepresearch.report import CitedText, Language, render_html, render_markdown, resolve_citations
 from deepresearch.runs import Outcome, RunInfo, RunStore, json_text, new_run_id, read_info
-from deepresearch.tools.base import ShellConfig, ToolContext
-from deepresearch.tools.registry import Registry, default_tools, register
+from deepresearch.services import ProgressCallback, Services
+from deepresearch.tools.base import ToolContext
+from deepresearch.tools.registry import Registry, default_tools
 
 logger = logging.getLogger(__name__)
 
 EventCallback = Callable[[Event], None]
-ProgressCallback = Callable[[int, int], None]
-"""``(processed, total)`` prompt tokens while the embedded model loads a prompt."""
 LOCAL_GUIDED_SAMPLING = {"temperature": 0.0, "repeat_penalty": 1.2}
 """llama.cpp sampling for the guided calls to the embedded model: greedy with a repetition penalty
 gave the bundled 135M model its most grounded sentences (fewer loops, fewer inventions)."""
@@ -128,202 +124,6 @@ def system_prompt(language: str, today: str, *, small: bool = False) -> str:
     ~3.6k of an 8k window and a 135M model follows a short list better than a long essay)."""
     name = f"system_small_{language}.j2" if small else f"system_{language}.j2"
     return prompts.render(name, date=today, language_name=_LANGUAGE_NAMES[language])
-
-
-def _shell_config(settings: Settings) -> ShellConfig:
-    return ShellConfig(
-        sandbox=settings.shell_sandbox,
-        memory_mb=settings.shell_memory_mb,
-        max_timeout=settings.shell_max_timeout,
-    )
-
-
-def open_local_index(settings: Settings) -> Any:
-    """The local index named by ``settings.index`` (default: in the user data dir)."""
-    from deepresearch.search.local import LocalIndex
-
-    return LocalIndex(settings.index or default_data_dir() / "index.sqlite")
-
-
-async def search_once(query: str, settings: Settings, *, limit: int = 10) -> list[Any]:
-    """One search through the configured backend, re-ranked as the agent sees it (``deepresearch search``)."""
-    from deepresearch.search.backends import close_backend, open_search
-
-    backend = open_search(settings)
-    try:
-        return list(await backend.search(query, limit=limit))
-    finally:
-        await close_backend(backend)
-
-
-def _require_endpoint(settings: Settings) -> tuple[str, str]:
-    """``(base_url, model)``, or the error a user must fix first."""
-    if not settings.base_url or not settings.model:
-        raise ConfigError(
-            "no model endpoint configured: pass --base-url and --model (or set DEEPRESEARCH_BASE_URL "
-            "and DEEPRESEARCH_MODEL, or put base_url/model in deepresearch.toml)"
-        )
-    return settings.base_url, settings.model
-
-
-def _client(
-    settings: Settings,
-    counter: Callable[[str], int] = count_tokens,
-    on_progress: ProgressCallback | None = None,
-) -> Any:
-    from deepresearch.llm.client import ChatClient, LLMConfig
-
-    base_url, model = _require_endpoint(settings)
-    config = LLMConfig(
-        base_url=base_url,
-        model=model,
-        api_key=settings.api_key,
-        stream=settings.stream,
-        timeout=settings.request_timeout,
-        max_retries=settings.max_retries,
-        retry_base_delay=settings.retry_base_delay,
-        retry_max_delay=settings.retry_max_delay,
-        temperature=settings.temperature,
-        max_output_tokens=settings.max_output_tokens,
-        tool_mode=settings.effective_tool_mode,
-        prices=settings.price_overrides(),
-        prompt_progress=settings.is_local,
-    )
-    return ChatClient(config, count_tokens=counter, on_progress=on_progress)
-
-
-def _fetcher(settings: Settings) -> Any:
-    from pydantic import ValidationError
-
-    from deepresearch.fetch.http import FetchConfig, HttpFetcher
-
-    try:
-        config = FetchConfig(
-            timeout_s=settings.fetch_timeout,
-            max_bytes=settings.fetch_max_bytes,
-            allow_private=settings.allow_private_urls,
-            allowlist=settings.fetch_allowlist,
-            host_delay_s=settings.fetch_host_delay,
-            cache_path=settings.fetch_cache or default_cache_dir() / "fetch.sqlite",
-            cache_ttl_s=settings.fetch_cache_ttl,
-        )
-    except ValidationError as exc:
-        raise ConfigError(f"invalid fetch settings: {exc.errors()[0]['msg']}") from exc
-    return HttpFetcher(config)
-
-
-@dataclass
-class Services:
-    """What a run talks to. Built before the run directory, so a bad setting creates nothing."""
-
-    client: Any
-    search: Any
-    fetcher: Any
-    shell: ShellConfig
-    sandbox: str
-    server: Any = None
-    """The embedded model server of ``--model local`` (stopped with the rest)."""
-    mcp: Any = None
-    """The open MCP sessions of ``mcp_servers`` and their tools (``tools.mcp.McpTools``), closed with
-    the rest; opened here, in the run's task, because anyio must close them in the task that opened them."""
-    shell_limits: dict[str, str] = field(default_factory=dict)
-    """How the shell is confined here (``tools.sandbox.describe_limits``), recorded in ``run.json``."""
-
-    @property
-    def count_tokens(self) -> Callable[[str], int]:
-        """The model's own tokenizer for the embedded model (o200k undercounts small models' tokens
-        by about a third), else o200k."""
-        return self.server.count_tokens if self.server is not None else count_tokens
-
-    @property
-    def local_threads(self) -> dict[str, Any]:
-        """How the embedded server's thread count was chosen, for ``run.json``; empty without one."""
-        if self.server is None:
-            return {}
-        return {
-            "threads": self.server.threads_used,
-            "decided": self.server.threads_decided,
-            "timings_ms": self.server.thread_timings,
-        }
-
-    @classmethod
-    async def open(cls, settings: Settings, on_progress: ProgressCallback | None = None) -> Services:
-        from deepresearch.search.backends import close_backend, open_search
-        from deepresearch.tools.sandbox import describe_limits, detect_sandbox
-
-        shell = _shell_config(settings)
-        sandbox = str(detect_sandbox(shell))
-        limits = describe_limits(shell, workspace_max_bytes=settings.workspace_max_mb * 1024 * 1024)
-        if not settings.is_local:
-            _require_endpoint(settings)  # the first thing a user must fix, named before the index
-        search = open_search(settings)
-        fetcher = server = client = mcp = None
-        try:
-            fetcher = _fetcher(settings)
-            if settings.is_local:
-                server = await _start_local_server(settings)
-                settings = settings.model_copy(
-                    update={
-                        "base_url": server.base_url,
-                        "model": server.model_name,
-                        "api_key": SecretStr(server.api_key),
-                        "tool_mode": settings.effective_tool_mode,  # decided by "local", kept after renaming
-                    }
-                )
-            client = _client(
-                settings, server.count_tokens if server is not None else count_tokens, on_progress
-            )
-            if settings.mcp_servers:  # last: a server that fails to start fails the run before it starts
-                from deepresearch.tools.mcp import open_servers
-
-                mcp = await open_servers(settings.mcp_servers)
-        except BaseException:
-            if client is not None:
-                await client.aclose()
-            if server is not None:
-                await asyncio.to_thread(server.stop)
-            if fetcher is not None:
-                await fetcher.aclose()
-            await close_backend(search)
-            raise
-        return cls(client, search, fetcher, shell, sandbox, server, mcp, limits)
-
-    def registry(self, tools: Registry) -> Registry:
-        """``tools`` plus the MCP servers' tools, in a new dict; a name taken twice is a ``ConfigError``."""
-        merged = dict(tools)
-        for tool in self.mcp.tools if self.mcp is not None else ():
-            register(merged, tool)
-        return merged
-
-    def explain(self, exc: BaseException) -> None:
-        """Add the embedded server's crash report to ``exc`` when that is why the run failed."""
-        if self.server is None:
-            return
-        try:
-            self.server.check()
-        except LLMError as crash:
-            exc.add_note(str(crash))
-
-    async def aclose(self) -> None:
-        from deepresearch.search.backends import close_backend
-
-        if self.mcp is not None:
-            await self.mcp.aclose()
-        await self.client.aclose()
-        await self.fetcher.aclose()
-        await close_backend(self.search)
-        if self.server is not None:
-            await asyncio.to_thread(self.server.stop)
-
-
-async def _start_local_server(settings: Settings) -> Any:
-    from deepresearch.llm.local.models import model_path
-    from deepresearch.llm.local.server import LocalModelServer
-
-    path = model_path(settings.model or "local", default_data_dir())
-    server = LocalModelServer(path, context=settings.local_context, threads=settings.local_threads)
-    await server.astart()
-    return server
 
 
 async def research(

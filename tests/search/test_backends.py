@@ -18,9 +18,9 @@ from deepresearch.search.backends import (
     BACKENDS,
     PREFERENCE,
     backend_name,
-    close_backend,
     configured_providers,
     open_backend,
+    open_search,
 )
 from deepresearch.search.local import LocalIndex
 from deepresearch.search.providers._http import HTTPProvider
@@ -52,7 +52,7 @@ def search_through(backend: SearchBackend, query: str = "bloom filter") -> list[
         try:
             return await backend.search(query, limit=2)
         finally:
-            await close_backend(backend)
+            await backend.aclose()
 
     return asyncio.run(main())
 
@@ -119,7 +119,7 @@ def test_without_search_endpoint_providers_use_their_real_api() -> None:
     for name, endpoint in expected.items():
         backend = open_backend(make_settings(search=name, **everything_set()))
         assert backend.endpoint == endpoint, name  # type: ignore[attr-defined]
-        asyncio.run(close_backend(backend))
+        asyncio.run(backend.aclose())
 
 
 def test_searxng_accepts_the_search_endpoint_as_its_instance(search_fake: FakeSearchProviders) -> None:
@@ -170,7 +170,7 @@ def test_searxng_without_a_url_names_its_settings() -> None:
 def test_ddg_needs_no_key_but_is_never_picked_by_auto() -> None:
     backend = open_backend(make_settings(search="ddg"))
     assert backend.name == "ddg"
-    asyncio.run(close_backend(backend))
+    asyncio.run(backend.aclose())
     assert configured_providers(make_settings()) == []
     assert isinstance(open_backend(make_settings(search="auto")), LocalIndex)
 
@@ -195,7 +195,7 @@ def test_configured_providers_follow_the_preference_order() -> None:
 def test_auto_takes_the_first_configured_provider_else_local(fields: dict[str, Any], chosen: str) -> None:
     backend = open_backend(make_settings(search="auto", **fields))
     assert backend.name == chosen
-    asyncio.run(close_backend(backend))
+    asyncio.run(backend.aclose())
 
 
 def test_auto_uses_the_search_endpoint_for_the_provider_it_picks(search_fake: FakeSearchProviders) -> None:
@@ -205,27 +205,16 @@ def test_auto_uses_the_search_endpoint_for_the_provider_it_picks(search_fake: Fa
     assert [request.provider for request in search_fake.requests] == ["exa"]
 
 
-def test_close_backend_calls_aclose_or_close_whichever_exists(tmp_path: Path) -> None:
+def test_every_backend_closes_through_aclose(tmp_path: Path, corpus_index: LocalIndex) -> None:
     provider = TavilySearch(API_KEY)
-    asyncio.run(close_backend(provider))
+    asyncio.run(provider.aclose())
     assert provider._http._client.is_closed
 
     with LocalIndex(tmp_path / "index.sqlite") as index:
         index.add_paths([])
-        asyncio.run(close_backend(index))
+        asyncio.run(index.aclose())
         assert index._db is None
 
-    closed: list[str] = []
-
-    class AsyncClose:
-        async def close(self) -> None:
-            closed.append("async")
-
-    class SyncClose:
-        def close(self) -> None:
-            closed.append("sync")
-
-    asyncio.run(close_backend(AsyncClose()))
-    asyncio.run(close_backend(SyncClose()))
-    asyncio.run(close_backend(object()))  # nothing to close is fine
-    assert closed == ["async", "sync"]
+    wrapped = open_search(make_settings(index=corpus_index.path))
+    asyncio.run(wrapped.aclose())  # the authority re-ranker closes the index it wraps
+    assert wrapped.backend._db is None  # type: ignore[attr-defined]

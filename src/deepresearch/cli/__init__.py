@@ -238,7 +238,7 @@ def index_add(
 ) -> None:
     """Index documents into the local index: Markdown, text, HTML, PDF, DOCX, CSV, JSON and JSONL
     ({id,title,url,text} per line); PPTX and XLSX with the office extra."""
-    from deepresearch.research import open_local_index
+    from deepresearch.services import open_local_index
 
     settings = cli_settings(config, index=index)
     store = open_local_index(settings)
@@ -266,7 +266,7 @@ def index_remove(
     config: ConfigOpt = None,
 ) -> None:
     """Remove documents (by file, folder or URL) from the local index."""
-    from deepresearch.research import open_local_index
+    from deepresearch.services import open_local_index
 
     store = open_local_index(cli_settings(config, index=index))
     try:
@@ -292,8 +292,8 @@ def index_fetch(
     """Download a documentation corpus and add it to the local index. debian-docs needs apt-get and dpkg
     (Debian or a derivative); downloads are kept in the cache dir and reused."""
     from deepresearch.config import default_cache_dir
-    from deepresearch.research import open_local_index
     from deepresearch.search.corpora import fetch_corpus
+    from deepresearch.services import open_local_index
 
     store = open_local_index(cli_settings(config, index=index))
     try:
@@ -353,7 +353,7 @@ def search_command(
     config: ConfigOpt = None,
 ) -> None:
     """Print search hits — the way to check what the agent will find."""
-    from deepresearch.research import search_once
+    from deepresearch.services import search_once
     from deepresearch.terminal import printable
 
     hits = run_or_exit(search_once(query, cli_settings(config, search=search, index=index), limit=k))

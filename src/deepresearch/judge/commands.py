@@ -33,24 +33,10 @@ class GradeSummary:
 def judge_client(settings: Settings) -> Any:
     """A chat client for the judge: ``judge_*`` settings, falling back to the agent's endpoint."""
     from deepresearch.judge.grader import judge_llm_config
-    from deepresearch.llm.client import ChatClient, LLMConfig
+    from deepresearch.llm.client import ChatClient
+    from deepresearch.services import llm_config
 
-    base_url = settings.judge_base_url or settings.base_url
-    model = settings.judge_model or settings.model
-    if not base_url or not model:
-        raise ConfigError("no judge endpoint: pass --judge-model and --judge-base-url (or base_url/model)")
-    config = LLMConfig(
-        base_url=base_url,
-        model=model,
-        api_key=settings.judge_api_key or settings.api_key,
-        stream=settings.stream,
-        timeout=settings.request_timeout,
-        max_retries=settings.max_retries,
-        retry_base_delay=settings.retry_base_delay,
-        retry_max_delay=settings.retry_max_delay,
-        prices=settings.price_overrides(),  # [prices] price the judge's model too
-    )
-    return ChatClient(judge_llm_config(config))
+    return ChatClient(judge_llm_config(llm_config(settings, "judge")))
 
 
 async def grade(

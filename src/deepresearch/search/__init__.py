@@ -35,6 +35,9 @@ class SearchBackend(Protocol):
 
     async def search(self, query: str, *, limit: int = 10) -> list[SearchHit]: ...
 
+    async def aclose(self) -> None:
+        """Release what the backend holds (connections, the index file)."""
+
 
 @runtime_checkable
 class DocumentStore(Protocol):

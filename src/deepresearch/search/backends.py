@@ -18,7 +18,6 @@ the benchmark all open their backend here before they create anything or contact
 
 from __future__ import annotations
 
-import inspect
 import logging
 from importlib import import_module
 from pathlib import Path
@@ -189,16 +188,3 @@ def _value(settings: Settings, setting: str) -> str:
     if isinstance(value, SecretStr):
         value = value.get_secret_value()
     return value.strip() if isinstance(value, str) else ""
-
-
-async def close_backend(backend: object) -> None:
-    """Release what a backend holds: ``aclose()`` (web providers) or ``close()`` (the local index)."""
-    aclose = getattr(backend, "aclose", None)
-    if callable(aclose):
-        await aclose()
-        return
-    close = getattr(backend, "close", None)
-    if callable(close):
-        result = close()
-        if inspect.isawaitable(result):
-            await result

@@ -170,6 +170,10 @@ class LocalIndex:
     ) -> None:
         self.close()
 
+    async def aclose(self) -> None:
+        """``close``, for callers that hold any ``SearchBackend``."""
+        self.close()
+
     def close(self) -> None:
         """Close the database connection; the next call opens it again."""
         with self._lock:

@@ -29,12 +29,8 @@ class WrappedBackend:
             close()
 
     async def aclose(self) -> None:
-        """Close the wrapped backend: its ``aclose`` if it has one, else its ``close``."""
-        aclose = getattr(self.backend, "aclose", None)
-        if callable(aclose):
-            await aclose()
-        else:
-            self.close()
+        """Close the wrapped backend."""
+        await self.backend.aclose()
 
     async def __aenter__(self) -> Self:
         return self
