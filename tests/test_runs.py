@@ -110,3 +110,55 @@ def test_a_torn_tail_is_mended_before_the_next_append(tmp_path):
         "llm_call",
         "tool_result",
     ]
+
+
+def test_a_run_without_out_lives_in_a_folder_named_by_its_id(fake_llm, corpus_index, tmp_path):
+    import asyncio
+
+    from deepresearch.config import load_settings
+    from deepresearch.research import research
+    from tests.fakes.openai_server import Reply
+
+    fake_llm.enqueue(Reply(content="<answer>Done.</answer>"))
+    settings = load_settings(
+        {"base_url": fake_llm.base_url, "model": "m", "index": corpus_index, "runs_dir": tmp_path / "runs"},
+        env={},
+    )
+    result = asyncio.run(research("q", settings))
+    (folder,) = (tmp_path / "runs").iterdir()
+    assert result.run_dir == folder
+    assert read_info(folder).id == folder.name  # one id: the folder's name and run.json's agree
+
+
+def test_a_run_dir_reads_what_a_run_wrote(fake_llm, corpus_index, tmp_path):
+    import asyncio
+
+    from deepresearch.config import load_settings
+    from deepresearch.research import research
+    from deepresearch.runs import RunDir
+    from tests.agent.scripts import research_script
+
+    fake_llm.script = research_script
+    out = tmp_path / "named-by-me"
+    settings = load_settings(
+        {
+            "base_url": fake_llm.base_url,
+            "model": "m",
+            "index": corpus_index,
+            "out": out,
+            "allow_private_urls": True,
+        },
+        env={},
+    )
+    result = asyncio.run(research("How does BM25 rank documents?", settings))
+    run = RunDir.open(out)
+    assert run.started and run.finished and run.status == "done" and run.meta.id != "named-by-me"
+    assert run.report() == result.report and run.report_path == result.report_path
+    assert run.report_html().startswith("<!DOCTYPE html>")
+    assert [m["role"] for m in run.messages()[:2]] == ["system", "user"]
+    cited = [s for s in run.sources() if s["n"] is not None]
+    assert len(cited) == result.citations["resolved"]
+    assert [e.type for e in run.events()][-1] == "run_finished"
+    assert run.task() is None
+    with pytest.raises(RunStoreError, match="is not a run directory"):
+        RunDir.open(tmp_path)

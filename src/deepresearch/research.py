@@ -38,7 +38,16 @@ from deepresearch.events import (
 )
 from deepresearch.llm.messages import Completion
 from deepresearch.report import CitedText, Language, render_html, render_markdown, resolve_citations
-from deepresearch.runs import Outcome, RunInfo, RunStore, json_text, new_run_id, read_info
+from deepresearch.runs import (
+    Outcome,
+    Recorder,
+    RunDir,
+    RunInfo,
+    RunStore,
+    new_run_dir,
+    read_info,
+    run_id_for,
+)
 from deepresearch.services import ProgressCallback, Services
 from deepresearch.tools.base import ToolContext
 from deepresearch.tools.registry import Registry, default_tools
@@ -67,52 +76,7 @@ class RunResult:
 
     @property
     def report_path(self) -> Path:
-        return self.run_dir / "report.md"
-
-
-class Recorder:
-    """Writes what the loop records into the run directory and tells the live view."""
-
-    def __init__(self, store: RunStore, info: RunInfo, on_event: EventCallback | None) -> None:
-        self.store, self.info, self.on_event = store, info, on_event
-
-    def record(self, event: Event) -> None:
-        self.store.append(event)
-        if self.on_event is not None:
-            try:
-                self.on_event(event)
-            except Exception:  # a display bug must not break the run
-                logger.exception("event callback failed")
-
-    def checkpoint(self, state: RunState) -> None:
-        """Rewrite the derived files after a step; then fsync the event log."""
-        self.write(self._snapshot(state))
-
-    async def save(self, state: RunState, *, sources: list[dict[str, Any]] | None = None) -> None:
-        """``checkpoint`` with the writes and the fsync in a worker thread: the run still waits for
-        them, but other runs in this event loop (a benchmark's) go on meanwhile. ``sources`` replaces
-        the unnumbered source list (the report's numbering, once it exists)."""
-        await asyncio.to_thread(self.write, self._snapshot(state, sources))
-
-    def _snapshot(self, state: RunState, sources: list[dict[str, Any]] | None = None) -> dict[str, str]:
-        """The derived files' text, built on the loop's thread while nothing else changes ``state``."""
-        if sources is None:
-            sources = [s.to_dict() | {"n": None} for s in state.sources]
-        files = {
-            "messages.json": "[\n" + ",\n".join(state.history.records()) + "\n]",  # already encoded
-            "sources.json": json_text(sources),
-        }
-        if "todo" in state.tool_state:
-            files["todo.json"] = json_text(state.tool_state["todo"])
-        self.info.steps, self.info.usage = state.step, state.usage.to_dict()
-        files["run.json"] = self.info.model_dump_json(indent=1)
-        return files
-
-    def write(self, files: dict[str, str]) -> None:
-        """Write whole files (atomically, each), then fsync the event log."""
-        for name, text in files.items():
-            self.store.write_text(name, text)
-        self.store.sync()
+        return RunDir(self.run_dir).report_path
 
 
 def _language(settings: Settings, question: str) -> str:
@@ -145,10 +109,11 @@ async def research(
         raise ConfigError("the question is empty")
     settings = settings.for_local_model()
     services = await Services.open(settings, on_progress)  # a bad setting fails before a run dir exists
-    run_id = new_run_id()
+    path = settings.out or new_run_dir(settings.runs_dir)
+    run_id = run_id_for(path)
     try:
         tools = services.registry(tools if tools is not None else default_tools())
-        store = RunStore.create(settings.out or settings.runs_dir / run_id)
+        store = RunStore.create(path)
     except BaseException:
         await services.aclose()
         raise
@@ -223,7 +188,7 @@ async def resume(
             effective.api_key = settings.api_key
         effective = effective.for_local_model()
         if any(isinstance(e, RunFinished) and e.status == "done" for e in loaded.events):
-            raise RunStoreError(f"{run_dir} already finished; its report is {run_dir / 'report.md'}")
+            raise RunStoreError(f"{run_dir} already finished; its report is {RunDir(run_dir).report_path}")
         unacted = _unacted_reply(loaded.events)
         services = await Services.open(effective, on_progress)
     except BaseException:
@@ -233,7 +198,7 @@ async def resume(
         state = replay(
             loaded.events,
             History(services.count_tokens, replay_reasoning=effective.replay_reasoning),
-            path=run_dir / "events.jsonl",
+            path=store.events_path,
         )
         try:
             info = read_info(run_dir)
@@ -425,12 +390,12 @@ async def _write_report(stop: Finished, recorder: Recorder, state: RunState) -> 
     cited = resolve_citations(stop.answer, state.sources)
     markdown = render_markdown(cited, language)
     html = render_html(cited, title=state.question[:200], language=language)
-    await asyncio.to_thread(recorder.write, {"report.md": markdown, "report.html": html})
+    await recorder.write_report(markdown, html)
     outcome, _ = judge_outcome(stop, cited, state)
     recorder.record(
         ReportWritten(
             step=state.step,
-            path="report.md",
+            path=RunDir(recorder.store.path).report_path.name,
             chars=len(markdown),
             origin=stop.origin,
             citations=cited.stats,

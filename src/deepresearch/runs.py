@@ -18,23 +18,26 @@ every event that was recorded and nothing half written.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import json
 import logging
 import os
+import re
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, Literal, NoReturn
+from typing import IO, Any, Literal, NoReturn, Protocol
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from deepresearch.errors import RunCorrupted, RunStoreError
 from deepresearch.events import Event, parse_event
+from deepresearch.sources import Source
 
 logger = logging.getLogger(__name__)
 
@@ -43,11 +46,36 @@ RunStatus = Literal["running", "done", "failed", "cancelled", "interrupted"]
 
 FORMAT = "deepresearch-run-1"
 """Version of the run-directory format, written into ``run.json``."""
+RUN_INFO, EVENTS, MESSAGES, SOURCES, TODO = (
+    "run.json",
+    "events.jsonl",
+    "messages.json",
+    "sources.json",
+    "todo.json",
+)
+REPORT, REPORT_HTML, WORKSPACE, LOCK = "report.md", "report.html", "workspace", ".lock"
+TASK, TASK_ID = "task.json", "task_id"
+"""Which benchmark task a run answers: ``{"task_id", "benchmark"}`` (written by ``bench``), or a
+plain-text id a user put beside a run made by hand."""
+"""The run directory's files: spelled here and nowhere else (read them through ``RunDir``)."""
+_RUN_ID = re.compile(r"\d{8}-\d{6}-[0-9a-f]{6}")
+EventCallback = Callable[[Event], None]
 
 
 def new_run_id() -> str:
     """Sortable and unique enough for one user: ``20261125-220501-3f9a1c``."""
     return datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+
+
+def new_run_dir(runs_dir: Path) -> Path:
+    """Where a new run lives by default: ``runs_dir/<a fresh run id>`` (not created yet)."""
+    return runs_dir / new_run_id()
+
+
+def run_id_for(path: Path) -> str:
+    """The id of the run that ``path`` will hold: its name when ``new_run_dir`` chose it (so the
+    folder and ``run.json`` agree), else a fresh id (a folder the user named)."""
+    return path.name if _RUN_ID.fullmatch(path.name) else new_run_id()
 
 
 Outcome = Literal["report", "extractive", "uncited", "empty"]
@@ -120,7 +148,7 @@ class RunStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.workspace = path / "workspace"
+        self.workspace = path / WORKSPACE
         self._log: int | None = None
         """The descriptor ``events.jsonl`` is appended through (opened on the first append)."""
         self._lock: IO[str] | None = None
@@ -129,11 +157,11 @@ class RunStore:
 
     @classmethod
     def create(cls, path: Path) -> RunStore:
-        if (path / "events.jsonl").exists():
+        if (path / EVENTS).exists():
             raise RunStoreError(f"{path} already holds a run; use `deepresearch resume {path}`")
         try:
             path.mkdir(parents=True, exist_ok=True)
-            (path / "workspace").mkdir(exist_ok=True)
+            (path / WORKSPACE).mkdir(exist_ok=True)
         except OSError as exc:
             _fail("create", path, exc)
         store = cls(path)
@@ -142,7 +170,7 @@ class RunStore:
 
     @classmethod
     def open(cls, path: Path) -> RunStore:
-        if not (path / "events.jsonl").is_file():
+        if not (path / EVENTS).is_file():
             raise RunStoreError(f"{path} is not a run directory (no events.jsonl)")
         store = cls(path)
         try:
@@ -155,9 +183,9 @@ class RunStore:
     def acquire(self) -> None:
         """Take the run's lock so that two processes never write one run."""
         try:
-            handle = (self.path / ".lock").open("a+")
+            handle = (self.path / LOCK).open("a+")
         except OSError as exc:
-            _fail("create", self.path / ".lock", exc)
+            _fail("create", self.path / LOCK, exc)
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
@@ -191,7 +219,7 @@ class RunStore:
             _write_all(log, line)
         except OSError as exc:
             self._cut(end)
-            _fail("append to", self.path / "events.jsonl", exc)
+            _fail("append to", self.path / EVENTS, exc)
 
     def sync(self) -> None:
         """fsync the event log: called at every step boundary."""
@@ -199,11 +227,11 @@ class RunStore:
             try:
                 os.fsync(self._log)
             except OSError as exc:
-                _fail("sync", self.path / "events.jsonl", exc)
+                _fail("sync", self.path / EVENTS, exc)
 
     def _open_log(self) -> int:
         if self._log is None:
-            path = self.path / "events.jsonl"
+            path = self.path / EVENTS
             try:
                 log = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
             except OSError as exc:
@@ -223,13 +251,17 @@ class RunStore:
         try:
             os.ftruncate(self._log, end)
         except OSError as exc:
-            logger.warning("could not cut a failed write off %s: %s", self.path / "events.jsonl", exc)
+            logger.warning("could not cut a failed write off %s: %s", self.path / EVENTS, exc)
             with contextlib.suppress(OSError):
                 os.close(self._log)
             self._log = None
 
+    @property
+    def events_path(self) -> Path:
+        return self.path / EVENTS
+
     def load_events(self) -> LoadedEvents:
-        return load_events(self.path / "events.jsonl")
+        return load_events(self.path / EVENTS)
 
     # --- whole files
 
@@ -252,7 +284,7 @@ class RunStore:
         return read_json(self.path / name)
 
     def write_info(self, info: RunInfo) -> None:
-        self.write_text("run.json", info.model_dump_json(indent=1))
+        self.write_text(RUN_INFO, info.model_dump_json(indent=1))
 
 
 def _fail(action: str, path: Path, exc: OSError) -> NoReturn:
@@ -341,18 +373,18 @@ def _first_error(exc: ValidationError) -> str:
 
 
 def read_info(path: Path) -> RunInfo:
-    data = read_json(path / "run.json")
+    data = read_json(path / RUN_INFO)
     try:
         info = RunInfo.model_validate(data)
     except ValidationError as exc:
-        raise RunCorrupted(path / "run.json", None, _first_error(exc)) from exc
+        raise RunCorrupted(path / RUN_INFO, None, _first_error(exc)) from exc
     if info.status == "running" and not _locked(path):
         info.status = "interrupted"  # nobody holds the lock: the process died
     return info
 
 
 def _locked(path: Path) -> bool:
-    lock = path / ".lock"
+    lock = path / LOCK
     if not lock.exists():
         return False
     with lock.open("a+") as handle:
@@ -369,7 +401,7 @@ def iter_runs(root: Path) -> Iterator[tuple[Path, RunInfo | Exception]]:
     if not root.is_dir():
         return
     for child in sorted(root.iterdir(), reverse=True):
-        if (child / "run.json").is_file():
+        if (child / RUN_INFO).is_file():
             try:
                 yield child, read_info(child)
             except RunStoreError as exc:
@@ -382,3 +414,172 @@ def opened(store: RunStore) -> Iterator[RunStore]:
         yield store
     finally:
         store.close()
+
+
+class _History(Protocol):
+    def records(self) -> list[str]: ...
+
+
+class _Usage(Protocol):
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+class RunSnapshot(Protocol):
+    """What the derived files are made from (``agent.state.RunState`` is one)."""
+
+    @property
+    def history(self) -> _History: ...
+    @property
+    def sources(self) -> Iterable[Source]: ...
+    @property
+    def tool_state(self) -> dict[str, Any]: ...
+    @property
+    def step(self) -> int: ...
+    @property
+    def usage(self) -> _Usage: ...
+
+
+class Recorder:
+    """Writes what a run records into its directory and tells the live view.
+
+    Every event is appended to ``events.jsonl`` (the source of truth); ``checkpoint``/``save`` derive
+    ``messages.json``, ``sources.json``, ``todo.json`` and ``run.json`` from the run's state at a step
+    boundary, and ``write_report`` puts the report beside them.
+    """
+
+    def __init__(self, store: RunStore, info: RunInfo, on_event: EventCallback | None = None) -> None:
+        self.store, self.info, self.on_event = store, info, on_event
+
+    def record(self, event: Event) -> None:
+        self.store.append(event)
+        if self.on_event is not None:
+            try:
+                self.on_event(event)
+            except Exception:  # a display bug must not break the run
+                logger.exception("event callback failed")
+
+    def checkpoint(self, state: RunSnapshot) -> None:
+        """Rewrite the derived files after a step; then fsync the event log."""
+        self.write(self._snapshot(state))
+
+    async def save(self, state: RunSnapshot, *, sources: list[dict[str, Any]] | None = None) -> None:
+        """``checkpoint`` with the writes and the fsync in a worker thread: the run still waits for
+        them, but other runs in this event loop (a benchmark's) go on meanwhile. ``sources`` replaces
+        the unnumbered source list (the report's numbering, once it exists)."""
+        await asyncio.to_thread(self.write, self._snapshot(state, sources))
+
+    async def write_report(self, markdown: str, html: str) -> None:
+        """``report.md`` and ``report.html``, each atomically, then the fsync."""
+        await asyncio.to_thread(self.write, {REPORT: markdown, REPORT_HTML: html})
+
+    def write_info(self) -> None:
+        self.store.write_info(self.info)
+
+    def _snapshot(self, state: RunSnapshot, sources: list[dict[str, Any]] | None = None) -> dict[str, str]:
+        """The derived files' text, built on the loop's thread while nothing else changes ``state``."""
+        if sources is None:
+            sources = [s.to_dict() | {"n": None} for s in state.sources]
+        files = {
+            MESSAGES: "[\n" + ",\n".join(state.history.records()) + "\n]",  # already encoded
+            SOURCES: json_text(sources),
+        }
+        if "todo" in state.tool_state:
+            files[TODO] = json_text(state.tool_state["todo"])
+        self.info.steps, self.info.usage = state.step, state.usage.to_dict()
+        files[RUN_INFO] = self.info.model_dump_json(indent=1)
+        return files
+
+    def write(self, files: dict[str, str]) -> None:
+        """Write whole files (atomically, each), then fsync the event log."""
+        for name, text in files.items():
+            self.store.write_text(name, text)
+        self.store.sync()
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """A run directory, for reading: what the benchmark runner, the server, the judge's loaders and
+    data synthesis read. Nothing here writes; ``RunStore`` and ``Recorder`` do."""
+
+    path: Path
+
+    @classmethod
+    def open(cls, path: Path) -> RunDir:
+        """``path`` as a run directory; ``RunStoreError`` when it holds no run."""
+        if not (path / RUN_INFO).is_file() and not (path / EVENTS).is_file():
+            raise RunStoreError(f"{path} is not a run directory (it has no {RUN_INFO} and no {EVENTS})")
+        return cls(path)
+
+    @property
+    def started(self) -> bool:
+        """Whether a run began here (its event log exists): a new run would resume it instead."""
+        return (self.path / EVENTS).is_file()
+
+    @property
+    def meta(self) -> RunInfo:
+        """``run.json``, with ``interrupted`` for a ``running`` run whose process is gone."""
+        return read_info(self.path)
+
+    @property
+    def status(self) -> RunStatus:
+        return self.meta.status
+
+    @property
+    def finished(self) -> bool:
+        """Whether the run is done (its report delivered)."""
+        return self.status == "done"
+
+    @property
+    def report_path(self) -> Path:
+        return self.path / REPORT
+
+    @property
+    def report_html_path(self) -> Path:
+        return self.path / REPORT_HTML
+
+    @property
+    def workspace(self) -> Path:
+        return self.path / WORKSPACE
+
+    def events(self) -> list[Event]:
+        """Every recorded event (a torn last line, the mark of a kill, is skipped)."""
+        return load_events(self.path / EVENTS).events
+
+    def messages(self) -> list[dict[str, Any]]:
+        """The conversation in OpenAI chat format (``messages.json``); empty before the first step."""
+        return self._json_list(MESSAGES)
+
+    def sources(self) -> list[dict[str, Any]]:
+        """Every source the run saw, with its key and its number in the report (``n``)."""
+        return self._json_list(SOURCES)
+
+    def report(self) -> str | None:
+        """The report's Markdown, or ``None`` when none was written."""
+        return self._text(REPORT)
+
+    def report_html(self) -> str | None:
+        return self._text(REPORT_HTML)
+
+    def task(self) -> Any | None:
+        """The parsed ``task.json`` (``RunCorrupted`` when it does not parse), else the text of
+        ``task_id``, else ``None``."""
+        if (self.path / TASK).is_file():
+            return read_json(self.path / TASK)
+        text = self._text(TASK_ID)
+        return text.strip() or None if text is not None else None
+
+    def _text(self, name: str) -> str | None:
+        try:
+            return (self.path / name).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise RunStoreError(f"cannot read {self.path / name}: {exc}") from exc
+
+    def _json_list(self, name: str) -> list[dict[str, Any]]:
+        if not (self.path / name).is_file():
+            return []
+        data = read_json(self.path / name)
+        if not isinstance(data, list):
+            raise RunCorrupted(self.path / name, None, "not a JSON list")
+        return data

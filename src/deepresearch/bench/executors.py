@@ -32,7 +32,7 @@ from pydantic import SecretStr
 from deepresearch.config import Settings
 from deepresearch.errors import ConfigError, RunStoreError
 from deepresearch.research import EventCallback, research, resume
-from deepresearch.runs import read_info
+from deepresearch.runs import RunDir
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ async def execute_job(
     job: Job, on_event: EventCallback | None = None, *, include_report: bool = False
 ) -> JobResult:
     """Run (or resume) one task; an ``Exception`` becomes a ``failed`` result, cancellation propagates."""
-    resumed = (job.run_dir / "events.jsonl").is_file()
+    resumed = RunDir(job.run_dir).started
     started = time.monotonic()
     try:
         if resumed:
@@ -118,7 +118,7 @@ async def execute_job(
 
 def _recorded_usage(run_dir: Path) -> dict[str, Any]:
     try:
-        info = read_info(run_dir)
+        info = RunDir(run_dir).meta
     except RunStoreError:
         return {}
     return dict(info.usage) | {"steps": info.steps}
@@ -136,7 +136,7 @@ def _result(
     error: str = "",
     outcome: str = "",
 ) -> JobResult:
-    report_file = run_dir / "report.md"
+    report_file = RunDir(run_dir).report_path
     return JobResult(
         status=status,
         resumed=resumed,

@@ -39,7 +39,7 @@ from deepresearch.errors import ConfigError, RunStoreError
 from deepresearch.events import Event, LLMCall, RunFinished
 from deepresearch.judge.loaders import load_tasks
 from deepresearch.judge.rubrics import Task
-from deepresearch.runs import RunInfo, RunStore, load_events, read_info
+from deepresearch.runs import TASK, RunDir, RunInfo, RunStore
 
 DEFAULT_CONCURRENCY = 8
 TICK_S = 1.0
@@ -252,16 +252,17 @@ class _Runner:
 
     def _plan_one(self, row: TaskRow, run_dir: Path, *, was_done: bool) -> bool:
         """Update ``row`` from the run directory; ``True`` when the task must run."""
-        report = run_dir / "report.md"
+        run = RunDir(run_dir)
+        report = run.report_path
         if was_done and report.is_file():
             row.report_path = str(report)
             self.summary.skipped.append(row.task_id)
             return False
-        info = _info(run_dir) if (run_dir / "events.jsonl").is_file() else None
+        info = _info(run_dir) if run.started else None
         if info is not None and info.status == "running":  # its lock is held: another process runs it
             self.summary.problems.append(f"{row.task_id}: {run_dir} is in use by another process; skipped")
             return False
-        finished = _finished(run_dir) if (run_dir / "events.jsonl").is_file() else None
+        finished = _finished(run) if run.started else None
         if finished is not None and finished.status == "done":
             _copy_usage(row, info if info is not None and info.status == "done" else None, finished)
             if report.is_file():
@@ -269,7 +270,8 @@ class _Runner:
                 self.summary.reconciled.append(row.task_id)
             else:
                 row.status, row.report_path = "failed", ""
-                row.error = f"the run finished but its report.md is missing; remove {run_dir} to run it again"
+                missing = f"the run finished but its {report.name} is missing"
+                row.error = f"{missing}; remove {run_dir} to run it again"
             return False
         if info is not None:
             _copy_usage(row, info, None)  # a partial run's spend counts against the limit
@@ -325,8 +327,8 @@ class _Runner:
             row, run_dir = self.rows[task_id], self.run_dir(task_id)
             job = Job(task_id, row.prompt, run_dir, self.task_settings(row, run_dir))
             run_dir.mkdir(parents=True, exist_ok=True)
-            RunStore(run_dir).write_json("task.json", {"task_id": task_id, "benchmark": self.name})
-            if (run_dir / "events.jsonl").is_file():
+            RunStore(run_dir).write_json(TASK, {"task_id": task_id, "benchmark": self.name})
+            if RunDir(run_dir).started:
                 self.summary.resumed.append(task_id)
             self.summary.ran.append(task_id)
             row.status, row.attempts, row.started, row.ended, row.error = (
@@ -464,15 +466,15 @@ def _priced(settings: Settings) -> bool:
 
 def _info(run_dir: Path) -> RunInfo | None:
     try:
-        return read_info(run_dir)
+        return RunDir(run_dir).meta
     except RunStoreError:
         return None
 
 
-def _finished(run_dir: Path) -> RunFinished | None:
+def _finished(run: RunDir) -> RunFinished | None:
     """The last ``run_finished`` event of the run, if its log can be read."""
     try:
-        events = load_events(run_dir / "events.jsonl").events
+        events = run.events()
     except RunStoreError:
         return None  # resume will say what is wrong with it
     return next((e for e in reversed(events) if isinstance(e, RunFinished)), None)

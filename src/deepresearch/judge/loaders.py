@@ -56,7 +56,7 @@ from pydantic import ValidationError
 
 from deepresearch.errors import ConfigError, RunStoreError
 from deepresearch.judge.rubrics import Role, Rubric, Task
-from deepresearch.runs import read_info
+from deepresearch.runs import RUN_INFO, TASK, TASK_ID, RunDir
 
 logger = logging.getLogger(__name__)
 
@@ -514,12 +514,12 @@ class _Candidate:
 
 def _reports_from_folder(folder: Path, tasks: list[Task]) -> LoadedReports:
     loaded = LoadedReports()
-    if (folder / "run.json").is_file():
+    if _is_run(folder):
         run_dirs = [folder]
         markdown: list[Path] = []
     else:
         children = sorted(folder.iterdir())
-        run_dirs = [c for c in children if c.is_dir() and (c / "run.json").is_file()]
+        run_dirs = [c for c in children if c.is_dir() and _is_run(c)]
         markdown = [c for c in children if c.is_file() and c.suffix == ".md"]
     candidates: list[_Candidate] = []
     for file in markdown:
@@ -550,40 +550,40 @@ def _reports_from_folder(folder: Path, tasks: list[Task]) -> LoadedReports:
     return loaded
 
 
+def _is_run(folder: Path) -> bool:
+    return (folder / RUN_INFO).is_file()
+
+
 def _run_candidate(run_dir: Path, prompts: dict[str, list[str]]) -> _Candidate:
-    info = read_info(run_dir)
-    task_id = _run_task_id(run_dir, info.question, prompts)
-    report = run_dir / "report.md"
+    run = RunDir(run_dir)
+    info = run.meta
+    task_id = _run_task_id(run, info.question, prompts)
     try:
-        text = report.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise _Bad(f"no report.md (run status {info.status})") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise _Bad(f"cannot read report.md: {exc}") from exc
+        text = run.report()
+    except RunStoreError as exc:
+        raise _Bad(f"cannot read {run.report_path.name}: {exc}") from exc
+    if text is None:
+        raise _Bad(f"no {run.report_path.name} (run status {info.status})")
     return _Candidate(task_id, run_dir, text, info.status == "done", info.started)
 
 
-def _run_task_id(run_dir: Path, question: str, prompts: dict[str, list[str]]) -> str:
-    task_json = run_dir / "task.json"
-    if task_json.is_file():
-        try:
-            data = json.loads(task_json.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise _Bad(f"cannot read task.json: {exc}") from exc
-        if not isinstance(data, dict) or not isinstance(data.get("task_id"), str | int):
-            raise _Bad('task.json must be {"task_id": …}')
-        return str(data["task_id"])
-    id_file = run_dir / "task_id"
-    if id_file.is_file():
-        task_id = id_file.read_text(encoding="utf-8").strip()
-        if task_id:
-            return task_id
+def _run_task_id(run: RunDir, question: str, prompts: dict[str, list[str]]) -> str:
+    try:
+        task = run.task()
+    except RunStoreError as exc:
+        raise _Bad(f"cannot read {TASK}: {exc}") from exc
+    if isinstance(task, str):
+        return task
+    if task is not None:
+        if not isinstance(task, dict) or not isinstance(task.get("task_id"), str | int):
+            raise _Bad(f'{TASK} must be {{"task_id": …}}')
+        return str(task["task_id"])
     matches = prompts.get(_normalise(question), [])
     if len(matches) == 1:
         return matches[0]
     if matches:
-        raise _Bad(f"its question matches several task prompts ({', '.join(matches)}); add a task.json")
-    raise _Bad("no task.json or task_id file, and its question matches no task prompt")
+        raise _Bad(f"its question matches several task prompts ({', '.join(matches)}); add a {TASK}")
+    raise _Bad(f"no {TASK} or {TASK_ID} file, and its question matches no task prompt")
 
 
 def _prompt_index(tasks: list[Task]) -> dict[str, list[str]]:

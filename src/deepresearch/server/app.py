@@ -52,6 +52,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr
 
 from deepresearch.config import Settings
 from deepresearch.errors import ConfigError
+from deepresearch.runs import RunDir
 from deepresearch.server.guards import (
     BodyLimit,
     HostPolicy,
@@ -325,8 +326,8 @@ def create_app(settings: Settings, config: ServerConfig, *, manager: JobManager 
     @app.get("/v1/research/{job_id}/report.{kind}", response_class=PlainTextResponse)
     async def download_report(job_id: str, kind: Literal["md", "html"]) -> Response:
         """The report as a file to download."""
-        run_dir = Path(found(job_id).run_dir)
-        path = run_dir / ("report.md" if kind == "md" else "report.html")
+        run = RunDir(Path(found(job_id).run_dir))
+        path = run.report_path if kind == "md" else run.report_html_path
         if not path.is_file():
             raise HTTPException(404, "the report is not written yet")
         media = "text/markdown; charset=utf-8" if kind == "md" else "text/html; charset=utf-8"

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import secrets
 import sqlite3
@@ -40,7 +39,7 @@ from deepresearch.config import Settings
 from deepresearch.errors import ConfigError, RunStoreError
 from deepresearch.events import Event
 from deepresearch.migrations import Migrations, connect
-from deepresearch.runs import load_events
+from deepresearch.runs import RunDir
 from deepresearch.tools.registry import Registry
 
 logger = logging.getLogger(__name__)
@@ -408,7 +407,7 @@ class JobManager:
         from deepresearch.research import research, resume
 
         run_dir = Path(job.run_dir)
-        resuming = (run_dir / "events.jsonl").is_file()
+        resuming = RunDir(run_dir).started
         feed = _Feed(len(_logged(run_dir)) if resuming else 0)
         stop = asyncio.Event()
         self._feeds[job.id], self._stops[job.id] = feed, stop
@@ -474,34 +473,27 @@ def _ended(status: JobStatus) -> dict[str, str]:
 
 def _logged(run_dir: Path) -> list[Event]:
     try:
-        return load_events(run_dir / "events.jsonl").events
+        return RunDir(run_dir).events()
     except (RunStoreError, OSError):
         return []
 
 
 def job_report(job: Job) -> dict[str, Any]:
     """The run's report, usage and sources as far as they exist (a running job has usage only)."""
-    from deepresearch.runs import read_info
-
-    run_dir = Path(job.run_dir)
+    run = RunDir(Path(job.run_dir))
     result: dict[str, Any] = {"steps": 0, "usage": {}, "report": None, "sources": [], "outcome": None}
     try:
-        info = read_info(run_dir)
+        info = run.meta
     except RunStoreError:
         return result
     result["steps"], result["usage"] = info.steps, dict(info.usage)
     result["citations"] = dict(info.citations or {})
     result["outcome"], result["outcome_reason"] = info.outcome, info.outcome_reason
-    markdown, page = run_dir / "report.md", run_dir / "report.html"
-    if markdown.is_file():
-        result["report"] = {
-            "markdown": markdown.read_text(encoding="utf-8"),
-            "html": page.read_text(encoding="utf-8") if page.is_file() else "",
-        }
-    sources = run_dir / "sources.json"
-    if sources.is_file():
-        try:
-            result["sources"] = json.loads(sources.read_text(encoding="utf-8"))
-        except ValueError:
-            result["sources"] = []
+    markdown = run.report()
+    if markdown is not None:
+        result["report"] = {"markdown": markdown, "html": run.report_html() or ""}
+    try:
+        result["sources"] = run.sources()
+    except RunStoreError:
+        result["sources"] = []
     return result
