@@ -17,13 +17,14 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from deepresearch.config import Settings, load_settings
     from deepresearch.errors import DeepResearchError
-    from deepresearch.research import RunResult, research, resume
+    from deepresearch.delivery import RunResult
+    from deepresearch.research import research, resume
 
 __all__ = ["DeepResearchError", "RunResult", "Settings", "load_settings", "research", "resume"]
 
 _WHERE = {
     "DeepResearchError": "deepresearch.errors",
-    "RunResult": "deepresearch.research",
+    "RunResult": "deepresearch.delivery",
     "Settings": "deepresearch.config",
     "load_settings": "deepresearch.config",
     "research": "deepresearch.research",

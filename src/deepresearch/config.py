@@ -308,6 +308,21 @@ class Settings(BaseModel):
             )
         return self
 
+    @classmethod
+    def for_resume(cls, recorded: dict[str, Any], given: Settings | None) -> Settings:
+        """A resumed run's settings: what it ``recorded`` when it started (secrets were never
+        stored), with the fields set explicitly in ``given`` on top — a key, a higher budget, another
+        endpoint or model. ``out`` stays the run's own directory."""
+        base = cls.model_validate({k: v for k, v in recorded.items() if k in cls.model_fields})
+        if given is None:
+            return base
+        # the set fields as objects (a dump would turn McpServer and PriceOverride entries into dicts)
+        overrides = {n: getattr(given, n) for n in given.model_fields_set if n != "out"}
+        effective = base.model_copy(update=overrides)
+        if given.api_key is not None:
+            effective.api_key = given.api_key
+        return effective
+
     @property
     def is_local(self) -> bool:
         """``--model local`` or ``local:…``: the embedded server runs the model on this machine."""

@@ -24,6 +24,7 @@ Errors from httpx and the tokenizer are translated into these at one boundary pe
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 
@@ -100,3 +101,33 @@ class RunCorrupted(RunStoreError):
 
 class RewardUnavailable(DeepResearchError):
     """Some rubrics could not be graded, so the reward would be a guess; the message lists them."""
+
+
+def surfaced(exc: BaseException, run_dir: Path) -> BaseException:
+    """What the caller should see of ``exc``: one error a person can act on, not a task group.
+
+    A step's tool calls run in a task group, so a result that cannot be recorded, or a long output
+    that cannot be saved in the workspace, arrives as a group. When the group holds nothing but our
+    errors and storage failures, the first of them is raised; a storage ``OSError`` (disk full, quota,
+    file too large, I/O error, read-only) becomes a ``RunStoreError``. Anything else stays as it is.
+    """
+    leaf = exc
+    if isinstance(exc, BaseExceptionGroup):
+        ours, rest = exc.split(lambda e: isinstance(e, DeepResearchError) or storage_failure(e))
+        if ours is None or rest is not None:
+            return exc
+        leaf = ours
+        while isinstance(leaf, BaseExceptionGroup):
+            leaf = leaf.exceptions[0]
+    if isinstance(leaf, OSError) and storage_failure(leaf):
+        error = RunStoreError(f"cannot write in {run_dir}: {leaf.strerror or leaf}")
+        error.__cause__ = leaf
+        return error
+    return leaf
+
+
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS})
+
+
+def storage_failure(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS

@@ -36,7 +36,7 @@ from typing import IO, Any, Literal, NoReturn, Protocol
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from deepresearch.errors import RunCorrupted, RunStoreError
-from deepresearch.events import Event, parse_event
+from deepresearch.events import Event, RunFinished, parse_event
 from deepresearch.sources import Source
 
 logger = logging.getLogger(__name__)
@@ -78,7 +78,6 @@ def run_id_for(path: Path) -> str:
     return path.name if _RUN_ID.fullmatch(path.name) else new_run_id()
 
 
-Outcome = Literal["report", "extractive", "uncited", "empty"]
 FAILED_OUTCOMES = frozenset({"uncited", "empty"})
 """Outcomes that are not what the user asked for: the CLI exits 3 on them."""
 
@@ -112,7 +111,7 @@ class RunInfo(BaseModel):
     ``guided`` (written section by section under the guided strategy)."""
     strategy: str = "react"
     """``react`` (the model drives the tools) or ``guided`` (the code drives, the model writes)."""
-    outcome: Outcome | None = None
+    outcome: Literal["report", "extractive", "uncited", "empty"] | None = None
     """What the user got: ``report`` (a model-written report with at least one resolved citation),
     ``extractive`` (built from quoted passages), ``uncited`` (a report with no resolved citation) or
     ``empty`` (the fallback: no report, the evidence list). ``uncited`` and ``empty`` exit 3."""
@@ -488,6 +487,25 @@ class Recorder:
         self.info.steps, self.info.usage = state.step, state.usage.to_dict()
         files[RUN_INFO] = self.info.model_dump_json(indent=1)
         return files
+
+    def wind_up(
+        self, state: RunSnapshot, status: Literal["failed", "cancelled"], *, derived: bool = True
+    ) -> None:
+        """Record how the run ended, best effort: after a disk failure these writes may fail too, and
+        must not hide the error that ended the run. ``run.json`` (status and reason) goes first; the
+        derived files are skipped after a store failure (``resume`` rebuilds them from the events)."""
+
+        usage = state.usage.to_dict()
+        self.info.steps, self.info.usage = state.step, usage
+        finished = RunFinished(step=state.step, status=status, usage=usage, steps=state.step)
+        writes: list[Callable[[], None]] = [self.write_info, lambda: self.record(finished)]
+        if derived:
+            writes.insert(0, lambda: self.checkpoint(state))
+        for write in writes:
+            try:
+                write()
+            except RunStoreError as exc:
+                logger.info("could not record the end of the run: %s", exc)
 
     def write(self, files: dict[str, str]) -> None:
         """Write whole files (atomically, each), then fsync the event log."""

@@ -10,6 +10,7 @@ agent.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -23,9 +24,14 @@ from deepresearch.tools.base import ShellConfig
 from deepresearch.tools.registry import Registry, register
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
+    from deepresearch.agent.loop import Agent
+    from deepresearch.agent.state import RunState
     from deepresearch.fetch.http import HttpFetcher
     from deepresearch.llm.client import ChatClient, LLMConfig
     from deepresearch.llm.local.server import LocalModelServer
+    from deepresearch.runs import Recorder
     from deepresearch.search import SearchBackend, SearchHit
     from deepresearch.search.local import LocalIndex
     from deepresearch.tools.mcp import McpTools
@@ -212,6 +218,60 @@ class Services:
             await search.aclose()
             raise
         return cls(client, search, fetcher, shell, sandbox, server, mcp, limits)
+
+    def agent(
+        self,
+        settings: Settings,
+        state: RunState,
+        recorder: Recorder,
+        tools: Registry,
+        workspace: Path,
+        stop: asyncio.Event | None = None,
+    ) -> Agent:
+        """The ReAct loop wired to these services: its budgets and context policy from ``settings``,
+        a tool context per call that lends the run's ``workspace``, search, fetcher and shell."""
+        from deepresearch.agent.budget import Budget
+        from deepresearch.agent.context import ContextPolicy
+        from deepresearch.agent.loop import Agent, LoopConfig
+        from deepresearch.tools.base import ToolContext
+
+        def make_context(step: int, call_id: str) -> ToolContext:
+            return ToolContext(
+                workspace=workspace,
+                sources=state.sources,
+                state=state.tool_state,
+                step=step,
+                call_id=call_id,
+                search=self.search,
+                fetcher=self.fetcher,
+                shell=self.shell,
+                workspace_max_bytes=settings.workspace_max_mb * 1024 * 1024,
+            )
+
+        config = LoopConfig(
+            budget=Budget(
+                max_steps=settings.max_steps,
+                max_total_tokens=settings.max_total_tokens,
+                max_cost_usd=settings.max_cost,
+                max_wall_seconds=settings.max_wall_time,
+            ),
+            policy=ContextPolicy(
+                upper=settings.context_upper,
+                lower=settings.context_lower,
+                fixed_tokens=self.count_tokens(json.dumps([t.schema() for t in tools.values()])),
+            ),
+            tool_result_max_chars=settings.tool_result_max_chars,
+            encoded_messages=settings.effective_tool_mode == "native",
+        )
+        return Agent(
+            model=self.client,
+            tools=tools,
+            state=state,
+            recorder=recorder,
+            config=config,
+            make_context=make_context,
+            stop=stop,
+        )
 
     def registry(self, tools: Registry) -> Registry:
         """``tools`` plus the MCP servers' tools, in a new dict; a name taken twice is a ``ConfigError``."""

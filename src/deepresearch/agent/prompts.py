@@ -8,28 +8,17 @@ silently empty date in a prompt.
 from __future__ import annotations
 
 import re
-from functools import cache
 from typing import Any, Literal
 
-import jinja2
+from deepresearch.templates import render_prompt
 
 Language = Literal["en", "zh"]
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 
 
-@cache
-def _environment() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.PackageLoader("deepresearch.agent", "prompts"),
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=False,
-        autoescape=False,
-    )
-
-
 def render(name: str, **variables: Any) -> str:
     """Render ``prompts/<name>`` with ``variables``; unknown variables raise."""
-    return _environment().get_template(name).render(**variables).strip()
+    return render_prompt("deepresearch.agent", name, variables)
 
 
 def detect_language(text: str) -> Language:
@@ -37,3 +26,18 @@ def detect_language(text: str) -> Language:
     cjk = len(_CJK.findall(text))
     letters = sum(1 for ch in text if ch.isalpha())
     return "zh" if cjk and cjk >= 0.2 * max(letters, 1) else "en"
+
+
+_LANGUAGE_NAMES = {"en": "English", "zh": "中文"}
+
+
+def language_of(setting: str, question: str) -> str:
+    """The run's language: the ``language`` setting, or the question's when it is ``auto``."""
+    return setting if setting != "auto" else detect_language(question)
+
+
+def system_prompt(language: str, today: str, *, small: bool = False) -> str:
+    """The system prompt; ``small`` is the short one for models on this machine (the full one took
+    ~3.6k of an 8k window and a 135M model follows a short list better than a long essay)."""
+    name = f"system_small_{language}.j2" if small else f"system_{language}.j2"
+    return render(name, date=today, language_name=_LANGUAGE_NAMES[language])

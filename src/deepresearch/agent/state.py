@@ -19,6 +19,7 @@ from deepresearch.agent.history import History
 from deepresearch.errors import RunCorrupted
 from deepresearch.events import (
     ContextCompacted,
+    ErrorEvent,
     Event,
     FinalAnswerForced,
     GuidedCall,
@@ -30,7 +31,7 @@ from deepresearch.events import (
     RunStarted,
     ToolResultEvent,
 )
-from deepresearch.llm.messages import ToolCall, Usage
+from deepresearch.llm.messages import Completion, ToolCall, Usage
 from deepresearch.sources import SourceRegistry
 
 
@@ -181,3 +182,21 @@ def replay(events: list[Event], history: History, *, path: Path) -> RunState:
         state.elapsed_before += (state._last_ts - state._segment_start).total_seconds()
         state._segment_start = None
     return state
+
+
+def unacted_reply(events: list[Event]) -> Completion | None:
+    """The model's last reply, when it was text the run never acted on.
+
+    A kill or a failure between recording that reply and what follows it (writing the report, or a
+    nudge) leaves it last in the log. Resume acts on it again instead of asking the model once more,
+    which would add a step the interrupted run never took.
+    """
+    for event in reversed(events):
+        if isinstance(event, RunResumed | RunFinished | ErrorEvent | ReportWritten):
+            continue  # how earlier sessions ended, or a report the run did not finish delivering
+        if isinstance(event, LLMCall) and not event.message.get("tool_calls"):
+            return Completion(
+                content=str(event.message.get("content") or ""), finish_reason=event.finish_reason
+            )
+        return None
+    return None
