@@ -7,8 +7,7 @@ redirect chains and a redirect loop, a slow page and a page that drips bytes, pa
 (declared and undeclared), a gzip bomb, error statuses, a page that fails once with 503, and a page
 that records how many requests it serves at once. It also serves pages in legacy charsets (declared
 and not), bodies behind lying content types, a dated article, a CSV table, a Word document, a page
-with no readable text, and a redirect to any URL. It records when each request arrived
-(``arrivals``), for the politeness tests. Slow handlers stop as soon as the client hangs up, so
+with no readable text, and a redirect to any URL. Slow handlers stop as soon as the client hangs up, so
 timeouts in tests do not leave work running in the server.
 
 ``make_pdf`` and ``make_docx`` build small valid documents with real text, for tests that need one
@@ -21,7 +20,6 @@ import asyncio
 import functools
 import io
 import json
-import time
 import zipfile
 import zlib
 from collections import Counter
@@ -272,8 +270,6 @@ class FakeWebSite:
         """Requests served, by path."""
         self.headers: list[dict[str, str]] = []
         """Request headers, in order."""
-        self.arrivals: list[tuple[str, float]] = []
-        """``(path, time.monotonic())`` of each request as it arrived, in order."""
         self.in_flight = 0
         self.max_in_flight = 0
         """Most requests to ``/slots`` served at the same time."""
@@ -285,7 +281,6 @@ class FakeWebSite:
     def reset(self) -> None:
         self.hits.clear()
         self.headers.clear()
-        self.arrivals.clear()
         self.in_flight = self.max_in_flight = 0
 
     # --- lifecycle
@@ -310,7 +305,6 @@ class FakeWebSite:
         path: str = scope["path"]
         query = {key: values[-1] for key, values in parse_qs(scope["query_string"].decode()).items()}
         self.hits[path] += 1
-        self.arrivals.append((path, time.monotonic()))
         self.headers.append({k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]})
         responder = _Responder(send, receive)
         if path.startswith("/redirect/"):

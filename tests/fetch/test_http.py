@@ -1,14 +1,14 @@
 """The HTTP fetcher against a real local website, plus MockTransport tests where no socket can help.
 
 The fake site lives on 127.0.0.1, so these tests allow private addresses; the SSRF checks on redirect
-hops run with the guard on, against an httpx ``MockTransport`` and public IP literals (no DNS).
+hops run with the guard on, against an httpx ``MockTransport`` and public IP literals (no DNS). The
+politeness gaps and the retry's pause run in virtual time (``VirtualTime``): exact, and instant.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gzip
-import itertools
 import tracemalloc
 import zlib
 from collections.abc import AsyncIterator, Callable
@@ -34,11 +34,77 @@ PUBLIC = "http://93.184.215.14"
 """A public IP literal: the guard accepts it without DNS, and only a MockTransport ever answers it."""
 
 
-def fetch(url: str, config: FetchConfig, transport: httpx.AsyncBaseTransport | None = None) -> Page:
-    """Fetch one URL with a fresh fetcher (each test runs its own event loop)."""
+class VirtualTime:
+    """A clock and a sleep for the fetcher that spend no real time.
+
+    ``sleep`` records each wait and moves the clock on by it; while ``held``, a sleeper parks until
+    ``release()`` instead, so a test can look at everything else while one request waits its turn.
+    """
+
+    def __init__(self, *, held: bool = False) -> None:
+        self.now = 0.0
+        self.waits: list[float] = []
+        self.held = held
+        self._parked: list[asyncio.Future[None]] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        if self.held:
+            parked = asyncio.get_running_loop().create_future()
+            self._parked.append(parked)
+            await parked
+        self.now += seconds
+        await asyncio.sleep(0)
+
+    @property
+    def parked(self) -> int:
+        return sum(not future.done() for future in self._parked)
+
+    def release(self) -> None:
+        self.held = False
+        for future in self._parked:
+            if not future.done():
+                future.set_result(None)
+
+    def fetcher(self, config: FetchConfig, transport: httpx.AsyncBaseTransport | None = None) -> HttpFetcher:
+        return HttpFetcher(config, transport=transport, clock=self.clock, sleep=self.sleep)
+
+
+class Stamped(httpx.AsyncBaseTransport):
+    """A real HTTP transport (to the fake sites on loopback) that notes each request's URL and the
+    virtual time it was sent at."""
+
+    def __init__(self, time: VirtualTime) -> None:
+        self._time = time
+        self._inner = httpx.AsyncHTTPTransport()
+        self.sent: list[tuple[str, float]] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.sent.append((str(request.url), self._time.now))
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    def times(self, prefix: str) -> list[float]:
+        """When the requests whose URL starts with ``prefix`` were sent, in order."""
+        return [at for url, at in self.sent if url.startswith(prefix)]
+
+
+def fetch(
+    url: str,
+    config: FetchConfig,
+    transport: httpx.AsyncBaseTransport | None = None,
+    time: VirtualTime | None = None,
+) -> Page:
+    """Fetch one URL with a fresh fetcher (each test runs its own event loop), in virtual time if given."""
 
     async def main() -> Page:
-        async with HttpFetcher(config, transport=transport) as fetcher:
+        fetcher = time.fetcher(config, transport) if time else HttpFetcher(config, transport=transport)
+        async with fetcher:
             return await fetcher.fetch(url)
 
     return asyncio.run(main())
@@ -186,13 +252,18 @@ def test_error_status_is_reported_and_not_retried(
     assert site.hits[f"/status/{status}"] == 1
 
 
-def test_503_is_retried_once(site: FakeWebSite, config: FetchConfig) -> None:
-    page = fetch(site.url("/flaky/one"), config)
+def test_503_is_retried_once_after_the_backoff(site: FakeWebSite, config: FetchConfig) -> None:
+    patient = config.model_copy(update={"retry_backoff_s": 0.5})
+    time = VirtualTime()
+    page = fetch(site.url("/flaky/one"), patient, time=time)
     assert page.text.startswith("Recovered")
     assert site.hits["/flaky/one"] == 2
+    assert time.waits == [0.5]  # one pause, as configured, before the one retry
+    time = VirtualTime()
     with pytest.raises(FetchError, match="HTTP 503 Service Unavailable"):
-        fetch(site.url("/status/503"), config)
+        fetch(site.url("/status/503"), patient, time=time)
     assert site.hits["/status/503"] == 2
+    assert time.waits == [0.5]
 
 
 def test_connection_error_is_retried_once_then_reported() -> None:
@@ -204,14 +275,18 @@ def test_connection_error_is_retried_once_then_reported() -> None:
             raise httpx.ConnectError("connection refused", request=request)
         return httpx.Response(200, text="fine", headers={"content-type": "text/plain"})
 
-    assert fetch(f"{PUBLIC}/", FetchConfig(retry_backoff_s=0), httpx.MockTransport(flaky)).text == "fine"
+    time = VirtualTime()
+    assert fetch(f"{PUBLIC}/", FetchConfig(), httpx.MockTransport(flaky), time).text == "fine"
     assert len(attempts) == 2
+    assert time.waits == [FetchConfig().retry_backoff_s] == [0.5]
 
     def down(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("connection refused", request=request)
 
+    time = VirtualTime()
     with pytest.raises(FetchError, match=r"could not fetch http://93\.184\.215\.14/: connection refused"):
-        fetch(f"{PUBLIC}/", FetchConfig(retry_backoff_s=0), httpx.MockTransport(down))
+        fetch(f"{PUBLIC}/", FetchConfig(), httpx.MockTransport(down), time)
+    assert time.waits == [0.5]
 
 
 # --- limits
@@ -438,44 +513,89 @@ def test_config_validates_the_allowlist() -> None:
         FetchConfig(host_delay_s=-1)
 
 
-# --- politeness
-
-
-def gaps(arrivals: list[tuple[str, float]], prefix: str) -> list[float]:
-    times = [t for path, t in arrivals if path.startswith(prefix)]
-    return [later - earlier for earlier, later in itertools.pairwise(times)]
+# --- politeness (in virtual time: the gaps are exact, and no test waits for them)
 
 
 def test_requests_to_one_host_are_spaced_by_the_delay(site: FakeWebSite, config: FetchConfig) -> None:
-    polite = config.model_copy(update={"host_delay_s": 0.3, "per_host_concurrency": 4})
+    polite = config.model_copy(update={"host_delay_s": 0.25, "per_host_concurrency": 4})
+    time = VirtualTime()
+    sent = Stamped(time)
 
     async def many() -> list[Page]:
-        async with HttpFetcher(polite) as fetcher:
+        async with time.fetcher(polite, sent) as fetcher:
             return await asyncio.gather(*(fetcher.fetch(site.url(f"/slots?n={i}&hold=0")) for i in range(4)))
 
     assert len(asyncio.run(many())) == 4
-    spacing = gaps(site.arrivals, "/slots")
-    assert len(spacing) == 3
-    assert all(gap >= 0.25 for gap in spacing), spacing  # 0.3 s, less a generous allowance for clocks
+    assert site.hits["/slots"] == 4
+    assert sent.times(site.url("/slots")) == [0.0, 0.25, 0.5, 0.75]
+    assert time.waits == [0.25, 0.25, 0.25]  # the first request waits for nobody
+
     # Redirect hops are requests to the host too.
     site.reset()
-    assert fetch(site.url("/redirect/2"), polite).title == ARTICLE_TITLE
-    assert all(gap >= 0.25 for gap in gaps(site.arrivals, "/")), site.arrivals
+    time = VirtualTime()
+    sent = Stamped(time)
+    assert fetch(site.url("/redirect/2"), polite, sent, time).title == ARTICLE_TITLE
+    assert [url.removeprefix(site.url("")) for url, _ in sent.sent] == [
+        "/redirect/2",
+        "/redirect/1",
+        "/redirect/0",
+        "/articles/bloom-filters.html",
+    ]
+    assert sent.times(site.url("/")) == [0.0, 0.25, 0.5, 0.75]
+
+
+def test_the_gap_counts_from_the_previous_start(site: FakeWebSite, config: FetchConfig) -> None:
+    polite = config.model_copy(update={"host_delay_s": 0.25})
+    time = VirtualTime()
+
+    async def spread() -> None:
+        async with time.fetcher(polite) as fetcher:
+            await fetcher.fetch(site.url("/counter?n=1"))
+            time.now += 0.125  # half the gap passes by itself: only the rest is waited
+            await fetcher.fetch(site.url("/counter?n=2"))
+            time.now += 1.0  # long after: no wait at all
+            await fetcher.fetch(site.url("/counter?n=3"))
+
+    asyncio.run(spread())
+    assert site.hits["/counter"] == 3
+    assert time.waits == [0.125]
+
+
+def test_a_zero_delay_never_waits(site: FakeWebSite, config: FetchConfig) -> None:
+    assert config.host_delay_s == 0
+    time = VirtualTime()
+    sent = Stamped(time)
+
+    async def many() -> None:
+        async with time.fetcher(config, sent) as fetcher:
+            await asyncio.gather(*(fetcher.fetch(site.url(f"/counter?n={i}")) for i in range(3)))
+
+    asyncio.run(many())
+    assert site.hits["/counter"] == 3 and len(sent.sent) == 3
+    assert time.waits == []
 
 
 def test_other_hosts_are_not_slowed_by_the_delay(site: FakeWebSite, config: FetchConfig) -> None:
     other = start_fake_web_server()
     try:
         polite = config.model_copy(update={"host_delay_s": 1.0})
+        time = VirtualTime(held=True)  # a request that must wait its turn parks until released
+        sent = Stamped(time)
 
         async def three() -> None:
-            async with HttpFetcher(polite) as fetcher:
-                urls = [site.url("/counter?a=1"), site.url("/counter?a=2"), other.url("/counter?b=1")]
-                await asyncio.gather(*(fetcher.fetch(url) for url in urls))
+            async with asyncio.timeout(60), time.fetcher(polite, sent) as fetcher:
+                same = [asyncio.create_task(fetcher.fetch(site.url(f"/counter?a={i}"))) for i in (1, 2)]
+                elsewhere = asyncio.create_task(fetcher.fetch(other.url("/counter?b=1")))
+                await elsewhere  # the other host's request went through at once
+                done, waiting = await asyncio.wait(same, return_when=asyncio.FIRST_COMPLETED)
+                assert len(done) == 1 and time.parked == 1 and time.waits == [1.0]
+                assert not waiting.pop().done()  # the second request to the site is still waiting its turn
+                time.release()
+                await asyncio.gather(*same)
 
         asyncio.run(three())
-        (first, second), (elsewhere,) = [t for _, t in site.arrivals], [t for _, t in other.arrivals]
-        assert second - first >= 0.9  # the second request to the same host waited its turn
-        assert elsewhere < second and elsewhere - first < 0.9  # the other host did not
+        assert sent.times(site.url("/counter")) == [0.0, 1.0]
+        assert sent.times(other.url("/counter")) == [0.0]
+        assert site.hits["/counter"] == 2 and other.hits["/counter"] == 1
     finally:
         other.stop()

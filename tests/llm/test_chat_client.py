@@ -1,5 +1,5 @@
 """ChatClient against the fake server (real HTTP and SSE) and, where the byte layout matters, against
-an in-process httpx transport."""
+an in-process httpx transport. Backoff sleeps that a test looks at are recorded instead of spent."""
 
 from __future__ import annotations
 
@@ -7,10 +7,7 @@ import asyncio
 import json
 import logging
 import socket
-import time
-from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime, timedelta
-from email.utils import format_datetime
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -18,7 +15,7 @@ import pytest
 from pydantic import ValidationError
 
 from deepresearch.errors import LLMBadResponse, LLMError, LLMRateLimited, LLMTimeout
-from deepresearch.llm.client import ChatClient, LLMConfig, parse_retry_after
+from deepresearch.llm.client import ChatClient, LLMConfig
 from deepresearch.llm.messages import Completion, Encoded, Message
 from tests.fakes.openai_server import FakeOpenAI, Reply, start_fake_openai
 
@@ -56,13 +53,27 @@ def complete(
     *,
     transport: httpx.AsyncBaseTransport | None = None,
     count_tokens: Callable[[str], int] | None = None,
+    sleeps: list[float] | None = None,
     **kwargs: Any,
 ) -> Completion:
+    """One call on a fresh client; with ``sleeps``, each backoff is appended there instead of waited."""
+
     async def call() -> Completion:
-        async with ChatClient(config, transport=transport, count_tokens=count_tokens) as client:
+        extra: dict[str, Any] = {} if sleeps is None else {"sleep": recorded(sleeps)}
+        async with ChatClient(config, transport=transport, count_tokens=count_tokens, **extra) as client:
             return await client.complete(USER if messages is None else messages, **kwargs)
 
     return asyncio.run(call())
+
+
+def recorded(sleeps: list[float]) -> Callable[[float], Awaitable[None]]:
+    """A ``sleep`` that notes the delay and returns at once."""
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        await asyncio.sleep(0)
+
+    return sleep
 
 
 def retry_delay(record: logging.LogRecord) -> float:
@@ -450,18 +461,17 @@ def test_stream_error_event_is_reported(fake_llm: FakeOpenAI) -> None:
 
 def test_rate_limit_honours_retry_after(fake_llm: FakeOpenAI, caplog: pytest.LogCaptureFixture) -> None:
     fake_llm.enqueue(Reply(status=429, headers={"Retry-After": "1"}), Reply(content="ok"))
+    sleeps: list[float] = []
 
-    started = time.monotonic()
     with caplog.at_level(logging.WARNING, logger="deepresearch"):
-        completion = complete(make_config(fake_llm))
-    waited = time.monotonic() - started
+        completion = complete(make_config(fake_llm), sleeps=sleeps)
 
     assert completion.content == "ok"
-    assert waited >= 0.99  # Retry-After wins over the 0.01 s maximum backoff
+    assert sleeps == [1.0]  # Retry-After wins over the 0.01 s maximum backoff
     assert len(fake_llm.requests) == 2
     [warning] = caplog.records
     assert "HTTP 429" in warning.getMessage()
-    assert retry_delay(warning) >= 1.0
+    assert retry_delay(warning) == 1.0
 
 
 def test_backoff_is_jittered_and_capped(fake_llm: FakeOpenAI, caplog: pytest.LogCaptureFixture) -> None:
@@ -473,14 +483,16 @@ def test_backoff_is_jittered_and_capped(fake_llm: FakeOpenAI, caplog: pytest.Log
         Reply(content="ok"),
     )
 
+    sleeps: list[float] = []
     with caplog.at_level(logging.WARNING, logger="deepresearch"):
-        complete(make_config(fake_llm, max_retries=4, retry_base_delay=0.004, retry_max_delay=0.006))
+        config = make_config(fake_llm, max_retries=4, retry_base_delay=0.004, retry_max_delay=0.006)
+        complete(config, sleeps=sleeps)
 
     delays = [retry_delay(record) for record in caplog.records]
-    assert len(delays) == 4
+    assert len(delays) == 4 and sleeps == delays  # what is announced is what is waited
     assert 0 <= delays[0] <= 0.004
     assert 0 <= delays[1] <= 0.006
-    assert delays[2] >= 0.05  # Retry-After above retry_max_delay is still honoured
+    assert delays[2] == 0.05  # Retry-After above retry_max_delay is still honoured
     assert 0 <= delays[3] <= 0.006
 
 
@@ -510,22 +522,26 @@ def test_server_error_forever(fake_llm: FakeOpenAI) -> None:
 
 def test_rate_limited_forever(fake_llm: FakeOpenAI) -> None:
     fake_llm.enqueue(*[Reply(status=429, headers={"retry-after-ms": "5"}) for _ in range(2)])
+    sleeps: list[float] = []
 
     with pytest.raises(LLMRateLimited) as caught:
-        complete(make_config(fake_llm, max_retries=1))
+        complete(make_config(fake_llm, max_retries=1), sleeps=sleeps)
 
     assert caught.value.status == 429
-    assert caught.value.retry_after == pytest.approx(0.005)
+    assert caught.value.retry_after == 0.005
+    assert sleeps == [0.005]  # one wait, between the two attempts
     assert len(fake_llm.requests) == 2
 
 
 def test_retry_after_beyond_five_minutes_gives_up_at_once(fake_llm: FakeOpenAI) -> None:
     fake_llm.enqueue(Reply(status=429, headers={"Retry-After": "3600"}))
+    sleeps: list[float] = []
 
     with pytest.raises(LLMRateLimited) as caught:
-        complete(make_config(fake_llm))
+        complete(make_config(fake_llm), sleeps=sleeps)
 
     assert caught.value.retry_after == 3600
+    assert sleeps == []
     assert "3600s" in str(caught.value)
     assert len(fake_llm.requests) == 1
 
@@ -635,17 +651,18 @@ def test_a_refused_endpoint_fails_after_one_quick_retry(caplog: pytest.LogCaptur
         port = closed.getsockname()[1]
         config = LLMConfig(base_url=f"http://127.0.0.1:{port}/v1", model="m", retry_base_delay=4.0)
         assert config.max_retries == 6
+        sleeps: list[float] = []
         with (
             caplog.at_level(logging.WARNING, logger="deepresearch.llm.client"),
             pytest.raises(LLMError) as caught,
         ):
-            complete(config)
+            complete(config, sleeps=sleeps)
     message = str(caught.value)
     assert message.startswith(f"m at http://127.0.0.1:{port}/v1: connection refused"), message
     assert "is it running" in message and "gave up after 2 attempts" in message
     assert type(caught.value) is LLMError and caught.value.status is None
     [retry] = [r for r in caplog.records if "retrying" in r.getMessage()]
-    assert retry_delay(retry) <= 0.5
+    assert sleeps == [retry_delay(retry)] and 0 <= sleeps[0] <= 0.5
 
 
 def test_a_refusal_after_the_endpoint_answered_is_retried_as_before(
@@ -743,19 +760,6 @@ def test_a_failing_progress_callback_never_fails_the_call(
         assert asyncio.run(call()).content == "Paris."
     assert len(fake_llm.requests) == 1  # not retried either
     assert [r.getMessage() for r in caplog.records] == ["the prompt progress callback failed"] * 3
-
-
-def test_parse_retry_after() -> None:
-    later = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
-    earlier = format_datetime(datetime.now(UTC) - timedelta(seconds=30), usegmt=True)
-
-    assert parse_retry_after({"retry-after": "7"}) == 7
-    assert parse_retry_after({"retry-after": "1.5"}) == 1.5
-    assert parse_retry_after({"retry-after-ms": "250", "retry-after": "9"}) == 0.25
-    assert 25 < (parse_retry_after({"retry-after": later}) or 0) <= 30
-    assert parse_retry_after({"retry-after": earlier}) == 0
-    assert parse_retry_after({"retry-after": "soon"}) is None
-    assert parse_retry_after({}) is None
 
 
 def test_one_http_client_for_many_calls(fake_llm: FakeOpenAI, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -106,32 +106,52 @@ def test_cancel_a_running_job_and_a_queued_one(make_server, fake_llm):
         assert all(question(r) != "second" for r in fake_llm.requests)  # never started
 
 
-def test_fifty_submissions_on_four_workers_all_finish(make_server, fake_llm):
-    def slowish(request: dict[str, Any]) -> Reply:
+def test_fifty_submissions_on_four_workers_run_four_at_a_time(make_server, fake_llm):
+    """The first four jobs' answers are held by the model until the test has seen the queue: then exactly
+    four run and the rest wait, whatever the machine's speed. Those four are cancelled (which hangs up on
+    the held answers) and the other 46 go through without a hold."""
+    held = {"on": True}
+
+    def holding(request: dict[str, Any]) -> Reply:
         reply = agent_script(request)
-        reply.delay = 0.05
+        if turn(request) == 1 and held["on"]:
+            reply.delay = 120
         return reply
 
-    fake_llm.script = slowish
+    fake_llm.script = holding
     server = make_server(workers=4, rate_per_minute=100)
     with server.client() as client:
         ids = [
             client.post("/v1/research", json={"question": f"Question {i}?"}).json()["id"] for i in range(50)
         ]
         assert len(set(ids)) == 50
+        deadline = time.monotonic() + 60
+        while sum(turn(r) == 1 for r in list(fake_llm.requests)) < 4:
+            assert time.monotonic() < deadline, "four jobs never reached their held answer"
+            time.sleep(0.02)
+        jobs = client.get("/v1/research", params={"limit": 500}).json()["jobs"]
+        running = {j["id"] for j in jobs if j["status"] == "running"}
+        assert len(running) == 4 and sum(j["status"] == "queued" for j in jobs) == 46
+        asked = {question(r) for r in fake_llm.requests}
+        assert asked == {j["question"] for j in jobs if j["id"] in running}  # no fifth job started
+
+        held["on"] = False
+        for job_id in running:
+            assert client.post(f"/v1/research/{job_id}/cancel").json()["status"] == "cancelled"
         most = 0
         deadline = time.monotonic() + 120
         while True:
             jobs = client.get("/v1/research", params={"limit": 500}).json()["jobs"]
             statuses = [j["status"] for j in jobs]
             most = max(most, statuses.count("running"))
-            if all(s in ("done", "failed") for s in statuses):
+            if all(s in ("done", "failed", "cancelled") for s in statuses):
                 break
             assert time.monotonic() < deadline, statuses
             time.sleep(0.02)
     assert sorted(j["id"] for j in jobs) == sorted(ids)
-    assert statuses == ["done"] * 50
-    assert 2 <= most <= 4
+    assert sorted(j["id"] for j in jobs if j["status"] == "cancelled") == sorted(running)
+    assert [j["status"] for j in jobs if j["id"] not in running] == ["done"] * 46
+    assert most <= 4
 
 
 def test_the_token_guards_every_route_but_the_health_check(make_server, fake_llm):

@@ -5,7 +5,6 @@ wrong model, the token, the shared rate limit, and a disconnect that leaves the 
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import httpx
@@ -209,5 +208,4 @@ def test_a_disconnected_stream_leaves_the_job_running(make_server, fake_llm):
         assert http.get(f"/v1/research/{job_id}").json()["status"] == "running"
         job = wait_status(http, job_id, {"done", "failed", "cancelled"})
     assert job["status"] == "done" and "BM25 ranks documents" in job["report"]["markdown"]
-    time.sleep(0.1)  # nothing else arrives for the closed stream; the server stays healthy
     assert httpx.get(server.url + "/healthz").status_code == 200

@@ -129,12 +129,18 @@ class HttpFetcher:
         transport: httpx.AsyncBaseTransport | None = None,
         resolver: Resolver | None = None,
         network_backend: httpcore.AsyncNetworkBackend | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         """``resolver`` answers the guard's DNS questions (the system's by default); ``network_backend``
         opens the connections to the addresses it checked (httpcore's by default). A ``transport``
-        replaces both ends: whatever it connects to is its own business (tests, mocks)."""
+        replaces both ends: whatever it connects to is its own business (tests, mocks). ``clock``
+        (seconds, monotonic) and ``sleep`` time the politeness gaps and the retry's pause, so tests
+        can run them in virtual time."""
         self._config = config or FetchConfig()
         self._resolver = resolver
+        self._clock = clock
+        self._sleep = sleep
         if transport is None:
             backend = _PinnedBackend(self._vet_host, network_backend or httpcore.AnyIOBackend())
             transport = _PinnedTransport(backend)
@@ -152,7 +158,7 @@ class HttpFetcher:
         )
         self._slots = asyncio.Semaphore(self._config.max_concurrency)
         self._host_slots = _HostSlots(self._config.per_host_concurrency)
-        self._pacer = _HostPacer(self._config.host_delay_s)
+        self._pacer = _HostPacer(self._config.host_delay_s, clock=clock, sleep=sleep)
         self._allowlist = Allowlist.parse(self._config.allowlist)
         self._cache = (
             FetchCache(self._config.cache_path, ttl_s=self._config.cache_ttl_s)
@@ -188,7 +194,7 @@ class HttpFetcher:
         cached = await self._from_cache(url)
         if cached is not None:
             return cached
-        started = time.monotonic()
+        started = self._clock()
         try:
             async with asyncio.timeout(self._config.total_timeout_s):
                 body = await self._get_with_retry(url)
@@ -203,7 +209,7 @@ class HttpFetcher:
             body.status,
             body.content_type or "-",
             len(body.data),
-            time.monotonic() - started,
+            self._clock() - started,
         )
         page = Page(
             url=body.url,
@@ -252,7 +258,7 @@ class HttpFetcher:
             return await self._follow_redirects(url)
         except _Transient as first:
             logger.info("retrying %s after: %s", url, first)
-        await asyncio.sleep(self._config.retry_backoff_s)
+        await self._sleep(self._config.retry_backoff_s)
         try:
             return await self._follow_redirects(url)
         except _Transient as second:
@@ -524,8 +530,12 @@ class _HostPacer:
     requests to the same host, which would have had to wait anyway; other hosts are not held back.
     """
 
-    def __init__(self, delay: float) -> None:
+    def __init__(
+        self, delay: float, *, clock: Callable[[], float], sleep: Callable[[float], Awaitable[None]]
+    ) -> None:
         self._delay = delay
+        self._clock = clock
+        self._sleep = sleep
         self._locks: dict[str, asyncio.Lock] = {}
         self._last_start: dict[str, float] = {}
 
@@ -536,17 +546,17 @@ class _HostPacer:
             return
         lock = self._locks.setdefault(host, asyncio.Lock())
         async with lock:
-            wait = self._last_start.get(host, float("-inf")) + self._delay - time.monotonic()
+            wait = self._last_start.get(host, float("-inf")) + self._delay - self._clock()
             if wait > 0:
                 logger.debug("waiting %.2fs before the next request to %s", wait, host)
-                await asyncio.sleep(wait)
+                await self._sleep(wait)
             yield
-            self._last_start[host] = time.monotonic()
+            self._last_start[host] = self._clock()
         if len(self._locks) > 256:
             self._forget_idle_hosts()
 
     def _forget_idle_hosts(self) -> None:
-        now = time.monotonic()
+        now = self._clock()
         for host, lock in list(self._locks.items()):
             if not lock.locked() and self._last_start.get(host, float("-inf")) + self._delay < now:
                 del self._locks[host]

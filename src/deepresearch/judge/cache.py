@@ -14,26 +14,24 @@ rubric, stored as the parsed ``Trial``. Its key is a SHA-256 over everything the
 Only successful trials are stored; failures are tried again next time. The schema grows through the
 numbered migrations below. A cache that cannot be used (a corrupt file, someone else's database) is
 reported once and then bypassed: a cache must never be the reason grading fails. SQLite calls block,
-so the async methods run them in a worker thread; one connection, guarded by a lock, serves all.
+so the async methods run them in a worker thread; one connection, guarded by a lock, serves all
+(``migrations.CacheFile``, shared with the fetch cache).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import logging
 import sqlite3
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 from pydantic import ValidationError
 
 from deepresearch.judge.records import Trial
-from deepresearch.migrations import Migrations, NotOurs, apply_migrations, transaction
+from deepresearch.migrations import CacheFile, Migrations, transaction
 
 logger = logging.getLogger(__name__)
 
@@ -101,16 +99,11 @@ class JudgeCache:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._db: sqlite3.Connection | None = None
-        self._lock = threading.Lock()
-        self._broken = False
+        self._file = CacheFile(path, MIGRATIONS, what="judge cache", without="grading without it", log=logger)
 
     def close(self) -> None:
         """Close the connection; a later call opens it again."""
-        with self._lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
+        self._file.close()
 
     async def get(self, key: str) -> Trial | None:
         """The stored trial, or ``None`` (a miss, or no usable cache)."""
@@ -143,8 +136,7 @@ class JudgeCache:
         await asyncio.to_thread(self._put, row)
 
     def _get(self, key: str) -> Trial | None:
-        with self._lock, self._guard():
-            db = self._connect(create=False)
+        with self._file.session(create=False) as db:
             if db is None:
                 return None
             row = db.execute("SELECT trial FROM verdicts WHERE key = ?", (key,)).fetchone()
@@ -155,11 +147,10 @@ class JudgeCache:
             except ValidationError:
                 logger.debug("judge cache %s: unreadable entry %s, ignored", self.path, key[:12])
                 return None
-        return None  # the guard swallowed an error
+        return None  # the session swallowed an SQLite error
 
     def _put(self, row: tuple[str, str, str, str, str, str, int, str, float]) -> None:
-        with self._lock, self._guard():
-            db = self._connect(create=True)
+        with self._file.session(create=True) as db:
             if db is None:
                 return
             with transaction(db):
@@ -168,54 +159,3 @@ class JudgeCache:
                     " report_sha256, trial_index, trial, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     row,
                 )
-
-    @contextlib.contextmanager
-    def _guard(self) -> Iterator[None]:
-        """A busy file skips one call; any other SQLite error disables the cache for this process."""
-        try:
-            yield
-        except sqlite3.Error as exc:
-            if any(word in str(exc).lower() for word in ("locked", "busy")):
-                logger.debug("judge cache %s busy, skipping one call: %s", self.path, exc)
-                return
-            self._disable(str(exc))
-
-    def _disable(self, reason: str) -> None:
-        if not self._broken:
-            logger.warning("judge cache %s is unusable (%s); grading without it", self.path, reason)
-        self._broken = True
-        if self._db is not None:
-            with contextlib.suppress(sqlite3.Error):
-                self._db.close()
-            self._db = None
-
-    def _connect(self, *, create: bool) -> sqlite3.Connection | None:
-        """The open, migrated connection (lock held); ``None`` when there is nothing to read or it broke."""
-        if self._broken:
-            return None
-        if self._db is not None:
-            return self._db
-        if not create and not self.path.is_file():
-            return None
-        if create:
-            try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                self._disable(f"cannot create {self.path.parent}: {exc.strerror or exc}")
-                return None
-            target, uri = str(self.path), False
-        else:
-            target, uri = self.path.absolute().as_uri() + "?mode=rw", True  # a read never creates it
-        db = sqlite3.connect(target, uri=uri, timeout=5, isolation_level=None, check_same_thread=False)
-        try:
-            apply_migrations(db, MIGRATIONS, what=f"judge cache ({self.path})")
-            db.execute("PRAGMA journal_mode = WAL")
-        except NotOurs as exc:
-            db.close()
-            self._disable(str(exc))
-            return None
-        except BaseException:
-            db.close()
-            raise
-        self._db = db
-        return db

@@ -21,12 +21,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Self
 from urllib.parse import urlsplit
@@ -39,6 +36,7 @@ from deepresearch.llm.messages import Completion, Encoded, Message, Usage
 from deepresearch.llm.pricing import Price, cost_usd, price_for
 from deepresearch.llm.reasoning import join_reasoning, split_reasoning
 from deepresearch.llm.stream import DONE, RawReply, SSEDecoder, StreamAccumulator, prompt_progress, read_body
+from deepresearch.retry import parse_retry_after
 from deepresearch.tls import shared_ssl_context
 
 if TYPE_CHECKING:
@@ -122,7 +120,8 @@ class ChatClient:
     without it, a token is taken to be three characters. ``transport`` replaces the network (tests).
     ``on_progress(processed, total)`` hears how far the server is through the prompt (tokens, the
     cached ones included) when ``config.prompt_progress`` is set and the reply streams; it runs on the
-    event loop and an exception it raises is logged, never fails the call.
+    event loop and an exception it raises is logged, never fails the call. ``sleep`` waits out each
+    backoff (``asyncio.sleep``; tests pass one that records the delays instead of spending them).
     """
 
     def __init__(
@@ -132,6 +131,7 @@ class ChatClient:
         transport: httpx.AsyncBaseTransport | None = None,
         count_tokens: Callable[[str], int] | None = None,
         on_progress: Callable[[int, int], None] | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         import httpx
 
@@ -139,6 +139,7 @@ class ChatClient:
         self.price: Price | None = price_for(config.model, config.prices)
         """The model's price, or ``None`` when unknown (costs are then 0.0 and cannot be limited)."""
         self._count_tokens = count_tokens or _estimate_tokens
+        self._sleep = sleep
         self._url = f"{config.base_url}/chat/completions"
         self._where = f"{config.model} at {redact_url(config.base_url).partition('?')[0]}"
         self._on_progress = on_progress if config.stream and config.prompt_progress else None
@@ -328,7 +329,7 @@ class ChatClient:
                 self._redact(str(error)),
                 delay,
             )
-            await asyncio.sleep(delay)
+            await self._sleep(delay)
         raise AssertionError("unreachable")  # the loop returns or raises
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
@@ -513,32 +514,6 @@ def _error_detail(body: bytes) -> str:
             if candidate:
                 return str(candidate)[:500]
     return text[:300]
-
-
-def parse_retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date)."""
-    milliseconds = headers.get("retry-after-ms")
-    if milliseconds:
-        try:
-            value = float(milliseconds) / 1000
-        except ValueError:
-            value = math.nan
-        if not math.isnan(value):
-            return max(0.0, value)
-    header = headers.get("retry-after")
-    if not header:
-        return None
-    try:
-        value = float(header)
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(header)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        return max(0.0, (when - datetime.now(UTC)).total_seconds())
-    return None if math.isnan(value) else max(0.0, value)
 
 
 def _estimate_tokens(text: str) -> int:

@@ -21,12 +21,9 @@ from __future__ import annotations
 import asyncio
 import html
 import logging
-import math
 import re
 import time
 from collections.abc import Mapping
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import urlsplit
@@ -34,6 +31,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from deepresearch.errors import SearchError
+from deepresearch.retry import parse_retry_after
 from deepresearch.search import SearchHit
 from deepresearch.tls import shared_ssl_context
 
@@ -63,24 +61,6 @@ def key_variables(setting: str) -> str:
 
     first, *others = env_names(setting)
     return "/".join([*others, first])
-
-
-def parse_retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds from ``Retry-After`` (a number or an HTTP date); ``None`` when absent or unreadable."""
-    value = headers.get("retry-after", "").strip()
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        return max(0.0, (when - datetime.now(UTC)).total_seconds())
-    return None if math.isnan(seconds) else max(0.0, seconds)
 
 
 def text(value: Any) -> str:
