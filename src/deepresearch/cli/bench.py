@@ -9,23 +9,8 @@ from typing import Annotated, Any, Literal
 
 import typer
 
-from deepresearch.cli.common import (
-    ApiKeyFileOpt,
-    ApiKeyOpt,
-    BaseUrlOpt,
-    ConfigOpt,
-    IndexOpt,
-    JudgeKeyFileOpt,
-    MaxStepsOpt,
-    MaxTimeOpt,
-    MaxTokensOpt,
-    ModelOpt,
-    SearchOpt,
-    cli_settings,
-    run_or_exit,
-    say,
-)
-from deepresearch.cli.judge import JudgeKeyOpt, JudgeModelOpt, JudgeUrlOpt
+from deepresearch.cli.common import run_or_exit, say
+from deepresearch.cli.options import BUDGETS, ENDPOINT, JUDGE, MODEL, SEARCH, SettingsFlags, settings_options
 from deepresearch.errors import DeepResearchError
 
 bench_app = typer.Typer(
@@ -35,6 +20,8 @@ bench_app = typer.Typer(
 
 RootOpt = Annotated[Path, typer.Option("--root", help="Folder holding the benchmarks.")]
 DEFAULT_ROOT = Path("bench")
+RUN_BUDGETS = tuple("max_run_cost" if name == "max_cost" else name for name in BUDGETS)
+"""Each task's budgets: ``--max-cost`` is the whole benchmark's, ``--max-run-cost`` one run's."""
 ModeOpt = Annotated[
     Literal["ternary", "binary", "strict"], typer.Option("--mode", help="ternary, binary or strict.")
 ]
@@ -55,6 +42,7 @@ def _resolve(names: list[str], root: Path) -> list[Path]:
 
 
 @bench_app.command("run")
+@settings_options(*ENDPOINT, *SEARCH, *RUN_BUDGETS, *MODEL, "language")
 def bench_run(
     tasks: Annotated[Path, typer.Option("--tasks", help="Task file (ResearchRubrics, DRB, ours, …).")],
     name: Annotated[str, typer.Option("--name", help="The benchmark's name (its folder under bench/).")],
@@ -75,46 +63,15 @@ def bench_run(
     retry_failed: Annotated[
         bool, typer.Option("--retry-failed/--keep-failed", help="Run failed tasks again.")
     ] = True,
-    base_url: BaseUrlOpt = None,
-    model: ModelOpt = None,
-    api_key: ApiKeyOpt = None,
-    api_key_file: ApiKeyFileOpt = None,
-    search: SearchOpt = None,
-    index: IndexOpt = None,
-    max_steps: MaxStepsOpt = None,
-    max_run_cost: Annotated[
-        float | None, typer.Option("--max-run-cost", help="USD budget for each task's run.")
-    ] = None,
-    max_tokens: MaxTokensOpt = None,
-    max_time: MaxTimeOpt = None,
-    tool_mode: Annotated[
-        str | None, typer.Option("--tool-mode", help="auto, native, json or text tool calls.")
-    ] = None,
-    stream: Annotated[bool | None, typer.Option("--stream/--no-stream", help="Stream model replies.")] = None,
-    language: Annotated[str | None, typer.Option("--language", help="auto, en or zh.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
-    config: ConfigOpt = None,
+    *,
+    flags: SettingsFlags,
 ) -> None:
     """Run the agent on every task (resumable: run it again to continue); one run directory per task."""
     from deepresearch.bench.progress import bench_view
     from deepresearch.bench.runner import run_benchmark
 
-    settings = cli_settings(
-        config,
-        base_url=base_url,
-        model=model,
-        api_key=api_key,
-        api_key_file=api_key_file,
-        search=search,
-        index=index,
-        max_steps=max_steps,
-        max_cost=max_run_cost,
-        max_total_tokens=max_tokens,
-        max_wall_time=max_time,
-        tool_mode=tool_mode,
-        stream=stream,
-        language=language,
-    )
+    settings = flags.settings()
     if executor == "local" or ray_address is None:  # a cluster's workers may keep their index elsewhere
         from deepresearch.search.backends import check_search
 
@@ -164,16 +121,13 @@ def bench_run(
 
 
 @bench_app.command("grade")
+@settings_options(*JUDGE)
 def bench_grade(
     names: Annotated[list[str], typer.Argument(help="Benchmarks (names under --root, or folders).")],
     root: RootOpt = DEFAULT_ROOT,
     tasks: Annotated[
         Path | None, typer.Option("--tasks", help="Task file with rubrics (default: the one it ran).")
     ] = None,
-    judge_model: JudgeModelOpt = None,
-    judge_base_url: JudgeUrlOpt = None,
-    judge_api_key: JudgeKeyOpt = None,
-    judge_api_key_file: JudgeKeyFileOpt = None,
     trials: Annotated[int, typer.Option("--trials", help="Independent gradings per rubric (paper: 3).")] = 1,
     batch: Annotated[int, typer.Option("--batch", help="Rubrics per judge call.")] = 1,
     mode: ModeOpt = "ternary",
@@ -181,18 +135,13 @@ def bench_grade(
         int, typer.Option("--max-report-tokens", help="Longer reports are judged in chunks.")
     ] = 100_000,
     cache: Annotated[Path | None, typer.Option("--cache", help="Verdict cache (SQLite).")] = None,
-    config: ConfigOpt = None,
+    *,
+    flags: SettingsFlags,
 ) -> None:
     """Grade every finished report with the judge; per-rubric records go into the benchmark's store."""
     from deepresearch.bench.grading import grade_benchmark
 
-    settings = cli_settings(
-        config,
-        judge_model=judge_model,
-        judge_base_url=judge_base_url,
-        judge_api_key=judge_api_key,
-        judge_api_key_file=judge_api_key_file,
-    )
+    settings = flags.settings()
     for bench in _resolve(names, root):
 
         def progress(task_id: str, scored: Any, cost: float, bench: Path = bench) -> None:
@@ -252,13 +201,10 @@ def bench_report(
 
 
 @bench_app.command("compare")
+@settings_options(*JUDGE)
 def bench_compare(
     names: Annotated[list[str], typer.Argument(help="Two or more benchmarks (names or folders).")],
     root: RootOpt = DEFAULT_ROOT,
-    judge_model: JudgeModelOpt = None,
-    judge_base_url: JudgeUrlOpt = None,
-    judge_api_key: JudgeKeyOpt = None,
-    judge_api_key_file: JudgeKeyFileOpt = None,
     source: Annotated[
         Literal["llm", "human", "both"],
         typer.Option("--source", help="Count LLM verdicts, human verdicts (--verdicts), or both."),
@@ -273,7 +219,8 @@ def bench_compare(
         typer.Option("--missing", help="A task only one side finished: failed, or a loss for the other."),
     ] = "failed",
     resamples: Annotated[int, typer.Option("--resamples", help="Bootstrap resamples.")] = 2000,
-    config: ConfigOpt = None,
+    *,
+    flags: SettingsFlags,
 ) -> None:
     """Judge the systems' reports pairwise (both orders), print win/tie/loss and, for 3+, Elo ratings."""
     from rich.console import Console
@@ -285,13 +232,7 @@ def bench_compare(
     benches = _resolve(names, root)
     settings = None
     if source != "human":
-        settings = cli_settings(
-            config,
-            judge_model=judge_model,
-            judge_base_url=judge_base_url,
-            judge_api_key=judge_api_key,
-            judge_api_key_file=judge_api_key_file,
-        )
+        settings = flags.settings()
     try:
         extra = [v for path in verdicts or [] for v in read_verdicts(path)]
     except (DeepResearchError, OSError) as exc:

@@ -7,37 +7,16 @@ from typing import Annotated, Any, Literal
 
 import typer
 
-from deepresearch.cli.common import (
-    ApiKeyFileOpt,
-    ApiKeyOpt,
-    BaseUrlOpt,
-    ConfigOpt,
-    JudgeKeyFileOpt,
-    ModelOpt,
-    cli_settings,
-    run_or_exit,
-    say,
-)
+from deepresearch.cli.common import run_or_exit, say
+from deepresearch.cli.options import ENDPOINT, JUDGE, SettingsFlags, settings_options
 
 judge_app = typer.Typer(
     no_args_is_help=True, help="Grade reports against rubrics (the Checklist-style Judger)."
 )
 
-JudgeModelOpt = Annotated[str | None, typer.Option("--judge-model", help="Judge model (default: --model).")]
-JudgeUrlOpt = Annotated[
-    str | None, typer.Option("--judge-base-url", help="Judge endpoint (default: --base-url).")
-]
-JudgeKeyOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--judge-api-key",
-        help="Judge key (default: --api-key). Other users can read it in the process list (ps): prefer "
-        "env DEEPRESEARCH_JUDGE_API_KEY, judge_api_key in deepresearch.toml, or --judge-api-key-file.",
-    ),
-]
-
 
 @judge_app.command("grade")
+@settings_options(*JUDGE)
 def judge_grade(
     tasks: Annotated[
         Path, typer.Option("--tasks", help="Tasks: ResearchRubrics, DRB, ResearcherBench or ours.")
@@ -46,10 +25,6 @@ def judge_grade(
         Path, typer.Option("--reports", help="Folder of <task_id>.md, folder of run directories, or JSONL.")
     ],
     out: Annotated[Path, typer.Option("--out", help="Per-rubric records (JSONL).")] = Path("results.jsonl"),
-    judge_model: JudgeModelOpt = None,
-    judge_base_url: JudgeUrlOpt = None,
-    judge_api_key: JudgeKeyOpt = None,
-    judge_api_key_file: JudgeKeyFileOpt = None,
     trials: Annotated[int, typer.Option("--trials", help="Independent gradings per rubric (paper: 3).")] = 1,
     batch: Annotated[int, typer.Option("--batch", help="Rubrics per judge call.")] = 1,
     mode: Annotated[
@@ -59,7 +34,8 @@ def judge_grade(
         int, typer.Option("--max-report-tokens", help="Longer reports are judged in chunks.")
     ] = 100_000,
     cache: Annotated[Path | None, typer.Option("--cache", help="Verdict cache (SQLite).")] = None,
-    config: ConfigOpt = None,
+    *,
+    flags: SettingsFlags,
 ) -> None:
     """Grade reports against their rubrics; print per-task scores and the benchmark score."""
     from rich.console import Console
@@ -67,13 +43,7 @@ def judge_grade(
 
     from deepresearch.judge.commands import grade
 
-    settings = cli_settings(
-        config,
-        judge_model=judge_model,
-        judge_base_url=judge_base_url,
-        judge_api_key=judge_api_key,
-        judge_api_key_file=judge_api_key_file,
-    )
+    settings = flags.settings()
 
     def progress(task_id: str, scored: Any, cost: float) -> None:
         shown = f"{scored.score * 100:.1f}" if scored is not None else "n/a"
@@ -115,34 +85,18 @@ def judge_grade(
 
 
 @judge_app.command("synth-rubrics")
+@settings_options(*ENDPOINT, *JUDGE)
 def judge_synth_rubrics(
     seeds: Annotated[Path, typer.Option("--seeds", help="Seeds (JSONL: id, topic, domain, document…).")],
     out: Annotated[Path, typer.Option("--out", help="Kept tasks (JSONL); discards go next to it.")],
     threshold: Annotated[float, typer.Option("--threshold", help="Minimum consistency to keep.")] = 0.7,
-    base_url: BaseUrlOpt = None,
-    model: ModelOpt = None,
-    api_key: ApiKeyOpt = None,
-    api_key_file: ApiKeyFileOpt = None,
-    judge_model: JudgeModelOpt = None,
-    judge_base_url: JudgeUrlOpt = None,
-    judge_api_key: JudgeKeyOpt = None,
-    judge_api_key_file: JudgeKeyFileOpt = None,
-    config: ConfigOpt = None,
+    *,
+    flags: SettingsFlags,
 ) -> None:
     """Synthesise RL tasks and rubrics from seeds (two-step reverse synthesis with a consistency judge)."""
     from deepresearch.judge.commands import synth_rubrics
 
-    settings = cli_settings(
-        config,
-        base_url=base_url,
-        model=model,
-        api_key=api_key,
-        api_key_file=api_key_file,
-        judge_model=judge_model,
-        judge_base_url=judge_base_url,
-        judge_api_key=judge_api_key,
-        judge_api_key_file=judge_api_key_file,
-    )
+    settings = flags.settings()
     report = run_or_exit(synth_rubrics(settings, seeds=seeds, out=out, threshold=threshold))
     discarded = ", ".join(f"{reason} {count}" for reason, count in report.discarded.items()) or "none"
     typer.echo(

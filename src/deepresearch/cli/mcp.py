@@ -9,49 +9,24 @@ from typing import Annotated
 
 import typer
 
-from deepresearch.cli.common import (
-    ApiKeyFileOpt,
-    ApiKeyOpt,
-    BaseUrlOpt,
-    ConfigOpt,
-    IndexOpt,
-    MaxStepsOpt,
-    ModelOpt,
-    SearchOpt,
-    cli_settings,
-    needs_extra,
-    run_or_exit,
-)
+from deepresearch.cli.common import needs_extra, run_or_exit
+from deepresearch.cli.options import BUDGETS, ENDPOINT, MODEL, SEARCH, SettingsFlags, settings_options
 from deepresearch.cli.serve import DataDirOpt
 
 
+@settings_options(*ENDPOINT, *SEARCH, *BUDGETS, *MODEL, "language")
 def mcp(
     data_dir: DataDirOpt = Path("server-data"),
     workers: Annotated[int, typer.Option("--workers", help="Research jobs run at once.")] = 2,
     grace: Annotated[
         float, typer.Option("--grace", help="Seconds a shutdown waits for running steps to finish.")
     ] = 10.0,
-    base_url: BaseUrlOpt = None,
-    model: ModelOpt = None,
-    api_key: ApiKeyOpt = None,
-    api_key_file: ApiKeyFileOpt = None,
-    search: SearchOpt = None,
-    index: IndexOpt = None,
-    max_steps: MaxStepsOpt = None,
-    config: ConfigOpt = None,
+    *,
+    flags: SettingsFlags,
 ) -> None:
     """Serve the deep_research tool over MCP on stdin/stdout (jobs and runs are kept in --data-dir)."""
     with needs_extra("server", "deepresearch mcp"):
         from deepresearch.server.mcp_server import serve_stdio
 
-    settings = cli_settings(
-        config,
-        base_url=base_url,
-        model=model,
-        api_key=api_key,
-        api_key_file=api_key_file,
-        search=search,
-        index=index,
-        max_steps=max_steps,
-    )
+    settings = flags.settings()
     run_or_exit(serve_stdio(settings, data_dir=data_dir, workers=workers, grace_s=grace))

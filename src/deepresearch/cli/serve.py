@@ -10,25 +10,15 @@ from typing import Annotated
 
 import typer
 
-from deepresearch.cli.common import (
-    ApiKeyFileOpt,
-    ApiKeyOpt,
-    BaseUrlOpt,
-    ConfigOpt,
-    IndexOpt,
-    MaxStepsOpt,
-    ModelOpt,
-    SearchOpt,
-    cli_settings,
-    needs_extra,
-    run_or_exit,
-)
+from deepresearch.cli.common import needs_extra, run_or_exit
+from deepresearch.cli.options import BUDGETS, ENDPOINT, MODEL, SEARCH, SettingsFlags, settings_options
 
 DataDirOpt = Annotated[
     Path, typer.Option("--data-dir", help="Where jobs and their run directories are kept.")
 ]
 
 
+@settings_options(*ENDPOINT, *SEARCH, *BUDGETS, *MODEL, "language")
 def serve(
     host: Annotated[
         str, typer.Option("--host", help="Address to bind (anything but loopback needs a token).")
@@ -61,14 +51,8 @@ def serve(
     grace: Annotated[
         float, typer.Option("--grace", help="Seconds a shutdown waits for running steps to finish.")
     ] = 30.0,
-    base_url: BaseUrlOpt = None,
-    model: ModelOpt = None,
-    api_key: ApiKeyOpt = None,
-    api_key_file: ApiKeyFileOpt = None,
-    search: SearchOpt = None,
-    index: IndexOpt = None,
-    max_steps: MaxStepsOpt = None,
-    config: ConfigOpt = None,
+    *,
+    flags: SettingsFlags,
 ) -> None:
     """Serve research over HTTP: JSON API with live events, a web page, /v1/chat/completions and MCP."""
     from pydantic import SecretStr
@@ -79,16 +63,7 @@ def serve(
         from deepresearch.server.app import ServerConfig
         from deepresearch.server.run import serve as run_server
 
-    settings = cli_settings(
-        config,
-        base_url=base_url,
-        model=model,
-        api_key=api_key,
-        api_key_file=api_key_file,
-        search=search,
-        index=index,
-        max_steps=max_steps,
-    )
+    settings = flags.settings()
     server_config = ServerConfig(
         host=host,
         port=port,
