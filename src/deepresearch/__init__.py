@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from deepresearch.config import Settings, load_settings
-    from deepresearch.errors import DeepResearchError
     from deepresearch.delivery import RunResult
+    from deepresearch.errors import DeepResearchError
     from deepresearch.research import research, resume
 
 __all__ = ["DeepResearchError", "RunResult", "Settings", "load_settings", "research", "resume"]

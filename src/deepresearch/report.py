@@ -2,19 +2,22 @@
 
 The model cites opaque keys; only the source registry knows their URLs. Keys are numbered by first
 use, keys the registry never issued are removed from the text and counted (``unresolved`` in
-``run.json``) — an invented citation never becomes a link. Pure functions: no I/O here.
+``run.json``) — an invented citation never becomes a link. Pure functions: no I/O here (the HTML page's
+template, ``pages/report.html``, is package data).
 """
 
 from __future__ import annotations
 
-import html
 import re
 from dataclasses import dataclass, field
 from functools import cache
 from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit
 
+from markupsafe import Markup
+
 from deepresearch.sources import KEY_PATTERN, Source, SourceRegistry
+from deepresearch.templates import render_page
 
 if TYPE_CHECKING:
     from markdown_it import MarkdownIt
@@ -147,32 +150,35 @@ def _markdown() -> MarkdownIt:
     return MarkdownIt("commonmark", {"html": False, "linkify": False}).enable("table").enable("strikethrough")
 
 
-def _safe_href(url: str) -> str | None:
-    scheme = urlsplit(url).scheme.lower()
-    return html.escape(url, quote=True) if scheme in ("http", "https", "file") else None
+def _linkable(url: str) -> bool:
+    """Whether a reference may link out: web and file URLs only (never ``javascript:`` or ``data:``)."""
+    return urlsplit(url).scheme.lower() in ("http", "https", "file")
 
 
 def render_html(cited: CitedText, *, title: str, language: Language = "en") -> str:
-    """A self-contained HTML page: citations link to the references, references link out."""
+    """A self-contained HTML page (``pages/report.html``): citations link to the references, references
+    link out. The template escapes every string; the body is Markup because Markdown with raw HTML
+    off has escaped whatever the model or a web page wrote."""
 
     def link(match: re.Match[str]) -> str:
         links = (f'<a class="cite" href="#ref-{n}">{n}</a>' for n in match.group(1).split(","))
         return "[" + ", ".join(links) + "]"
 
-    body = _SENTINEL.sub(link, _markdown().render(cited.text))
-    items = []
-    for n, source in enumerate(cited.order, start=1):
-        label = html.escape(_title(source))
-        href = _safe_href(source.url)
-        shown = html.escape(source.url)
-        anchor = f'<a href="{href}" rel="noopener noreferrer">{label}</a>' if href else label
-        items.append(f'<li id="ref-{n}" value="{n}">{anchor} — <span class="url">{shown}</span></li>')
-    refs = (
-        f'<h2>{_HEADINGS[language]}</h2>\n<ol class="references">\n' + "\n".join(items) + "\n</ol>"
-        if items
-        else ""
+    references = [
+        {"n": n, "title": _title(source), "url": source.url, "linked": _linkable(source.url)}
+        for n, source in enumerate(cited.order, start=1)
+    ]
+    return render_page(
+        "deepresearch",
+        "report.html",
+        {
+            "lang": language,
+            "title": title,
+            "heading": _HEADINGS[language],
+            "body": Markup(_SENTINEL.sub(link, _markdown().render(cited.text))),
+            "references": references,
+        },
     )
-    return _PAGE.format(lang=language, title=html.escape(title), body=body, refs=refs)
 
 
 def fallback_report(question: str, registry: SourceRegistry, reason: str, language: Language = "en") -> str:
@@ -191,28 +197,3 @@ def fallback_report(question: str, registry: SourceRegistry, reason: str, langua
         )
     lines = [f"- {_title(s)} \\cite{{{s.key}}}: {' '.join(s.snippet.split())[:300]}" for s in read[:40]]
     return head + "\n" + "\n".join(lines)
-
-
-_PAGE = """<!DOCTYPE html>
-<html lang="{lang}">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'">
-<title>{title}</title>
-<style>
-body {{ font: 16px/1.6 system-ui, sans-serif; max-width: 46rem; margin: 2rem auto; padding: 0 1rem;
-       color: #222; }}
-a.cite {{ text-decoration: none; }}
-ol.references {{ font-size: 0.9rem; }}
-ol.references .url {{ color: #666; word-break: break-all; }}
-table {{ border-collapse: collapse; }} td, th {{ border: 1px solid #ccc; padding: 0.25rem 0.5rem; }}
-pre {{ overflow-x: auto; background: #f6f6f6; padding: 0.5rem; }}
-</style>
-</head>
-<body>
-{body}
-{refs}
-</body>
-</html>
-"""

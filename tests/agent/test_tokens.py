@@ -1,4 +1,6 @@
 import random
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -8,6 +10,7 @@ from deepresearch.agent.tokens import (
     EXACT_COUNT_CHARS,
     MAX_PIECE_CHARS,
     O200K_SPLIT,
+    RANK_FILE,
     O200kCounter,
     _rank_file,
     count_tokens,
@@ -21,10 +24,13 @@ PROMPTS = Path(__file__).parents[2] / "src" / "deepresearch" / "agent" / "prompt
 
 @pytest.fixture(scope="module")
 def reference():
+    """bpe-openai's Rust encoder: the parity reference, installed by the ``test`` extra only."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        import bpe_openai
-
+        bpe_openai = pytest.importorskip(
+            "bpe_openai",
+            reason="the parity tests compare with bpe-openai's encoder: pip install -e '.[test]'",
+        )
         return bpe_openai.get_encoding("o200k_base")
 
 
@@ -102,3 +108,22 @@ def test_a_tampered_rank_file_is_refused(tmp_path):
 def test_estimate_leans_high_for_cjk_and_latin():
     assert estimate_tokens("数据" * 10) == 20
     assert estimate_tokens("abcdef") == 2
+
+
+def test_the_rank_file_is_package_data_and_needs_no_bpe_openai():
+    """Counting is exact with bpe-openai unimportable: the ranks come from our own package data."""
+    import deepresearch
+
+    shipped = Path(str(_rank_file()))
+    assert shipped == Path(deepresearch.__file__).parent / "agent" / "data" / RANK_FILE
+    assert (shipped.parent / "o200k_base.LICENSE").read_text().count("MIT License") == 2
+    script = (
+        "import sys; sys.modules['bpe_openai'] = None\n"  # any import of bpe_openai now fails
+        "from deepresearch.agent.tokens import O200kCounter, _counter, count_tokens\n"
+        "assert isinstance(_counter(), O200kCounter), _counter()\n"
+        "print(count_tokens('Hello world'), count_tokens('I\\'m sure they\\'ll say we\\'ve done it'))"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["2", "7"]  # what bpe-openai's encoder gives
+    assert "estimating" not in done.stderr

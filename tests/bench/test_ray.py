@@ -13,8 +13,10 @@ from deepresearch.bench.store import BenchStore
 from tests.bench.scripts import FAIL, agent_script, write_tasks
 from tests.bench.test_runner import settings_for
 
-ray = pytest.importorskip("ray")
-pytestmark = pytest.mark.slow
+ray = pytest.importorskip(
+    "ray", reason="the Ray executor tests need ray, in the bench extra: pip install -e '.[bench]'"
+)
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 
 def test_a_benchmark_on_a_local_ray(fake_llm, corpus_index, tmp_path):

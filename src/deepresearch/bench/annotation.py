@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import html
 import io
 import os
 import re
@@ -32,11 +31,13 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from markupsafe import Markup
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from deepresearch.bench.pairwise import PairVerdict, Reading, oriented, verdict_from_readings
 from deepresearch.bench.stats import DIMENSIONS, RESULTS, Dimension, PairOutcome, Preference
 from deepresearch.errors import ConfigError
+from deepresearch.templates import render_page
 
 if TYPE_CHECKING:
     from markdown_it import MarkdownIt
@@ -228,33 +229,20 @@ def _markdown() -> MarkdownIt:
     return MarkdownIt("commonmark", {"html": False, "linkify": False}).enable("table").disable("image")
 
 
-_STYLE = """body{font-family:system-ui,sans-serif;margin:1.5rem;line-height:1.45;color:#222}
-.instructions{white-space:pre-wrap;background:#f4f4f4;padding:1rem;border-radius:6px}
-section.pair{border-top:3px solid #888;margin-top:2rem;padding-top:.5rem}
-.request{white-space:pre-wrap;background:#eef4ff;padding:.75rem;border-radius:6px}
-.reports{display:grid;grid-template-columns:1fr 1fr;gap:1rem}
-article.report{border:1px solid #ccc;border-radius:6px;padding:0 1rem;overflow-x:auto}
-table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2rem .4rem}"""
-
-
 def render_html(rows: Iterable[tuple[str, str, str, str, str]]) -> str:
-    """One self-contained page: the instructions, then each pair's request and reports side by side."""
-    sections = []
-    for pair_id, task_id, request, report_1, report_2 in rows:
-        columns = "".join(
-            f'<article class="report"><h3>Report {n}</h3>{_markdown().render(text)}</article>'
-            for n, text in ((1, report_1), (2, report_2))
-        )
-        pid = html.escape(pair_id)
-        sections.append(
-            f'<section class="pair" id="{pid}"><h2>Pair {pid} — task {html.escape(task_id)}</h2>'
-            f'<div class="request">{html.escape(request)}</div><div class="reports">{columns}</div></section>'
-        )
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>Pairwise review</title>'
-        f"<style>{_STYLE}</style></head><body><h1>Pairwise review</h1>"
-        f'<div class="instructions">{html.escape(INSTRUCTIONS)}</div>{"".join(sections)}</body></html>\n'
-    )
+    """One self-contained page (``bench/pages/pairs.html``): the instructions, then each pair's request
+    and reports side by side. The template escapes every string; the reports go in as Markup because
+    Markdown with raw HTML off has escaped whatever the model wrote."""
+    pairs = [
+        {
+            "id": pair_id,
+            "task_id": task_id,
+            "request": request,
+            "reports": [Markup(_markdown().render(text)) for text in (report_1, report_2)],
+        }
+        for pair_id, task_id, request, report_1, report_2 in rows
+    ]
+    return render_page("deepresearch.bench", "pairs.html", {"instructions": INSTRUCTIONS, "pairs": pairs})
 
 
 def _write(path: Path, text: str) -> None:

@@ -25,10 +25,8 @@ import logging
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cache
 from typing import TYPE_CHECKING, Any, Literal
 
-import jinja2
 import json_repair
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -54,6 +52,7 @@ from deepresearch.bench.stats import (
 from deepresearch.errors import ConfigError, LLMError
 from deepresearch.judge.verdicts import InvalidJudgeOutput, refusal_in
 from deepresearch.llm.messages import Message
+from deepresearch.templates import render_prompt
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -301,20 +300,9 @@ def _label(value: Any) -> str:
 # --- asking the judge
 
 
-@cache
-def _environment() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.PackageLoader("deepresearch.bench", "prompts"),
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        autoescape=False,
-    )
-
-
-def render(name: str, **variables: Any) -> str:
+def render(name: str, /, **variables: Any) -> str:
     """Render ``bench/prompts/<name>`` with ``variables``; a missing variable raises."""
-    return _environment().get_template(name).render(**variables).strip()
+    return render_prompt("deepresearch.bench", name, variables, trim_blocks=True)
 
 
 @dataclass

@@ -15,12 +15,12 @@ Contracts:
   counts what failed attempts spent.
 - The HTML needs nothing beside it: figures are inline SVG drawn on ``matplotlib.figure.Figure`` objects
   (no pyplot state, no GUI backend), with fixed ids and hash salt so the same store gives the same file.
-  A figure without data is replaced by a sentence saying why. All text from the store is escaped.
+  A figure without data is replaced by a sentence saying why. The page is a Jinja template with
+  autoescaping, so all text from the store is escaped.
 """
 
 from __future__ import annotations
 
-import html
 import io
 import json
 import statistics
@@ -29,11 +29,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from markupsafe import Markup
+
 from deepresearch.bench.store import STORE_FILE, BenchStore, TaskRow, TaskStatus
 from deepresearch.errors import ConfigError
 from deepresearch.judge.records import JudgeRecord
 from deepresearch.judge.rubrics import Rubric, Task
 from deepresearch.judge.scoring import ScoreMode, TaskScore, benchmark_score, by_axis, by_domain, task_score
+from deepresearch.templates import render_page
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -245,7 +248,7 @@ class _Panel:
 
     fig_id: str
     caption: str
-    svg: str | None
+    svg: Markup | None
     note: str = ""
     """Why the figure is missing, or which benchmarks it leaves out."""
 
@@ -260,7 +263,7 @@ def _require_matplotlib() -> None:
         ) from exc
 
 
-def _svg(fig: Figure, fig_id: str) -> str:
+def _svg(fig: Figure, fig_id: str) -> Markup:
     """The figure as an ``<svg>`` element; the salt and id are fixed so the output is reproducible."""
     from matplotlib import rc_context
 
@@ -268,7 +271,7 @@ def _svg(fig: Figure, fig_id: str) -> str:
     with rc_context({"svg.hashsalt": fig_id, "svg.id": f"{fig_id}-svg", "svg.fonttype": "none"}):
         fig.savefig(buffer, format="svg", metadata={"Date": None})
     text = buffer.getvalue()
-    return text[text.index("<svg") :]
+    return Markup(text[text.index("<svg") :])  # matplotlib escapes the text it draws
 
 
 def _new_figure() -> Figure:
@@ -384,99 +387,38 @@ def _panels(stats_list: Sequence[BenchStats]) -> list[_Panel]:
 
 # --- HTML
 
-_STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 70em; color: #222; }
-table { border-collapse: collapse; margin: 1em 0; }
-th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
-td:first-child, th:first-child, td.text { text-align: left; }
-figure { margin: 2em 0; } figure svg { max-width: 100%; height: auto; }
-figcaption { color: #555; } p.no-data { color: #a33; font-style: italic; }
-pre { white-space: pre-wrap; margin: 0; }
-"""
-
 
 def write_html_report(stats_list: Sequence[BenchStats], out_path: Path) -> Path:
-    """Write the self-contained HTML report of ``stats_list`` to ``out_path`` and return the path."""
+    """Write the self-contained HTML report of ``stats_list`` to ``out_path`` and return the path.
+
+    The page is ``bench/pages/report.html``; it escapes every string it is given, and only the SVG
+    figures (whose text matplotlib escapes) go in as markup."""
     if not stats_list:
         raise ValueError("no benchmarks to report on")
     _require_matplotlib()
-    names = ", ".join(s.name for s in stats_list)
-    body = [
-        f"<h1>Benchmark report: {_e(names)}</h1>",
-        f"<p>Score mode: {_e(stats_list[0].mode)}. Cost, steps, tokens and wall time are means over "
-        "finished reports; the total cost includes failed attempts.</p>",
-        '<section id="summary"><h2>Summary</h2>',
-        _summary_html(stats_list),
-        '</section><section id="figures"><h2>Figures</h2>',
-        *(_panel_html(panel) for panel in _panels(stats_list)),
-        '</section><section id="failures"><h2>Failures</h2>',
-        *(_failures_html(stats) for stats in stats_list),
-        "</section>",
-    ]
-    page = (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>Benchmark report: {_e(names)}</title><style>{_STYLE}</style></head>\n<body>\n"
-        + "\n".join(body)
-        + "\n</body></html>\n"
+    page = render_page(
+        "deepresearch.bench",
+        "report.html",
+        {
+            "names": ", ".join(s.name for s in stats_list),
+            "mode": stats_list[0].mode,
+            "headers": list(_HEADERS.values()),
+            "rows": [{"name": stats.name, "cells": _cells(stats)} for stats in stats_list],
+            "panels": _panels(stats_list),
+            "failures": [_failures(stats) for stats in stats_list],
+        },
     )
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(page, encoding="utf-8")
     return out_path
 
 
-def _e(text: object) -> str:
-    return html.escape(str(text), quote=True)
-
-
-def _summary_html(stats_list: Sequence[BenchStats]) -> str:
-    head = "".join(f"<th>{_e(label)}</th>" for label in _HEADERS.values())
-    rows = []
-    for stats in stats_list:
-        cells = []
-        for cell in _cells(stats):
-            value = "" if cell.value is None else str(cell.value)
-            kind = ' class="text"' if isinstance(cell.value, str) else ""
-            cells.append(
-                f'<td{kind} data-bench="{_e(stats.name)}" data-field="{cell.field}" '
-                f'data-value="{_e(value)}">{_e(cell.text)}</td>'
-            )
-        rows.append(f"<tr>{''.join(cells)}</tr>")
-    return f'<table id="summary-table"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
-
-
-def _panel_html(panel: _Panel) -> str:
-    note = f'<p class="no-data">{_e(panel.note)}</p>' if panel.note else ""
-    if panel.svg is None:
-        return f'<section id="{panel.fig_id}-missing"><h3>{_e(panel.caption)}</h3>{note}</section>'
-    return (
-        f'<figure id="{panel.fig_id}">{panel.svg}<figcaption>{_e(panel.caption)}</figcaption>{note}</figure>'
-    )
-
-
-def _failures_html(stats: BenchStats) -> str:
+def _failures(stats: BenchStats) -> dict[str, Any]:
     """One benchmark's failed tasks, unscored tasks, grading failures and the judge that graded it."""
-    bench = _e(stats.name)
-    parts = [f'<div class="bench-failures" data-bench="{bench}"><h3>{bench}</h3>']
-    parts.append(f"<p>Rubrics whose grading failed: {stats.grading_failures}.</p>")
-    if stats.judge_meta:
-        judge = ", ".join(
-            f"{_e(k)}: {_e(json.dumps(v, ensure_ascii=False))}" for k, v in stats.judge_meta.items()
-        )
-        parts.append(f"<p>Judge: {judge}</p>")
-    if stats.failed:
-        rows = "".join(
-            f'<tr data-task="{_e(f.task_id)}"><td>{_e(f.task_id)}</td><td>{f.attempts}</td>'
-            f'<td class="text"><pre>{_e(f.error)}</pre></td></tr>'
-            for f in stats.failed
-        )
-        parts.append(
-            '<table class="failed-tasks"><thead><tr><th>task</th><th>attempts</th><th>error</th></tr></thead>'
-            f"<tbody>{rows}</tbody></table>"
-        )
-    else:
-        parts.append("<p>No failed tasks.</p>")
-    if stats.unscored:
-        items = "".join(f"<li>{_e(task_id)}: {_e(why)}</li>" for task_id, why in stats.unscored)
-        parts.append(f'<p>Graded but not scored:</p><ul class="unscored">{items}</ul>')
-    parts.append("</div>")
-    return "\n".join(parts)
+    return {
+        "name": stats.name,
+        "grading_failures": stats.grading_failures,
+        "judge": [(key, json.dumps(value, ensure_ascii=False)) for key, value in stats.judge_meta.items()],
+        "failed": stats.failed,
+        "unscored": stats.unscored,
+    }

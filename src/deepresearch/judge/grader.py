@@ -39,8 +39,6 @@ from functools import cache, partial
 from importlib import resources
 from typing import Any, TypeVar
 
-import jinja2
-
 from deepresearch.agent.tokens import count_tokens
 from deepresearch.errors import ConfigError, LLMError
 from deepresearch.judge.cache import JudgeCache, cache_key, report_digest
@@ -56,6 +54,7 @@ from deepresearch.judge.verdicts import (
 )
 from deepresearch.llm.client import ChatClient, LLMConfig
 from deepresearch.llm.messages import Completion, Message, Usage
+from deepresearch.templates import render_prompt
 
 logger = logging.getLogger(__name__)
 
@@ -90,20 +89,9 @@ _NOTHING = re.compile(r"^\W*(nothing|no)\s+(relevant|evidence)", re.IGNORECASE)
 # --- prompts
 
 
-@cache
-def _environment() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.PackageLoader("deepresearch.judge", "prompts"),
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        autoescape=False,
-    )
-
-
-def render(name: str, **variables: Any) -> str:
+def render(name: str, /, **variables: Any) -> str:
     """Render ``judge/prompts/<name>`` with ``variables``; a missing variable raises."""
-    return _environment().get_template(name).render(**variables).strip()
+    return render_prompt("deepresearch.judge", name, variables, trim_blocks=True)
 
 
 @cache
