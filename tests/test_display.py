@@ -3,7 +3,7 @@ import re
 
 from rich.console import Console
 
-from deepresearch.display import LineView, LiveView, Progress, describe_call
+from deepresearch.display import LineView, LiveView, Progress
 from deepresearch.events import (
     FinalAnswerForced,
     LLMCall,
@@ -67,7 +67,7 @@ def test_line_view_prints_one_line_per_event():
         view(event)
     text = out.getvalue()
     assert "[step 1] model: 1 tool call(s) · 1200 tokens" in text
-    assert '[step 1] batch_open "https://a.example/x"' in text
+    assert "[step 1] opening 1 page(s): https://a.example/x" in text
     assert "final answer forced: max_steps" in text and "1 unresolved citations removed" in text
     assert view.progress.sources_read == {"web_1"} and view.progress.sources_seen == {"web_1", "web_2"}
 
@@ -82,12 +82,42 @@ def test_live_view_renders_counters():
     assert "2/30" in text and "1 read · 2 seen" in text and "$0.0123" in text and "1,200" in text
 
 
-def test_describe_call_is_short_and_safe():
-    assert describe_call("shell", '{"cmd": "python3 -c 1"}') == "shell: python3 -c 1"
-    assert describe_call("todo", '{"updates": {}}') == "todo read"
-    assert describe_call("file", "not json") == "file (unparsable arguments)"
-    many = describe_call("batch_web_surfer", '{"action": "batch_search", "queries": ["a","b","c","d"]}')
-    assert many.endswith("…")
+def test_calls_read_as_their_tools_describe_them():
+    out = io.StringIO()
+    view = LineView(Progress(30), stream=out)
+    calls = [
+        ("shell", '{"cmd": "python3 -c 1"}'),
+        ("todo", '{"updates": {}}'),
+        ("file", "not json"),
+        ("batch_web_surfer", '{"action": "batch_search", "queries": ["a","b","c","d"]}'),
+        ("remote__lookup", '{"id": 7}'),  # a tool the views do not know (an MCP tool): its name
+    ]
+    for index, (name, arguments) in enumerate(calls):
+        view(ToolCallEvent(step=1, call_id=f"c{index}", name=name, arguments=arguments))
+    assert out.getvalue().splitlines() == [
+        "[step 1] shell: python3 -c 1",
+        "[step 1] todo read",
+        "[step 1] file (unparsable arguments)",
+        "[step 1] searching: a; b; c …",
+        "[step 1] remote__lookup",
+    ]
+    assert view.progress.action == "remote__lookup"
+
+
+def test_the_views_describe_with_the_tools_they_are_given():
+    from pydantic import BaseModel
+
+    from deepresearch.tools.base import Tool
+
+    async def never(args, ctx):
+        raise AssertionError("not run")
+
+    lookup = Tool("remote__lookup", BaseModel, never, describer=lambda args: f"looking up {args['id']}")
+    out = io.StringIO()
+    view = LineView(Progress(30, tools={"remote__lookup": lookup}), stream=out)
+    view(ToolCallEvent(step=1, call_id="c", name="remote__lookup", arguments='{"id": 7}'))
+    view(ToolCallEvent(step=1, call_id="d", name="shell", arguments='{"cmd": "ls"}'))  # not given: generic
+    assert out.getvalue().splitlines() == ["[step 1] looking up 7", "[step 1] shell"]
 
 
 def render(view: LiveView) -> str:
@@ -107,7 +137,7 @@ def test_the_panel_shows_the_prompt_being_loaded_instead_of_starting():
     view.prompt_progress(3600, 3600)
     assert "generating (prompt of 3,600 tokens loaded)" in render(view)
     view(story()[2])  # the tool call the reply asked for takes over the line
-    assert "batch_open" in render(view) and "prompt" not in render(view)
+    assert "opening 1 page(s)" in render(view) and "prompt" not in render(view)
     view.stop()
 
 

@@ -6,15 +6,18 @@ CPU takes minutes; the panel shows it instead of a still "starting". What they s
 comes partly from the model and from web pages (queries, commands, paths, error messages), so every
 line passes through ``printable`` first: an escape sequence in a tool argument must not retitle the
 terminal, write the clipboard (OSC 52) or clear the screen.
+
+A tool call reads as its tool describes it (``Tool.describe``): the views look the recorded name up in
+the run's tools (the built-in ones unless told otherwise), so the events stay what was recorded.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -37,29 +40,8 @@ from deepresearch.events import (
     ToolResultEvent,
 )
 from deepresearch.terminal import printable
-
-
-def describe_call(name: str, arguments: str) -> str:
-    """A short human label for a tool call."""
-    try:
-        args: dict[str, Any] = json.loads(arguments) if arguments.strip() else {}
-    except json.JSONDecodeError:
-        return f"{name} (unparsable arguments)"
-    if not isinstance(args, dict):
-        return name
-    if name == "batch_web_surfer":
-        items = args.get("queries") or args.get("urls") or []
-        items = items if isinstance(items, list) else [items]
-        shown = ", ".join(f'"{str(i)[:50]}"' for i in items[:3]) + (" …" if len(items) > 3 else "")
-        return f"{args.get('action', '?')} {shown}"
-    if name == "shell":
-        return f"shell: {str(args.get('cmd', ''))[:70]}"
-    if name == "file":
-        return f"file {args.get('action', '?')} {args.get('path', '')}"
-    if name == "todo":
-        return "todo " + ("read" if not args.get("updates") else f"update {len(args['updates'])} step(s)")
-    return name
-
+from deepresearch.tools.base import Tool
+from deepresearch.tools.registry import builtin_tools, describe_call
 
 _KEPT = {"model": "written by the model", "quoted": "quoted from the sources", "none": "skipped"}
 
@@ -67,8 +49,12 @@ _KEPT = {"model": "written by the model", "quoted": "quoted from the sources", "
 class Progress:
     """Counters shared by both views."""
 
-    def __init__(self, max_steps: int, *, run_dir: str | Path = "") -> None:
+    def __init__(
+        self, max_steps: int, *, run_dir: str | Path = "", tools: Mapping[str, Tool] | None = None
+    ) -> None:
         self.max_steps = max_steps
+        self.tools = builtin_tools() if tools is None else tools
+        """Where a recorded call's name is looked up to describe it."""
         self.step = 0
         self.action = "starting"
         self.sources_seen: set[str] = set()
@@ -95,7 +81,7 @@ class Progress:
                 calls = event.message.get("tool_calls") or []
                 self.action = "running tools" if calls else "writing the report"
             case ToolCallEvent():
-                self.action = printable(describe_call(event.name, event.arguments))
+                self.action = printable(describe_call(self.tools, event.name, event.arguments))
             case ToolResultEvent():
                 for source in event.sources:
                     self.sources_seen.add(source["key"])
@@ -206,7 +192,7 @@ class LineView:
                     f"{event.duration_s:.1f}s · finish {event.finish_reason}"
                 )
             case ToolCallEvent():
-                return describe_call(event.name, event.arguments)
+                return describe_call(self.progress.tools, event.name, event.arguments)
             case ToolResultEvent():
                 status = f"error ({event.error_type})" if event.is_error else "ok"
                 return f"  ↳ {event.name} {status} · {len(event.content)} chars · {event.duration_s:.1f}s"

@@ -51,7 +51,8 @@ ALLOWED_KEYWORDS = {
 
 
 def registry_tools() -> list[dict[str, Any]]:
-    return [tool.schema() for tool in default_tools().values()]
+    """The entries the agent hands the client in JSON mode (the tools' constrained shapes included)."""
+    return [tool.schema(constrained=True) for tool in default_tools().values()]
 
 
 def errors(instance: Any, schema: dict[str, Any], where: str = "$") -> list[str]:
@@ -161,6 +162,23 @@ def test_schema_from_the_real_registry_is_bounded_everywhere() -> None:
     assert "completed" in step["properties"]["status"]["enum"]
     assert arguments[FINAL_ANSWER]["properties"]["answer"]["maxLength"] == jsonmode.ANSWER_MAX_CHARS
     assert json.dumps(schema)  # plain JSON, no references left
+
+
+def test_a_tool_brings_its_own_constrained_arguments() -> None:
+    """The plan's shape comes from the todo tool's spec, not from a name this module knows: the same
+    spec without it (as sent in native mode, where the key is not OpenAI's) gets the generic map."""
+    todo = default_tools()["todo"]
+    native = todo.schema()
+    assert jsonmode.CONSTRAINED_ARGUMENTS not in native["function"]
+    generic = action_schema([native])["properties"]["action"]["anyOf"][0]["properties"]["arguments"]
+    assert '"task"' not in json.dumps(generic["properties"]["updates"])  # a map of flat values, no steps
+    shaped = action_schema([todo.schema(constrained=True)])["properties"]["action"]["anyOf"][0]
+    updates = shaped["properties"]["arguments"]["properties"]["updates"]
+    assert updates == todo.constrained["updates"] and updates is not todo.constrained["updates"]
+    renamed = {**todo.schema(constrained=True)["function"], "name": "plan"}  # any tool may carry a shape
+    branch = action_schema([renamed])["properties"]["action"]["anyOf"][0]
+    assert branch["properties"]["arguments"]["properties"]["updates"] == updates
+    assert instructions([todo.schema(constrained=True)]) == instructions([native])  # the prompt is unchanged
 
 
 def test_sample_actions_validate() -> None:

@@ -24,7 +24,7 @@ def test_searches_and_pages_read_as_what_the_agent_does():
     search = call("batch_web_surfer", {"action": "batch_search", "queries": ["bm25", "fts5"]})
     assert progress_line(search) == "step 2: searching: bm25; fts5"
     opening = call("batch_web_surfer", {"action": "batch_open", "urls": ["https://a", "https://b"]})
-    assert progress_line(opening) == "step 2: opening 2 page(s)"
+    assert progress_line(opening) == "step 2: opening 2 page(s): https://a, https://b"
     found = ToolResultEvent(
         step=2,
         call_id="c1",
@@ -41,6 +41,14 @@ def test_searches_and_pages_read_as_what_the_agent_does():
         data={"action": "batch_open", "opened": [{"ok": True}, {"ok": False}]},
     )
     assert progress_line(opened) == "opened 1 page(s), 1 failed"
+    refused = ToolResultEvent(
+        step=3, call_id="c3", name="todo", content="Error: …", is_error=True, error_type="RepeatedCall"
+    )
+    assert progress_line(refused) == "todo failed"  # a tool without a summary: only failures get a line
+    done = ToolResultEvent(step=3, call_id="c4", name="todo", content="<todo_result>…", data={"steps": 2})
+    assert progress_line(done) is None
+    unknown = call("remote__lookup", {"id": 7})  # a tool the built-in registry does not know: its name
+    assert progress_line(unknown) == "step 2: remote__lookup"
 
 
 def test_the_answer_the_budget_the_report_and_errors():

@@ -62,14 +62,33 @@ def test_render_counts_and_natural_order():
     assert "📝 reading" in text and "🏷️ #x" in text
 
 
-def test_tool_persists_state_through_context(tmp_path):
+def test_the_tool_returns_the_plan_it_changed_and_leaves_the_context_alone(tmp_path):
     state: dict = {}
     ctx = ToolContext(workspace=tmp_path, sources=SourceRegistry(), state=state)
-    asyncio.run(run_todo(TodoArgs(updates={"1": {"task": "a"}, "2": {"task": "b"}}), ctx))
-    assert ctx.state_changed and list(state["todo"]) == ["1", "2"]
-    ctx2 = ToolContext(workspace=tmp_path, sources=SourceRegistry(), state=state)
-    result = asyncio.run(run_todo(TodoArgs(updates={}), ctx2))
-    assert not ctx2.state_changed and "Step 1: a" in result.text
+    written = asyncio.run(run_todo(TodoArgs(updates={"1": {"task": "a"}, "2": {"task": "b"}}), ctx))
+    assert written.state is not None and list(written.state["todo"]) == ["1", "2"]
+    assert state == {}  # the executor merges the state, not the tool
+    read = asyncio.run(run_todo(TodoArgs(updates={}), ToolContext(tmp_path, SourceRegistry(), written.state)))
+    assert read.state is None and "Step 1: a" in read.text  # nothing changed: nothing to record
+
+
+def test_the_executor_merges_the_state_before_the_next_call_of_the_step_reads_it(tmp_path):
+    """Two todo calls of one reply run concurrently; the second must see the first one's plan."""
+    tools = {"todo": todo_tool()}
+    state: dict = {"other": 1}
+
+    async def both():
+        ctx = ToolContext(workspace=tmp_path, sources=SourceRegistry(), state=state)
+        plan = '{"updates": {"1": {"task": "a"}, "2": {"task": "b"}}}'
+        first = asyncio.ensure_future(execute(ToolCall("c1", "todo", plan), tools, ctx))
+        second = asyncio.ensure_future(
+            execute(ToolCall("c2", "todo", '{"updates": {"3": {"task": "c"}}}'), tools, ctx)
+        )
+        return await first, await second
+
+    first, second = asyncio.run(both())
+    assert list(first.state["todo"]) == ["1", "2"] and list(second.state["todo"]) == ["1", "2", "3"]
+    assert list(state["todo"]) == ["1", "2", "3"] and state["other"] == 1  # merged, other keys kept
 
 
 def test_executor_reports_bad_calls_as_errors(tmp_path):

@@ -3,48 +3,33 @@
 ``run()`` repeats ``step()`` until the model answers without tool calls. Before each call the budgets
 are checked (an exhausted one forces one final-answer turn) and the context policy fits the view
 under its limit. Every outcome is an event: recorded, then applied to the state (``state.py``), so
-the run directory always describes the run and ``resume`` picks it up mid-step.
+the run directory always describes the run and ``resume`` picks it up mid-step. The tool calls, and
+the guards that take a step for the model, are run by ``calls.ToolRunner``; the loop knows no tool by
+name.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 import traceback
-import uuid
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from deepresearch.agent import prompts
 from deepresearch.agent.budget import Budget
+from deepresearch.agent.calls import ToolRunner, kept
 from deepresearch.agent.context import ContextPolicy
 from deepresearch.agent.state import RunState
 from deepresearch.agent.stops import Finished, StopRequested
-from deepresearch.events import (
-    ContextCompacted,
-    ErrorEvent,
-    Event,
-    FinalAnswerForced,
-    LLMCall,
-    Nudge,
-    ToolCallEvent,
-    ToolResultEvent,
-)
+from deepresearch.events import ContextCompacted, ErrorEvent, Event, FinalAnswerForced, LLMCall, Nudge
 from deepresearch.llm.messages import Completion, Encoded, Message, ToolCall
 from deepresearch.report import echoes_prompt, extract_answer, fake_citations, fallback_report
-from deepresearch.tools.base import Tool, ToolContext, ToolResult
-from deepresearch.tools.execute import execute, omit_oversized_arguments
-from deepresearch.tools.truncate import clip
+from deepresearch.tools.base import Tool, ToolContext
 
 logger = logging.getLogger(__name__)
-
-SEARCH_TOOL = "batch_web_surfer"
-READ_BY_STEP = 3
-"""A run that has seen no source when this step begins gets a search of the question, taken for it."""
 
 
 class ChatModel(Protocol):
@@ -92,13 +77,14 @@ class Agent:
         stop: asyncio.Event | None = None,
     ) -> None:
         self.model, self.tools, self.state, self.recorder, self.config = model, tools, state, recorder, config
-        self.make_context = make_context
         self.stop = stop
         """Set it to end the run after the step in progress (checked between steps)."""
-        self.schemas = [tool.schema() for tool in tools.values()]
+        self.schemas = [tool.schema(constrained=not config.encoded_messages) for tool in tools.values()]
+        self.runner = ToolRunner(
+            tools, state, self.record, make_context, self.time_left, config.tool_result_max_chars
+        )
+        """Runs the tool calls, and the guards that take a step for the model (``calls.py``)."""
         self._started = time.monotonic()
-        self._stuck = False
-        """The model made one call a third time with sources in hand: its next turn is the answer."""
 
     def record(self, event: Event) -> None:
         self.recorder.record(event)
@@ -132,8 +118,9 @@ class Agent:
     async def step(self) -> None:
         n = self.state.step + 1
         self.check_budget(n)
-        if self.needs_search(n):
-            await self.take_search(n, "guard_search")
+        if self.runner.needs_search(n):
+            await self.runner.take_search(n, "guard_search")
+            await self.recorder.save(self.state)
             return
         self.fit_context(n)
         completion = await self.query(n)
@@ -155,7 +142,7 @@ class Agent:
     def check_budget(self, n: int) -> None:
         if self.state.forced:
             return
-        if self._stuck:
+        if self.runner.stuck:
             self.force_final(n, "repeated_call")
             return
         reason = self.config.budget.exhausted(next_step=n, usage=self.state.usage, elapsed=self.elapsed())
@@ -166,29 +153,6 @@ class Agent:
         text = prompts.render(f"force_final_{self.state.language}.j2", reason=reason)
         self.record(FinalAnswerForced(step=n, reason=reason, message={"role": "user", "content": text}))
         logger.info("step %d: forcing the final answer (%s)", n, reason)
-
-    def needs_search(self, n: int) -> bool:
-        """A loop guard: by step ``READ_BY_STEP`` a run must have seen a source; if not, search for it."""
-        state = self.state
-        return (
-            n >= READ_BY_STEP
-            and not state.forced
-            and not len(state.sources)
-            and SEARCH_TOOL in self.tools
-            and "guard_search" not in state.guided.get("phases", ())
-        )
-
-    async def take_search(self, n: int, phase: str) -> None:
-        """Search the question as step ``n``, a step the loop takes for the model (recorded as such)."""
-        call = self.question_search()
-        message = {"role": "assistant", "content": "", "tool_calls": [call.to_wire()]}
-        self.record(LLMCall(step=n, phase=phase, message=message, usage={}, finish_reason="tool_calls"))
-        logger.info("step %d: no source seen yet; the loop searches the question", n)
-        await self.act_on_tools(n, [call])
-
-    def question_search(self, call_id: str | None = None) -> ToolCall:
-        arguments = json.dumps({"action": "batch_search", "queries": [self.state.question]})
-        return ToolCall(call_id or f"call_{uuid.uuid4().hex[:12]}", SEARCH_TOOL, arguments)
 
     def fit_context(self, n: int) -> None:
         history = self.state.history
@@ -225,11 +189,11 @@ class Agent:
         )
         ignored: list[dict[str, Any]] = []
         if self.state.forced and completion.tool_calls:  # not run: keep them out of the conversation
-            ignored = [_kept(call).to_wire() for call in completion.tool_calls]
+            ignored = [kept(call).to_wire() for call in completion.tool_calls]
             completion.tool_calls = []
         message = completion.to_message()
         if completion.tool_calls:  # the calls run as written; megabytes are not kept to be resent
-            message["tool_calls"] = [_kept(call).to_wire() for call in completion.tool_calls]
+            message["tool_calls"] = [kept(call).to_wire() for call in completion.tool_calls]
         event = LLMCall(
             step=n,
             message=message,
@@ -271,96 +235,6 @@ class Agent:
         self.record(Nudge(step=n, reason=reason, message={"role": "user", "content": text}))  # type: ignore[arg-type]
 
     async def act_on_tools(self, n: int, calls: Sequence[ToolCall], *, length_cut: bool = False) -> None:
-        """Run the calls concurrently; results are recorded as they land, join the history in call order."""
-        for call in calls:
-            if call.id not in self.state.results:
-                self.record(
-                    ToolCallEvent(step=n, call_id=call.id, name=call.name, arguments=_kept(call).arguments)
-                )
-        repeats = self.repeats(calls)
-        async with asyncio.TaskGroup() as group:
-            for index, call in enumerate(calls):
-                if call.id not in self.state.results:
-                    group.create_task(self.run_call(n, index, call, length_cut, repeats[index]))
+        """Run the calls concurrently (``calls.py``); then save at the step boundary."""
+        await self.runner.run(n, calls, length_cut=length_cut)
         await self.recorder.save(self.state)
-
-    def repeats(self, calls: Sequence[ToolCall]) -> list[int]:
-        """How many times the model had made each call (same name and arguments) by this one, itself
-        included; 0 for calls the code took (``RunState.call_counts`` counts only the model's)."""
-        signatures = [(c.name, _kept(c).arguments) for c in calls]
-        in_reply = Counter(signatures)
-        seen: Counter[tuple[str, str]] = Counter()
-        found = []
-        for signature in signatures:
-            seen[signature] += 1
-            found.append(self.state.call_counts[signature] - in_reply[signature] + seen[signature])
-        return found
-
-    async def run_call(self, n: int, index: int, call: ToolCall, length_cut: bool, repeat: int = 0) -> None:
-        ctx = self.make_context(n, call.id)
-        started = time.monotonic()
-        result = await self.guarded(call, ctx, repeat)
-        text = result.text
-        if result.is_error and length_cut and result.data.get("error_type") == "InvalidArguments":
-            text += " (Your reply was cut off by the output token limit; make smaller calls.)"
-        if len(text) > self.config.tool_result_max_chars:
-            text, _ = clip(
-                text,
-                self.config.tool_result_max_chars,
-                ctx.workspace,
-                f"tool_outputs/step{n:03d}_{index + 1}_{call.name}.txt",
-            )
-        self.record(self.result_event(n, call, ctx, result, text, time.monotonic() - started))
-
-    async def guarded(self, call: ToolCall, ctx: ToolContext, repeat: int) -> ToolResult:
-        """Run ``call``, unless the model is repeating itself (small models loop on one call).
-
-        The second identical call is refused with a hint; from the third on, the loop takes the step
-        itself: a search of the question while no source is known, else the final answer (the call
-        is refused and the next turn is forced to be the report).
-        """
-        if repeat < 2:
-            return await execute(call, self.tools, ctx, deadline_s=self.time_left())
-        if repeat >= 3 and not len(self.state.sources) and SEARCH_TOOL in self.tools:
-            result = await execute(
-                self.question_search(call.id), self.tools, ctx, deadline_s=self.time_left()
-            )
-            note = f"(You made this exact call {repeat} times; the loop searched the question instead.)\n"
-            result.text = note + result.text
-            result.data["repeat"] = repeat  # counted in the audit when the result is applied
-            return result
-        if repeat >= 3:
-            self._stuck = True
-        return ToolResult(
-            text=(
-                f"Error: you already made this exact call ({call.name} with the same arguments); its "
-                "result is above. Do not repeat it: use that result, change the arguments, call another "
-                "tool — for example batch_web_surfer with batch_search — or write your answer."
-            ),
-            is_error=True,
-            data={"error_type": "RepeatedCall", "repeat": repeat},
-        )
-
-    def result_event(
-        self, n: int, call: ToolCall, ctx: ToolContext, result: ToolResult, text: str, duration: float
-    ) -> ToolResultEvent:
-        compact = result.compact if result.compact is not None and len(result.compact) < len(text) else None
-        logger.info("step %d: %s %s in %.2fs", n, call.name, "failed" if result.is_error else "ok", duration)
-        return ToolResultEvent(
-            step=n,
-            call_id=call.id,
-            name=call.name,
-            content=text,
-            compact=compact,
-            is_error=result.is_error,
-            error_type=result.data.get("error_type") if result.is_error else None,
-            data=result.data,
-            sources=[s.to_dict() for s in ctx.new_sources],
-            state=dict(ctx.state) if ctx.state_changed else None,
-            duration_s=round(duration, 3),
-        )
-
-
-def _kept(call: ToolCall) -> ToolCall:
-    """``call`` as the run records it: oversized arguments replaced by a stand-in (``tools/execute.py``)."""
-    return replace(call, arguments=omit_oversized_arguments(call.arguments))

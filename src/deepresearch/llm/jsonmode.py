@@ -4,7 +4,7 @@ A 135M-parameter model on llama.cpp never writes OpenAI ``tool_calls``, and its 
 is often broken; but when the server constrains decoding with a JSON schema (``response_format``,
 compiled by llguidance or llama.cpp's own converter) the reply always parses. With
 ``tool_mode = "json"`` the client therefore sends no ``tools``: the tool list and the action format
-(``agent/prompts/json_mode_tools.j2``) go into the first system message, every reply must be
+(``llm/prompts/json_mode_tools.j2``) go into the first system message, every reply must be
 ``{"thought": …, "action": {"name": …, "arguments": {…}}}`` where the action is one registered tool
 or ``final_answer``, and the schema of that object is sent as ``response_format``. A server that
 refuses the schema (HTTP 400) is asked again with the prompt alone and the reply is parsed with
@@ -23,25 +23,34 @@ branches told apart by a ``const`` name), no ``format`` or ``pattern``; ``additi
 false wherever the properties are declared, so a model cannot wander into keys of its own. The one
 engine-specific key, llguidance's ``x-guidance``, bounds the whitespace between tokens; other engines
 ignore it.
+
+A free-form object argument (any keys) is bounded as a small map of flat values, unless its tool knows
+better: a tool spec may carry, beside ``parameters``, bounded schemas of such arguments by name under
+``CONSTRAINED_ARGUMENTS`` (``Tool.schema(constrained=True)``; the ``todo`` plan is one), and those are
+used instead. That key is not OpenAI's: the agent adds it only in the modes that never send the tool
+list to the server.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import re
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import json_repair
 
-from deepresearch.agent.prompts import render
 from deepresearch.errors import LLMError
 from deepresearch.llm.messages import Encoded, Message, ToolCall
 from deepresearch.llm.stream import content_text
-from deepresearch.llm.textmode import INVALID_TOOL_CALL, add_to_system, tool_response_block
+from deepresearch.llm.textmode import INVALID_TOOL_CALL, add_to_system, render, tool_response_block
 
 FINAL_ANSWER = "final_answer"
 """The action that ends the research; its one argument, ``answer``, is the report."""
+CONSTRAINED_ARGUMENTS = "x-constrained-arguments"
+"""Key of a tool spec (beside ``parameters``) holding bounded schemas of free-form object arguments,
+by argument name, used as they are instead of the generic bounded map."""
 
 THOUGHT_MAX_CHARS = 1000
 """Cap of ``thought``: a few sentences (about 250 tokens) on what the last result said and why the
@@ -254,9 +263,9 @@ def _tool_branch(tool: Mapping[str, Any], max_string: int) -> dict[str, Any] | N
     properties = parameters.get("properties")
     if not isinstance(properties, dict) or not properties:  # no declared arguments: a small map at most
         return _branch(name, bounder.bound({**parameters, "type": "object"}))
-    shapes = _KNOWN_OPEN_ARGUMENTS.get(name, {})
+    shapes = spec.get(CONSTRAINED_ARGUMENTS) or {}
     bounded = {
-        key: shapes[key]() if key in shapes and _is_open(value) else bounder.bound(value)
+        key: copy.deepcopy(shapes[key]) if key in shapes and _is_open(value) else bounder.bound(value)
         for key, value in properties.items()
     }
     required = [key for key in parameters.get("required") or () if key in bounded]
@@ -404,38 +413,6 @@ def _any_value() -> dict[str, Any]:
             {"type": "object", "additionalProperties": flat, "maxProperties": KEYS_MAX},
         ]
     }
-
-
-def _plan_updates() -> dict[str, Any]:
-    """``todo.updates``, free-form in the tool's model, as the map of steps its description documents:
-    step id → a step (known fields only, statuses and priorities from the tool's own sets) or null."""
-    from deepresearch.tools.todo import PRIORITIES, STATUSES
-
-    labels = {"type": "array", "items": {"type": "string", "maxLength": 40}, "maxItems": 5}
-    step = {
-        "type": "object",
-        "properties": {
-            "task": {"type": "string", "maxLength": 200},
-            "status": {"enum": list(STATUSES)},
-            "priority": {"enum": list(PRIORITIES)},
-            "details": {"type": "string", "maxLength": 500},
-            "dependencies": labels,
-            "tags": labels,
-        },
-        "additionalProperties": False,
-    }
-    return {
-        "type": "object",
-        "additionalProperties": {"anyOf": [step, {"type": "null"}]},
-        "maxProperties": KEYS_MAX,
-    }
-
-
-_KNOWN_OPEN_ARGUMENTS: dict[str, dict[str, Callable[[], dict[str, Any]]]] = {
-    "todo": {"updates": _plan_updates}
-}
-"""Free-form object arguments of the built-in tools (frozen by the architecture) whose structure is
-known: a bounded shape the model can fill, instead of the generic map of flat values."""
 
 
 def _int_or(value: Any, default: int) -> int:

@@ -1,7 +1,7 @@
 """Tool calling for models that were never given a native tool-call API: calls written as text.
 
 With ``tool_mode = "text"`` the client never sends ``tools``. Instead the tool list and the call
-format (``agent/prompts/text_mode_tools.j2``) are appended to the first system message, the history
+format (``llm/prompts/text_mode_tools.j2``) are appended to the first system message, the history
 is rewritten so the model sees its earlier calls and their results as plain text, and the reply's
 ``<tool_call>{"name": …, "arguments": {…}}</tool_call>`` blocks are parsed back into ``ToolCall``s.
 The agent therefore works with one message format in both modes; only the wire differs.
@@ -22,9 +22,9 @@ from typing import Any
 
 import json_repair
 
-from deepresearch.agent.prompts import render
 from deepresearch.llm.messages import Encoded, Message, ToolCall
 from deepresearch.llm.stream import content_text
+from deepresearch.templates import render_prompt
 
 OPEN = "<tool_call>"
 CLOSE = "</tool_call>"
@@ -32,6 +32,12 @@ INVALID_TOOL_CALL = "invalid_tool_call"
 """Name given to a block that could not be parsed; its arguments are the block's raw text."""
 
 _FENCE = re.compile(r"^```[\w-]*\s*\n?(.*?)\n?```$", re.DOTALL)
+
+
+def render(name: str, /, **variables: Any) -> str:
+    """Render ``llm/prompts/<name>``: the tool-call formats, model-facing text that belongs to this
+    package (the agent's prompts are the agent's; the client renders these itself)."""
+    return render_prompt("deepresearch.llm", name, variables)
 
 
 def instructions(tools: Sequence[Mapping[str, Any]]) -> str:

@@ -1,11 +1,14 @@
 """One short line per event worth showing a person who follows a run from a chat client: the
-OpenAI-compatible stream sends them as reasoning deltas, the MCP tool as progress notifications."""
+OpenAI-compatible stream sends them as reasoning deltas, the MCP tool as progress notifications.
+
+Tool calls and their results read as their tools describe them (``Tool.describe``/``summarize``),
+looked up by the recorded name in the run's tools (the built-in ones unless given).
+"""
 
 from __future__ import annotations
 
-import json
+from collections.abc import Mapping
 
-from deepresearch.display import describe_call
 from deepresearch.events import (
     ContextCompacted,
     ErrorEvent,
@@ -18,12 +21,15 @@ from deepresearch.events import (
     ToolCallEvent,
     ToolResultEvent,
 )
+from deepresearch.tools.base import Tool, ToolResult
+from deepresearch.tools.registry import builtin_tools, describe_call, summarize_call
 
 LINE_MAX_CHARS = 160
 
 
-def progress_line(event: Event) -> str | None:
+def progress_line(event: Event, tools: Mapping[str, Tool] | None = None) -> str | None:
     """One short line for a person following the run, or None for events not worth a line."""
+    tools = builtin_tools() if tools is None else tools
     prefix = f"step {event.step}: " if event.step else ""
     line: str | None = None
     match event:
@@ -34,9 +40,10 @@ def progress_line(event: Event) -> str | None:
         case LLMCall() if not event.message.get("tool_calls"):
             line = prefix + "writing the report"
         case ToolCallEvent():
-            line = prefix + _describe_tool_call(event)
+            line = prefix + describe_call(tools, event.name, event.arguments)
         case ToolResultEvent():
-            line = _describe_tool_result(event)
+            result = ToolResult(event.content, event.data, event.compact, event.is_error)
+            line = summarize_call(tools, event.name, result)
         case FinalAnswerForced():
             line = f"{prefix}budget reached ({event.reason}); writing the report"
         case ContextCompacted():
@@ -49,32 +56,3 @@ def progress_line(event: Event) -> str | None:
         case _:
             line = None
     return None if line is None else " ".join(line.split())[:LINE_MAX_CHARS]
-
-
-def _describe_tool_call(event: ToolCallEvent) -> str:
-    if event.name == "batch_web_surfer":
-        try:
-            args = json.loads(event.arguments or "{}")
-        except ValueError:
-            args = {}
-        if isinstance(args, dict) and args.get("action") == "batch_search":
-            queries = args.get("queries") or []
-            queries = queries if isinstance(queries, list) else [queries]
-            return "searching: " + "; ".join(str(q) for q in queries)
-        if isinstance(args, dict) and args.get("action") == "batch_open":
-            urls = args.get("urls") or []
-            return f"opening {len(urls) if isinstance(urls, list) else 1} page(s)"
-    return describe_call(event.name, event.arguments)
-
-
-def _describe_tool_result(event: ToolResultEvent) -> str | None:
-    action = event.data.get("action")
-    if action == "batch_search":
-        return f"found {event.data.get('results', 0)} result(s)"
-    if action == "batch_open":
-        opened = event.data.get("opened") or []
-        ok = sum(1 for page in opened if isinstance(page, dict) and page.get("ok"))
-        return f"opened {ok} page(s)" + (f", {len(opened) - ok} failed" if ok < len(opened) else "")
-    if event.is_error:
-        return f"{event.name} failed"
-    return None

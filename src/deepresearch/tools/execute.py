@@ -14,6 +14,9 @@ command the shell tool may be asked to run plus ``TOOL_TIMEOUT_GRACE_S`` (so tha
 fires and reports first), and never more than the caller's ``deadline_s`` — the run's remaining
 wall-time budget. The limit comes from the context, not from the tool's name. A call that runs out is
 cancelled; one that ignores the cancellation (a thread that cannot be interrupted) is abandoned.
+
+A tool returns the tool state it changed in its ``ToolResult``; the executor merges it into the run's
+state as soon as the tool returns (``_run``), and the loop records the new state with the result.
 """
 
 from __future__ import annotations
@@ -147,7 +150,7 @@ async def execute(
         )
     limit = call_time_limit(ctx, deadline_s)
     try:
-        return await _within(tool.run(args, ctx), limit)
+        return await _within(_run(tool, args, ctx), limit)
     except _Timeout:
         logger.warning("tool %s stopped after %.1fs (call %s)", call.name, limit, call.id)
         why = (
@@ -170,6 +173,15 @@ async def execute(
             type(exc).__name__,
             traceback=traceback.format_exc(limit=8),
         )
+
+
+async def _run(tool: Tool, args: Any, ctx: ToolContext) -> ToolResult:
+    """Run the tool, then merge the tool state it returned into the run's, in the call's own task:
+    before any other call of the step can run, so one that reads the state next sees this change."""
+    result = await tool.run(args, ctx)
+    if result.state is not None:
+        ctx.state.update(result.state)
+    return result
 
 
 class _Timeout(Exception):

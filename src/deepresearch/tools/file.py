@@ -94,7 +94,18 @@ async def run_file(args: FileArgs, ctx: ToolContext) -> ToolResult:
 
 def file_tool() -> Tool:
     """The ``file`` tool for the registry (a function: the description is read from package data)."""
-    return Tool(name="file", args=FileArgs, run=run_file, description=tool_description("file"))
+    return Tool(
+        name="file",
+        args=FileArgs,
+        run=run_file,
+        description=tool_description("file"),
+        describer=describe_file,
+    )
+
+
+def describe_file(arguments: dict[str, Any]) -> str:
+    """``file <action> <path>``."""
+    return f"file {arguments.get('action', '?')} {arguments.get('path', '')}"
 
 
 # -- actions -----------------------------------------------------------------------------------------

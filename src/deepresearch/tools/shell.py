@@ -32,7 +32,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -83,8 +83,19 @@ class ShellArgs(BaseModel):
 
 
 def shell_tool() -> Tool:
-    """The ``shell`` tool, its description read from ``agent/prompts/tools/shell.md``."""
-    return Tool(name="shell", args=ShellArgs, run=run_shell, description=tool_description("shell"))
+    """The ``shell`` tool, its description read from ``tools/prompts/shell.md``."""
+    return Tool(
+        name="shell",
+        args=ShellArgs,
+        run=run_shell,
+        description=tool_description("shell"),
+        describer=describe_shell,
+    )
+
+
+def describe_shell(arguments: dict[str, Any]) -> str:
+    """``shell: <the command's start>``."""
+    return f"shell: {str(arguments.get('cmd', ''))[:70]}"
 
 
 def effective_timeout(requested: int, max_timeout: int) -> int:

@@ -11,7 +11,9 @@ reused ids; the rule here is stated in the tool description and reported back af
   added, ``null`` deletes.
 
 Updates are validated as a whole before anything changes (statuses and priorities from fixed sets,
-with common spellings accepted), so a bad call leaves the plan intact and says what to fix.
+with common spellings accepted), so a bad call leaves the plan intact and says what to fix. The
+plan lives in the run's tool state under ``todo``; a call that changes it returns the new plan in
+``ToolResult.state``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from deepresearch.errors import ToolError
+from deepresearch.llm.jsonmode import KEYS_MAX
 from deepresearch.tools.base import Tool, ToolContext, ToolResult, tool_description
 
 STATUSES = ("pending", "in_progress", "completed", "blocked")
@@ -216,13 +219,51 @@ def render_plan(plan: dict[str, dict[str, Any]], operation: str) -> str:
 async def run_todo(args: TodoArgs, ctx: ToolContext) -> ToolResult:
     plan: dict[str, dict[str, Any]] = ctx.state.get("todo", {})
     new_plan, operation = apply_updates(plan, args.updates)
-    if new_plan is not plan:
-        ctx.state["todo"] = new_plan
-        ctx.state_changed = True
     return ToolResult(
-        text=render_plan(new_plan, operation), data={"operation": operation, "steps": len(new_plan)}
+        text=render_plan(new_plan, operation),
+        data={"operation": operation, "steps": len(new_plan)},
+        state={"todo": new_plan} if new_plan is not plan else None,
     )
 
 
+def describe_todo(arguments: dict[str, Any]) -> str:
+    """``todo read`` or ``todo update 3 step(s)``."""
+    updates = arguments.get("updates")
+    if not updates:
+        return "todo read"
+    return f"todo update {len(updates)} step(s)" if isinstance(updates, dict) else "todo update"
+
+
+def plan_updates_schema() -> dict[str, Any]:
+    """``updates``, free-form in ``TodoArgs``, as the map of steps the description documents: step id →
+    a step (known fields only, statuses and priorities from the sets above) or null. Bounded as JSON
+    action mode requires (``llm/jsonmode.py``), so a small model can fill in a plan under a grammar."""
+    labels = {"type": "array", "items": {"type": "string", "maxLength": 40}, "maxItems": 5}
+    step = {
+        "type": "object",
+        "properties": {
+            "task": {"type": "string", "maxLength": 200},
+            "status": {"enum": list(STATUSES)},
+            "priority": {"enum": list(PRIORITIES)},
+            "details": {"type": "string", "maxLength": 500},
+            "dependencies": labels,
+            "tags": labels,
+        },
+        "additionalProperties": False,
+    }
+    return {
+        "type": "object",
+        "additionalProperties": {"anyOf": [step, {"type": "null"}]},
+        "maxProperties": KEYS_MAX,
+    }
+
+
 def todo_tool() -> Tool:
-    return Tool(name="todo", args=TodoArgs, run=run_todo, description=tool_description("todo"))
+    return Tool(
+        name="todo",
+        args=TodoArgs,
+        run=run_todo,
+        description=tool_description("todo"),
+        describer=describe_todo,
+        constrained={"updates": plan_updates_schema()},
+    )

@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field, field_validator
 from deepresearch.errors import DeepResearchError, ToolError
 from deepresearch.fetch import Page
 from deepresearch.search import DocumentStore, SearchHit
-from deepresearch.sources import normalize_url
+from deepresearch.sources import Source, normalize_url
 from deepresearch.tools.base import Tool, ToolContext, ToolResult, tool_description
 from deepresearch.tools.truncate import offload, truncate, truncation_marker
 
@@ -131,6 +131,7 @@ async def batch_search(args: WebArgs, ctx: ToolContext) -> ToolResult:
     kept = allocate([o if isinstance(o, list) else [] for o in outcomes], topk)
 
     full, compact, summary = [], [], []
+    cited: list[Source] = []
     total = sum(len(hits) for hits in kept)
     head = f"<batch_metadata>{len(queries)} queries, {total} results</batch_metadata>"
     for qi, (query, hits) in enumerate(zip(queries, kept, strict=True), start=1):
@@ -140,9 +141,8 @@ async def batch_search(args: WebArgs, ctx: ToolContext) -> ToolResult:
         meta += "</query_metadata>"
         items_full, items_compact = [], []
         for ii, hit in enumerate(hits, start=1):
-            source = ctx.add_source(
-                hit.url, title=hit.title, snippet=_one_line(hit.snippet or hit.content, 300)
-            )
+            source = ctx.cite(hit.url, title=hit.title, snippet=_one_line(hit.snippet or hit.content, 300))
+            cited.append(source)
             common = (
                 f'<item index="{ii}">\n<cite_index>{source.key}</cite_index><title>{hit.title}</title>'
                 f"<url>{hit.url}</url><site>{_site(hit.url)}</site>"
@@ -189,6 +189,7 @@ async def batch_search(args: WebArgs, ctx: ToolContext) -> ToolResult:
         compact=small,
         is_error=len(errors) == len(queries),
         data={"action": "batch_search", "queries": summary, "results": total},
+        sources=cited,
     )
 
 
@@ -219,6 +220,7 @@ async def batch_open(args: WebArgs, ctx: ToolContext) -> ToolResult:
 
     pages = await asyncio.gather(*(one(u) for u in urls))
     full, compact, opened = [], [], []
+    cited: list[Source] = []
     for i, (url, page) in enumerate(zip(urls, pages, strict=True), start=1):
         if isinstance(page, Exception):
             block = (
@@ -230,7 +232,8 @@ async def batch_open(args: WebArgs, ctx: ToolContext) -> ToolResult:
             opened.append({"url": url, "ok": False, "error": str(page)})
             continue
         text = _clean(page.text)
-        source = ctx.add_source(url, title=page.title, snippet=_one_line(text, 200), fetched=True)
+        source = ctx.cite(url, title=page.title, snippet=_one_line(text, 200), fetched=True)
+        cited.append(source)
         path = offload(text, ctx.workspace, f"pages/{source.key}.md")
         shown, cut = truncate(text, PAGE_CHARS)
         if cut:
@@ -261,7 +264,11 @@ async def batch_open(args: WebArgs, ctx: ToolContext) -> ToolResult:
         + "\n</batch_open_results_compressed>"
     )
     return ToolResult(
-        text=text, compact=small, is_error=ok == 0, data={"action": "batch_open", "opened": opened}
+        text=text,
+        compact=small,
+        is_error=ok == 0,
+        data={"action": "batch_open", "opened": opened},
+        sources=cited,
     )
 
 
@@ -271,7 +278,50 @@ async def run_web(args: WebArgs, ctx: ToolContext) -> ToolResult:
     return await batch_open(args, ctx)
 
 
+SHOWN_ITEMS = 3
+"""Queries or URLs named in the line that describes a call; the rest are an ellipsis."""
+SHOWN_ITEM_CHARS = 50
+"""Characters of each one shown there."""
+
+
+def describe_web(arguments: dict[str, Any]) -> str:
+    """``searching: bm25; fts5`` or ``opening 2 page(s): https://a, https://b``."""
+    action = arguments.get("action")
+    items = arguments.get("urls" if action == "batch_open" else "queries")
+    items = items if isinstance(items, list) else [] if items is None else [items]
+    shown = [str(item)[:SHOWN_ITEM_CHARS] for item in items[:SHOWN_ITEMS]]
+    more = " …" if len(items) > SHOWN_ITEMS else ""
+    if action == "batch_open":
+        return f"opening {len(items)} page(s)" + (": " + ", ".join(shown) + more if shown else "")
+    if action == "batch_search":
+        return "searching" + (": " + "; ".join(shown) + more if shown else "")
+    return "batch_web_surfer" + (f" {str(action)[:SHOWN_ITEM_CHARS]}" if action else "")
+
+
+def summarize_web(result: ToolResult) -> str | None:
+    """``found 7 result(s)`` or ``opened 3 page(s), 1 failed``, read from the result's ``data``."""
+    action = result.data.get("action")
+    if action == "batch_search":
+        return f"found {result.data.get('results', 0)} result(s)"
+    if action == "batch_open":
+        opened = result.data.get("opened") or []
+        ok = sum(1 for page in opened if isinstance(page, dict) and page.get("ok"))
+        return f"opened {ok} page(s)" + (f", {len(opened) - ok} failed" if ok < len(opened) else "")
+    return None
+
+
+def search_arguments(query: str) -> dict[str, Any]:
+    """A ``batch_search`` of one query: the loop's guard search."""
+    return {"action": "batch_search", "queries": [query]}
+
+
 def web_tool() -> Tool:
     return Tool(
-        name="batch_web_surfer", args=WebArgs, run=run_web, description=tool_description("batch_web_surfer")
+        name="batch_web_surfer",
+        args=WebArgs,
+        run=run_web,
+        description=tool_description("batch_web_surfer"),
+        describer=describe_web,
+        summarizer=summarize_web,
+        search_arguments=search_arguments,
     )
