@@ -23,21 +23,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "deepresearch"
 
-ALLOWED: dict[tuple[str, str], str] = {
-    ("deepresearch.llm.local.server", "deepresearch.agent.tokens"): (
-        "the local model server counts a prompt's tokens with the agent's o200k counter when its "
-        "/tokenize fails; token counting belongs in llm/ (agent/tokens.py is read by llm, judge and "
-        "the agent), so the fix is to move it there"
-    ),
-    ("deepresearch.config", "deepresearch.llm.pricing"): (
-        "Settings.price_overrides builds llm.pricing.Price from the [prices] table; config should hand "
-        "plain numbers to the layer that builds the client"
-    ),
-    ("deepresearch.config", "deepresearch.search.backends"): (
-        "the `search` setting is validated against search.backends.BACKENDS; the names could live "
-        "in config, or be checked where the backend is built"
-    ),
-}
+ALLOWED: dict[tuple[str, str], str] = {}
 """(importing module, imported module) → why the import stays for now."""
 
 _MODULE_PATH = re.compile(r"deepresearch(\.[A-Za-z_][A-Za-z0-9_]*)*(:[A-Za-z_][A-Za-z0-9_.]*)?")

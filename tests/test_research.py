@@ -127,7 +127,7 @@ def test_full_research_run(fake_llm, fake_web_server, make_settings, stream):
 def test_messages_can_be_rebuilt_from_events(fake_llm, fake_web_server, make_settings):
     from deepresearch.agent.history import History
     from deepresearch.agent.state import replay
-    from deepresearch.agent.tokens import count_tokens
+    from deepresearch.llm.tokens import count_tokens
 
     fake_llm.script = research_script
     settings = make_settings()

@@ -14,7 +14,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import (
@@ -28,9 +28,6 @@ from pydantic import (
 )
 
 from deepresearch.errors import ConfigError
-
-if TYPE_CHECKING:
-    from deepresearch.llm.pricing import Price
 
 ENV_PREFIX = "DEEPRESEARCH_"
 CONFIG_FILE_NAME = "deepresearch.toml"
@@ -48,6 +45,8 @@ _FALLBACKS = {
     "package_index_url": ("PIP_INDEX_URL",),
 }
 """Variables other tools already use, read when the ``DEEPRESEARCH_`` twin is unset."""
+SEARCH_BACKENDS = ("local", "searxng", "tavily", "exa", "brave", "serper", "jina", "stepfun", "ddg")
+"""The search backends by name (``search.backends.BACKENDS`` builds them; a test keeps the two equal)."""
 GUIDED_BELOW_TOKENS = 16_384
 """Context windows below this get the guided strategy under ``strategy = "auto"``."""
 OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -285,10 +284,9 @@ class Settings(BaseModel):
     @field_validator("search")
     @classmethod
     def _known_search_backend(cls, value: str) -> str:
-        from deepresearch.search.backends import BACKENDS  # imported here: that module imports this one
-
-        if value.strip().lower() not in ("auto", *BACKENDS):
-            raise ValueError(f"unknown search backend {value!r}; choose one of: auto, {', '.join(BACKENDS)}")
+        if value.strip().lower() not in ("auto", *SEARCH_BACKENDS):
+            names = ", ".join(("auto", *SEARCH_BACKENDS))
+            raise ValueError(f"unknown search backend {value!r}; choose one of: {names}")
         return value
 
     @field_validator("mcp_servers")
@@ -370,15 +368,6 @@ class Settings(BaseModel):
         if self.tool_mode != "auto":
             return self.tool_mode
         return "json" if self.is_local else "native"
-
-    def price_overrides(self) -> dict[str, Price]:
-        """``[prices]`` from the config as the price table's entries (they win over the shipped table)."""
-        from deepresearch.llm.pricing import Price
-
-        return {
-            name: Price(input_per_million=price.input, output_per_million=price.output)
-            for name, price in self.prices.items()
-        }
 
     def public(self) -> dict[str, Any]:
         """The settings as recorded in ``run.json``/events: JSON-able, without any key."""

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import SecretStr
 
-from deepresearch.agent.tokens import count_tokens
 from deepresearch.config import Settings, default_cache_dir, default_data_dir
 from deepresearch.errors import ConfigError, LLMError
+from deepresearch.llm.tokens import count_tokens
 from deepresearch.tools.base import ShellConfig
 from deepresearch.tools.registry import Registry, register
 
@@ -69,6 +69,7 @@ async def search_once(query: str, settings: Settings, *, limit: int = 10) -> lis
 def llm_config(settings: Settings, role: Literal["agent", "judge"] = "agent") -> LLMConfig:
     """The one mapping from settings to a chat client's config: the agent's endpoint, or the judge's
     (``judge_*`` settings, each falling back to the agent's). Prices apply to both."""
+    from deepresearch.llm import pricing
     from deepresearch.llm.client import LLMConfig
 
     if role == "judge":
@@ -98,7 +99,7 @@ def llm_config(settings: Settings, role: Literal["agent", "judge"] = "agent") ->
         max_retries=settings.max_retries,
         retry_base_delay=settings.retry_base_delay,
         retry_max_delay=settings.retry_max_delay,
-        prices=settings.price_overrides(),
+        prices=pricing.overrides(settings.prices),
         **agent_only,
     )
 

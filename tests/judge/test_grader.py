@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from deepresearch.agent.tokens import count_tokens
 from deepresearch.errors import ConfigError
 from deepresearch.judge import grader as grader_module
 from deepresearch.judge.cache import JudgeCache
@@ -34,6 +33,7 @@ from deepresearch.judge.verdicts import (
 )
 from deepresearch.llm.client import ChatClient, LLMConfig
 from deepresearch.llm.pricing import Price
+from deepresearch.llm.tokens import count_tokens
 from tests.fakes.openai_server import FakeOpenAI, Reply
 from tests.judge.scripted_judge import GARBLE, OMIT, ScriptedJudge, criteria_of, kind_of, raw
 

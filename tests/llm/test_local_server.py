@@ -32,7 +32,6 @@ import httpx
 import openai
 import pytest
 
-from deepresearch.agent.tokens import count_tokens as o200k_tokens
 from deepresearch.errors import ConfigError, LLMError
 from deepresearch.llm.client import ChatClient, LLMConfig
 from deepresearch.llm.local import server as server_module
@@ -43,6 +42,7 @@ from deepresearch.llm.local.server import (
     TOKENIZE_EXACT_CHARS,
     LocalModelServer,
 )
+from deepresearch.llm.tokens import count_tokens as o200k_tokens
 
 CONTEXT = 4096
 LONG_SYSTEM = "You are a careful research assistant. " + " ".join(

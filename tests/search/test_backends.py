@@ -218,3 +218,9 @@ def test_every_backend_closes_through_aclose(tmp_path: Path, corpus_index: Local
     wrapped = open_search(make_settings(index=corpus_index.path))
     asyncio.run(wrapped.aclose())  # the authority re-ranker closes the index it wraps
     assert wrapped.backend._db is None  # type: ignore[attr-defined]
+
+
+def test_the_settings_know_every_backend_by_name() -> None:
+    from deepresearch.config import SEARCH_BACKENDS
+
+    assert tuple(BACKENDS) == SEARCH_BACKENDS  # config validates names without importing search

@@ -21,10 +21,10 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from deepresearch.agent.tokens import O200kCounter, _rank_file, load_ranks
 from deepresearch.config import load_settings
 from deepresearch.events import parse_event
 from deepresearch.llm.messages import ToolCall
+from deepresearch.llm.tokens import O200kCounter, _rank_file, load_ranks
 from deepresearch.research import research, resume
 from deepresearch.runs import read_info
 from deepresearch.sources import SourceRegistry

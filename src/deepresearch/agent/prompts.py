@@ -1,5 +1,7 @@
-"""Model-facing text: the system prompts (English and Chinese), the forced-final and continuation
-prompts, and the text-mode tool-call instructions, all kept as Jinja files under ``prompts/``.
+"""The agent's model-facing text: the system prompts (English and Chinese), the forced-final,
+continuation and nudge prompts, the loop guards' replies and the guided strategy's prompts, all Jinja
+files under ``prompts/`` (the tool-call formats live in ``llm/prompts/``, the tools' descriptions in
+``tools/prompts/``).
 
 Templates render with ``StrictUndefined`` so a missing variable is an error at render time, not a
 silently empty date in a prompt.

@@ -457,11 +457,11 @@ class _Runner:
 
 
 def _priced(settings: Settings) -> bool:
-    from deepresearch.llm.pricing import price_for
+    from deepresearch.llm.pricing import overrides, price_for
 
     if settings.is_local or not settings.model:
         return True  # nothing to pay, or nothing will run
-    return price_for(settings.model, settings.price_overrides()) is not None
+    return price_for(settings.model, overrides(settings.prices)) is not None
 
 
 def _info(run_dir: Path) -> RunInfo | None:

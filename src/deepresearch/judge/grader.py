@@ -39,7 +39,6 @@ from functools import cache, partial
 from importlib import resources
 from typing import Any, TypeVar
 
-from deepresearch.agent.tokens import count_tokens
 from deepresearch.errors import ConfigError, LLMError
 from deepresearch.judge.cache import JudgeCache, cache_key, report_digest
 from deepresearch.judge.records import JudgeRecord, Trial
@@ -54,6 +53,7 @@ from deepresearch.judge.verdicts import (
 )
 from deepresearch.llm.client import ChatClient, LLMConfig
 from deepresearch.llm.messages import Completion, Message, Usage
+from deepresearch.llm.tokens import count_tokens
 from deepresearch.templates import render_prompt
 
 logger = logging.getLogger(__name__)

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+from typing import Protocol
 
 from deepresearch.llm.messages import Usage
 
@@ -82,3 +83,14 @@ def cost_usd(usage: Usage, price: Price | None) -> float:
 def usd_to_cny(usd: float, rate: float = CNY_PER_USD) -> float:
     """``usd`` in CNY at ``rate`` (CNY per USD)."""
     return usd * rate
+
+
+class _Listed(Protocol):
+    input: float
+    output: float
+
+
+def overrides(prices: Mapping[str, _Listed]) -> dict[str, Price]:
+    """``[prices]`` from the config (``Settings.prices``) as price-table entries, which win over the
+    shipped table in ``price_for``."""
+    return {name: Price(input_per_million=p.input, output_per_million=p.output) for name, p in prices.items()}

@@ -452,7 +452,7 @@ class LocalModelServer:
         return len(tokens)
 
     def _estimate_tokens(self, text: str, exc: Exception) -> int:
-        from deepresearch.agent.tokens import count_tokens
+        from deepresearch.llm.tokens import count_tokens
 
         if not self._fallback_warned:
             self._fallback_warned = True

@@ -39,7 +39,7 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 RANK_FILE = "o200k_base.tiktoken.gz"
-"""The gzip-compressed rank file in ``deepresearch/agent/data/``."""
+"""The gzip-compressed rank file in ``deepresearch/llm/data/``."""
 O200K_SHA256 = "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d"
 """SHA-256 of the uncompressed ``o200k_base.tiktoken`` file OpenAI publishes."""
 
@@ -92,7 +92,7 @@ def estimate_tokens(text: str) -> int:
 
 def _rank_file() -> Traversable:
     """The rank file shipped as package data."""
-    return resources.files("deepresearch.agent").joinpath("data").joinpath(RANK_FILE)
+    return resources.files("deepresearch.llm").joinpath("data").joinpath(RANK_FILE)
 
 
 def load_ranks(path: Path | Traversable) -> dict[bytes, int]:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from deepresearch.agent.tokens import (
+from deepresearch.llm.tokens import (
     EXACT_COUNT_CHARS,
     MAX_PIECE_CHARS,
     O200K_SPLIT,
@@ -115,11 +115,11 @@ def test_the_rank_file_is_package_data_and_needs_no_bpe_openai():
     import deepresearch
 
     shipped = Path(str(_rank_file()))
-    assert shipped == Path(deepresearch.__file__).parent / "agent" / "data" / RANK_FILE
+    assert shipped == Path(deepresearch.__file__).parent / "llm" / "data" / RANK_FILE
     assert (shipped.parent / "o200k_base.LICENSE").read_text().count("MIT License") == 2
     script = (
         "import sys; sys.modules['bpe_openai'] = None\n"  # any import of bpe_openai now fails
-        "from deepresearch.agent.tokens import O200kCounter, _counter, count_tokens\n"
+        "from deepresearch.llm.tokens import O200kCounter, _counter, count_tokens\n"
         "assert isinstance(_counter(), O200kCounter), _counter()\n"
         "print(count_tokens('Hello world'), count_tokens('I\\'m sure they\\'ll say we\\'ve done it'))"
     )
