@@ -170,7 +170,7 @@ def render_html(cited: CitedText, *, title: str, language: Language = "en") -> s
     ]
     return render_page(
         "deepresearch",
-        "report.html",
+        "run-report.html",
         {
             "lang": language,
             "title": title,

@@ -418,25 +418,28 @@ def test_authority_ranked_over_the_local_index(shared_index: LocalIndex, shipped
 
 
 class SyncClosing:
-    """A backend with only a synchronous ``close``, like the local index."""
+    """A backend with a synchronous ``close`` beside the protocol's ``aclose``, like the local index."""
 
     name = "sync"
 
     def __init__(self) -> None:
-        self.closed = 0
+        self.closed: list[str] = []
 
     async def search(self, query: str, *, limit: int = 10) -> list[SearchHit]:
         return []
 
     def close(self) -> None:
-        self.closed += 1
+        self.closed.append("close")
+
+    async def aclose(self) -> None:
+        self.close()
 
 
-def test_authority_ranked_forwards_a_synchronous_close(small: AuthorityList) -> None:
+def test_authority_ranked_forwards_both_closes(small: AuthorityList) -> None:
     backend = SyncClosing()
     wrapped = AuthorityRanked(backend, small)
     assert asyncio.run(wrapped.search("q")) == []
     wrapped.close()
-    asyncio.run(wrapped.aclose())  # no aclose on the backend: falls back to close
-    assert backend.closed == 2
+    asyncio.run(wrapped.aclose())  # the protocol's aclose reaches the wrapped backend
+    assert backend.closed == ["close", "close"]
     AuthorityRanked(FakeProvider([]), small).close()  # nothing synchronous to close: no error

@@ -398,7 +398,7 @@ def write_html_report(stats_list: Sequence[BenchStats], out_path: Path) -> Path:
     _require_matplotlib()
     page = render_page(
         "deepresearch.bench",
-        "report.html",
+        "bench-report.html",
         {
             "names": ", ".join(s.name for s in stats_list),
             "mode": stats_list[0].mode,
