@@ -112,7 +112,7 @@ def run_agent(base_url: str, steps: int, out: Path) -> dict[str, Any]:
             "model": "fake-model",
             "out": out,
             "max_steps": steps + 5,
-            "index": out.parent / "empty-index.sqlite",
+            "index": tiny_index(out.parent),
         },
         env={},
     )
@@ -221,6 +221,21 @@ def per_step(marks: list[list[float]]) -> tuple[list[float], list[float]]:
     return walls, cpus
 
 
+def tiny_index(folder: Path) -> Path:
+    """A one-document local index in ``folder`` (a run refuses a missing or empty index)."""
+    from deepresearch.search.local import LocalIndex
+
+    path = folder / "tiny-index.sqlite"
+    if not path.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        document = folder / "tiny-doc" / "battery.md"
+        document.parent.mkdir(exist_ok=True)
+        document.write_text("# Batteries\n\nLithium-ion cells store about 250 Wh per kilogram.\n")
+        with LocalIndex(path) as index:
+            index.add_paths([document.parent])
+    return path
+
+
 def startup_seconds(base_url: str, tmp: Path) -> float:
     """Spawn `deepresearch research` and time until its first model reply is recorded."""
     env = dict(os.environ)
@@ -242,7 +257,7 @@ def startup_seconds(base_url: str, tmp: Path) -> float:
             "--max-steps",
             "1",
             "--index",
-            str(tmp / "empty-index.sqlite"),
+            str(tiny_index(tmp)),
         ],
         env=env,
         stdout=subprocess.DEVNULL,
@@ -273,7 +288,8 @@ def main() -> None:
 
     import tempfile
 
-    env = dict(os.environ, BENCH_STEPS=str(args.steps), PYTHONPATH=str(ROOT))
+    # this checkout's code, not whatever is installed (so a worktree of another commit measures itself)
+    env = dict(os.environ, BENCH_STEPS=str(args.steps), PYTHONPATH=f"{ROOT / 'src'}{os.pathsep}{ROOT}")
     server = subprocess.Popen(
         [sys.executable, "-m", "tests.fakes.openai_server", "--script", "benchmarks.agent_overhead:script"],
         cwd=ROOT,
