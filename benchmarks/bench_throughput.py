@@ -59,7 +59,7 @@ def warm_up() -> float:
     modules and loading the o200k token ranks. Timed apart: it does not grow with the task count."""
     started = time.perf_counter()
     import deepresearch.research  # noqa: F401
-    from deepresearch.agent.tokens import count_tokens
+    from deepresearch.llm.tokens import count_tokens
     from deepresearch.search.backends import open_search  # noqa: F401
 
     count_tokens("warm")

@@ -47,7 +47,7 @@ def _prose(n: int) -> str:
 
 def measure(case: str) -> None:
     """Child process: count one case and print ``seconds tokens estimate_seconds``."""
-    from deepresearch.agent.tokens import count_tokens, estimate_tokens
+    from deepresearch.llm.tokens import count_tokens, estimate_tokens
 
     text = CASES[case]()
     count_tokens("warm up: load the rank file")
