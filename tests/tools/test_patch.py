@@ -1,7 +1,6 @@
 """``apply_patch``: exact, whitespace-insensitive and fuzzy matching, and the feedback on failure."""
 
 import random
-import time
 
 import pytest
 
@@ -172,21 +171,16 @@ def _long_report(lines: int) -> list[str]:
     return out
 
 
-def test_patch_on_a_20000_line_file_is_fast():
+def test_patch_finds_a_fuzzy_passage_in_a_20000_line_file():
+    """Correctness at size; how long it takes is ``benchmarks/patch_speed.py``'s business."""
     lines = _long_report(20_000)
     text = "\n".join(lines) + "\n"
     target = lines[14_000] + "\n" + lines[14_001]
     old = target[:5] + "#" + target[6:30] + target[31:]  # two typos
-    started = time.perf_counter()
     out = apply_patch(text, old, "REPLACED")
-    fuzzy_seconds = time.perf_counter() - started
     assert out.matched_by == "fuzzy" and (out.start_line, out.end_line) == (14_001, 14_002)
-    started = time.perf_counter()
     with pytest.raises(ToolError, match="not found"):
         apply_patch(text, "no such passage anywhere in this text at all", "x")
-    miss_seconds = time.perf_counter() - started
-    print(f"20k lines ({len(text)} chars): fuzzy {fuzzy_seconds:.3f}s, miss {miss_seconds:.3f}s")
-    assert fuzzy_seconds < 10 and miss_seconds < 10  # generous: about 0.1 s each on a laptop
 
 
 def test_fuzzy_phrase_repeated_within_one_paragraph_is_ambiguous():
