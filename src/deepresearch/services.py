@@ -124,7 +124,7 @@ def _client(
     return ChatClient(llm_config(settings), count_tokens=counter, on_progress=on_progress)
 
 
-def _fetcher(settings: Settings) -> HttpFetcher:
+def open_fetcher(settings: Settings) -> HttpFetcher:
     from pydantic import ValidationError
 
     from deepresearch.fetch.http import FetchConfig, HttpFetcher
@@ -191,7 +191,7 @@ class Services:
         search = open_search(settings)
         fetcher = server = client = mcp = None
         try:
-            fetcher = _fetcher(settings)
+            fetcher = open_fetcher(settings)
             if settings.is_local:
                 server = await _start_local_server(settings)
                 settings = settings.model_copy(

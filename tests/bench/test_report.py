@@ -99,7 +99,7 @@ def alpha(tmp_path: Path) -> Path:
                 grade("t1", "pads with filler", COMMUNICATION, -2.0, "satisfied"),
             ],
         )
-        # t2: (4·0 + 2·1) / 6 = 1/3 — the failed record leaves numerator and denominator
+        # t2: (4·0 + 2·1 + 3·0) / 9 = 2/9 — the failed record is worth 0, its weight kept (official)
         store.replace_grades(
             "t2",
             [
@@ -137,11 +137,11 @@ def test_bench_stats_matches_hand_computed_numbers(alpha: Path) -> None:
     assert stats.counts == {"done": 3, "running": 0, "failed": 1, "pending": 1}
     assert stats.tasks == 5
     assert stats.graded == 3
-    assert stats.score == pytest.approx(100 * (0.5 + 1 / 3 + 1.0) / 3)  # 61.1
-    assert stats.task_scores == pytest.approx((50.0, 100 / 3, 100.0))
-    # Explicit: (4 + 0 + 4) / 12; Communication: (1 + 2 + 2 − 2) / 6
-    assert stats.axis_scores == pytest.approx({COMMUNICATION: 50.0, EXPLICIT: 800 / 12})
-    assert stats.domain_scores == pytest.approx({"Finance": 100 / 3, "Science": 75.0})
+    assert stats.score == pytest.approx(100 * (0.5 + 2 / 9 + 1.0) / 3)  # 57.4
+    assert stats.task_scores == pytest.approx((50.0, 200 / 9, 100.0))
+    # Explicit: (4 + 0 + 0 + 4) / (4 + 4 + 3 + 4); Communication: (1 + 2 + 2 − 2) / 6
+    assert stats.axis_scores == pytest.approx({COMMUNICATION: 50.0, EXPLICIT: 800 / 15})
+    assert stats.domain_scores == pytest.approx({"Finance": 200 / 9, "Science": 75.0})
     assert stats.cost_per_report == pytest.approx(0.30)
     assert stats.median_cost_per_report == pytest.approx(0.20)
     assert stats.total_cost == pytest.approx(0.95)  # the failed task's 0.05 counts
@@ -161,8 +161,8 @@ def test_binary_mode_drops_partial_credit(alpha: Path) -> None:
     stats = bench_stats(alpha, mode="binary")
 
     # t1 loses the half point: (4 − 2) / 6 = 1/3; t2 and t3 are unchanged
-    assert stats.task_scores == pytest.approx((100 / 3, 100 / 3, 100.0))
-    assert stats.score == pytest.approx(100 * (1 / 3 + 1 / 3 + 1.0) / 3)
+    assert stats.task_scores == pytest.approx((100 / 3, 200 / 9, 100.0))
+    assert stats.score == pytest.approx(100 * (1 / 3 + 2 / 9 + 1.0) / 3)
     assert stats.axis_scores[COMMUNICATION] == pytest.approx(100 * (0 + 2 + 2 - 2) / 6)
 
 
@@ -183,7 +183,7 @@ def test_unscorable_task_is_listed_not_counted(tmp_path: Path) -> None:
         store.upsert_task(done("g1", "Science", steps=2, prompt_tokens=100, cost=0.01, wall=1.0))
         store.upsert_task(done("g2", "Science", steps=2, prompt_tokens=100, cost=0.01, wall=1.0))
         store.replace_grades("g1", [grade("g1", "answers", EXPLICIT, 2.0, "partially")])
-        store.replace_grades("g2", [grade("g2", "answers", EXPLICIT, 2.0, None)])
+        store.replace_grades("g2", [grade("g2", "pads with filler", EXPLICIT, -2.0, "satisfied")])
 
     stats = bench_stats(bench_dir)
 
@@ -191,15 +191,32 @@ def test_unscorable_task_is_listed_not_counted(tmp_path: Path) -> None:
     assert stats.score == pytest.approx(50.0)
     assert stats.domain_scores == pytest.approx({"Science": 50.0})
     assert [task_id for task_id, _ in stats.unscored] == ["g2"]
-    assert "failed to grade" in stats.unscored[0][1]
-    assert stats.grading_failures == 1
+    assert "no positive-weight rubric" in stats.unscored[0][1]
+    assert stats.grading_failures == 0
+
+
+def test_a_task_whose_gradings_all_failed_scores_0_and_stays_in_the_mean(tmp_path: Path) -> None:
+    bench_dir = tmp_path / "epsilon"
+    with BenchStore.open(bench_dir) as store:
+        store.upsert_task(done("e1", "Science", steps=2, prompt_tokens=100, cost=0.01, wall=1.0))
+        store.upsert_task(done("e2", "Science", steps=2, prompt_tokens=100, cost=0.01, wall=1.0))
+        store.replace_grades("e1", [grade("e1", "answers", EXPLICIT, 2.0, "partially")])
+        store.replace_grades("e2", [grade("e2", "answers", EXPLICIT, 2.0, None)])
+
+    stats = bench_stats(bench_dir)
+
+    # e1 0.5, e2 0 (its only requirement failed to grade: worth 0, weight kept) → 25
+    assert stats.graded == 2 and stats.unscored == () and stats.grading_failures == 1
+    assert stats.task_scores == pytest.approx((50.0, 0.0))
+    assert stats.score == pytest.approx(25.0)
+    assert stats.domain_scores == pytest.approx({"Science": 25.0})
 
 
 def test_bench_whose_grades_all_failed_says_so(tmp_path: Path) -> None:
     bench_dir = tmp_path / "delta"
     with BenchStore.open(bench_dir) as store:
         store.upsert_task(done("d1", "Science", steps=2, prompt_tokens=100, cost=0.01, wall=1.0))
-        store.replace_grades("d1", [grade("d1", "answers", EXPLICIT, 2.0, None)])
+        store.replace_grades("d1", [grade("d1", "pads with filler", EXPLICIT, -2.0, None)])
     stats = bench_stats(bench_dir)
     assert (stats.graded, stats.score, stats.grading_failures) == (0, None, 1)
 
@@ -208,7 +225,7 @@ def test_bench_whose_grades_all_failed_says_so(tmp_path: Path) -> None:
     (note,) = page.xpath('//section[@id="fig-axis-missing"]/p[@class="no-data"]')
     assert note.text_content() == "graded but no task could be scored (see Failures): delta"
     (unscored,) = page.xpath('//div[@data-bench="delta"]//ul[@class="unscored"]/li')
-    assert unscored.text_content().startswith("d1: task 'd1': all 1 positive rubrics failed to grade")
+    assert unscored.text_content().startswith("d1: task 'd1' has no positive-weight rubric")
 
 
 def test_missing_bench_is_a_config_error_and_creates_nothing(tmp_path: Path) -> None:
@@ -224,7 +241,7 @@ def test_stats_table_shows_one_row_per_bench(alpha: Path, beta: Path) -> None:
 
     alpha_line = next(line for line in text.splitlines() if "alpha" in line)
     beta_line = next(line for line in text.splitlines() if "beta" in line)
-    for expected in ("step-dr-mini", "61.1%", "$0.3000", "$0.2000", "$0.9500", "8.0", "2,400", "60.0 s"):
+    for expected in ("step-dr-mini", "57.4%", "$0.3000", "$0.2000", "$0.9500", "8.0", "2,400", "60.0 s"):
         assert expected in alpha_line
     for expected in ("n/a", "$0.0500", "$0.1000", "4.0", "1,200", "15.0 s"):
         assert expected in beta_line
@@ -257,7 +274,7 @@ def test_html_report_has_figures_summary_and_escaped_failures(
     a = stats[0]
     assert a.score is not None and a.cost_per_report is not None
     assert float(alpha_cells["score"][0]) == pytest.approx(a.score)
-    assert alpha_cells["score"][1] == "61.1%"
+    assert alpha_cells["score"][1] == "57.4%"
     assert float(alpha_cells["cost_per_report"][0]) == pytest.approx(0.30)
     assert float(alpha_cells["total_cost"][0]) == pytest.approx(0.95)
     assert float(alpha_cells["tokens"][0]) == pytest.approx(2400.0)

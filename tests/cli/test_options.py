@@ -59,6 +59,9 @@ NOT_SETTINGS = {
     ("bench report", "out"): "the HTML report",
     ("bench export-pairs", "out"): "the export folder",
     ("bench import-pairs", "out"): "the verdicts file",
+    ("judge race", "out"): "the per-task RACE file",
+    ("judge fact", "out"): "the per-report FACT file",
+    ("judge fact", "language"): "the prompt language for the reports checked, not a run's",
 }
 
 

@@ -64,8 +64,8 @@ def rr_task(sample_id: str, **extra: Any) -> dict[str, Any]:
 
 
 def test_researchrubrics_lines_load_and_broken_ones_become_errors(tmp_path):
-    bad_zero = rr_task("zero")
-    bad_zero["rubrics"][0]["weight"] = 0
+    zero = rr_task("zero")  # one real ResearchRubrics dev task has a weight-0 rubric: it loads
+    zero["rubrics"][0]["weight"] = 0
     bad_role = rr_task("role")
     bad_role["rubrics"][2]["role"] = "explicit"  # a negative weight with a positive role
     missing = rr_task("missing")
@@ -75,7 +75,7 @@ def test_researchrubrics_lines_load_and_broken_ones_become_errors(tmp_path):
         rr_task("a"),
         "{not json",
         missing,
-        bad_zero,
+        zero,
         "",
         bad_role,
         rr_task("a", prompt="again"),
@@ -83,15 +83,24 @@ def test_researchrubrics_lines_load_and_broken_ones_become_errors(tmp_path):
     )
     loaded = load_tasks(path)
     assert loaded.format == "researchrubrics"
-    assert [t.task_id for t in loaded.tasks] == ["a", "b"]
-    assert len(loaded.errors) == 5
+    assert [t.task_id for t in loaded.tasks] == ["a", "zero", "b"]
+    assert len(loaded.errors) == 4
     assert loaded.errors[0].startswith(f"{path}:2: invalid JSON")
     assert loaded.errors[1] == f"{path}:3: missing prompt"
-    assert loaded.errors[2].startswith(f"{path}:4: rubrics[0]: ") and "weight of 0" in loaded.errors[2]
     assert (
-        loaded.errors[3].startswith(f"{path}:6: rubrics[2]: ") and "does not match weight" in loaded.errors[3]
+        loaded.errors[2].startswith(f"{path}:6: rubrics[2]: ") and "does not match weight" in loaded.errors[2]
     )
-    assert loaded.errors[4] == f"{path}:7: duplicate task id 'a' (first at line 1)"
+    assert loaded.errors[3] == f"{path}:7: duplicate task id 'a' (first at line 1)"
+    # the weight-0 rubric is kept and counted, but is no part of the scale nor of what the judge is asked
+    loaded_zero = loaded.tasks[1]
+    assert [(r.weight, r.role) for r in loaded_zero.rubrics] == [
+        (0.0, "explicit"),
+        (2.0, "implicit"),
+        (-3.0, "negative"),
+    ]
+    assert loaded_zero.zero_weight == 1 and loaded_zero.positive_weight == 2.0
+    assert [r.weight for r in loaded_zero.scored().rubrics] == [2.0, -3.0]
+    assert loaded.tasks[0].scored() is loaded.tasks[0]
     task = loaded.tasks[0]
     assert task.prompt == "Question a?" and task.domain == "STEM"
     assert task.meta == {
@@ -153,9 +162,11 @@ def test_drb_criteria_become_weighted_rubrics_on_dimension_axes(tmp_path):
     del no_dimension["dimension_weight"]["insight"]
     zero = drb_line(9)
     zero["criterions"]["insight"][0]["weight"] = 0
-    loaded = load_tasks(jsonl(tmp_path / "criteria.jsonl", drb_line(), no_dimension, zero))
+    negative = drb_line(10)
+    negative["criterions"]["insight"][0]["weight"] = -1
+    loaded = load_tasks(jsonl(tmp_path / "criteria.jsonl", drb_line(), no_dimension, zero, negative))
     assert loaded.format == "drb"
-    assert len(loaded.tasks) == 1
+    assert [t.task_id for t in loaded.tasks] == ["7", "9"]
     task = loaded.tasks[0]
     assert task.task_id == "7" and task.prompt.startswith("分析")
     # weight = dimension weight × criterion weight × 100:
@@ -173,7 +184,12 @@ def test_drb_criteria_become_weighted_rubrics_on_dimension_axes(tmp_path):
     assert [r.role for r in task.rubrics] == ["implicit", "implicit", "implicit", "explicit", "implicit"]
     assert task.meta["language"] == "zh" and task.meta["dimension_weight"]["insight"] == 0.4
     assert loaded.errors[0].endswith(":2: criterions for 'insight' but no numeric dimension_weight for it")
-    assert loaded.errors[1].endswith(":3: criterions.insight[0]: weight 0.4 × 0.0 is not positive")
+    assert loaded.errors[1].endswith(":4: criterions.insight[0]: weight 0.4 × -1.0 is negative")
+    assert len(loaded.errors) == 2
+    # a criterion of weight 0 loads with weight 0 (it counts in no score)
+    zero_task = loaded.tasks[1]
+    assert [(r.axis, r.weight) for r in zero_task.rubrics][2] == ("insight", 0.0)
+    assert zero_task.zero_weight == 1 and zero_task.positive_weight == pytest.approx(60.0)
 
 
 # ----------------------------------------------------------------------------------- ResearcherBench
@@ -187,7 +203,7 @@ def write_researcherbench(folder: Path) -> None:
             "question": "Q1?",
             "rubric": [{"point": "Explains A.", "weight": 2}, {"point": "Cites B.", "weight": 3}],
         },
-        {"id": 2, "question": "Q2?", "rubric": [{"point": "Bad weight.", "weight": 0}]},
+        {"id": 2, "question": "Q2?", "rubric": [{"point": "Bad weight.", "weight": -1}]},
         {"id": 3, "question": "Q3?", "rubric": [{"point": "Explains C.", "weight": 1}]},
     ]
     questions = [
@@ -217,13 +233,27 @@ def test_researcherbench_folder_merges_questions_and_reports_lines(tmp_path):
     text = (folder / "rubrics.json").read_text().splitlines()
     assert text[15].strip() == "{" and '"id": 2' in text[16]
     assert loaded.errors == [
-        f"{folder / 'rubrics.json'}:16: rubric[0]: weight must be a positive number "
+        f"{folder / 'rubrics.json'}:16: rubric[0]: weight must be a number ≥ 0 "
         "(ResearcherBench has no penalty items)",
         f"{folder / 'questions.json'}:20: question 4 has no rubrics in rubrics.json",
     ]
     # the same result from either file's path
     assert [t.task_id for t in load_tasks(folder / "rubrics.json").tasks] == ["1", "3"]
     assert [t.task_id for t in load_tasks(folder / "questions.json").tasks] == ["1", "3"]
+
+
+def test_researcherbench_point_of_weight_0_loads(tmp_path):
+    path = tmp_path / "rubrics.json"
+    points = [{"point": "P", "weight": 2}, {"point": "Z", "weight": 0}]
+    path.write_text(json.dumps([{"id": 5, "question": "Q?", "rubric": points}]))
+    loaded = load_tasks(path)
+    assert loaded.errors == []
+    (task,) = loaded.tasks
+    assert [(r.criterion, r.weight, r.role) for r in task.rubrics] == [
+        ("P", 2.0, "implicit"),
+        ("Z", 0.0, "implicit"),
+    ]
+    assert task.zero_weight == 1 and [r.criterion for r in task.scored().rubrics] == ["P"]
 
 
 def test_researcherbench_rubrics_alone_and_a_broken_array(tmp_path):

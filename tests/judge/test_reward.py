@@ -53,14 +53,51 @@ def test_fatal_rubrics_zero_the_reward() -> None:
     assert strict_reward([*clean, record("partially", 2, fatal=True)]) == 0.0  # fatal requirement unmet
 
 
-def test_failed_rubrics_raise_or_are_skipped() -> None:
+def test_failed_rubrics_raise_or_count_as_the_worst_verdict():
     records = [record("satisfied", 3), record(None, 2), record("satisfied", -1)]
     with pytest.raises(RewardUnavailable, match="1 of 3 rubrics failed to grade"):
         strict_reward(records)
-    # skipped: the failed rubric leaves the denominator too: (3 - 1) / 3
-    assert strict_reward(records, on_failure="skip") == pytest.approx(2 / 3)
-    with pytest.raises(RewardUnavailable, match="failed to grade"):
-        strict_reward([record(None, 2), record("satisfied", -1)], on_failure="skip")
+    # worst: the failed requirement is not satisfied, its weight kept: (3 − 1) / (3 + 2) = 0.4
+    # (the old "skip" gave (3 − 1) / 3 = 2/3: more reward because the judge failed)
+    assert strict_reward(records, on_failure="worst") == pytest.approx(0.4, rel=0, abs=1e-9)
+    # every positive rubric failed: the reward is 0 less the flaw, (0 − 1) / 2, never unavailable
+    assert strict_reward([record(None, 2), record("satisfied", -1)], on_failure="worst") == pytest.approx(
+        -0.5, rel=0, abs=1e-9
+    )
+    # a failed flaw is charged: (3 − 2) / 3
+    flawed = [record("satisfied", 3), record(None, -2)]
+    assert strict_reward(flawed, on_failure="worst") == pytest.approx(1 / 3, rel=0, abs=1e-9)
+    with pytest.raises(ValueError, match="unknown on_failure 'skip'"):
+        strict_reward(records, on_failure="skip")  # type: ignore[arg-type]
+
+
+def test_a_failed_positive_rubric_never_earns_more_than_a_satisfied_one():
+    others = [record("satisfied", 3), record("partially", 1), record("partially", -1)]
+    # strict: satisfied → (3 + 2 − 1) / 6 = 2/3; failed → (3 + 0 − 1) / 6 = 1/3
+    satisfied = strict_reward([*others, record("satisfied", 2)])
+    failed = strict_reward([*others, record(None, 2)], on_failure="worst")
+    assert satisfied == pytest.approx(2 / 3, rel=0, abs=1e-9)
+    assert failed == pytest.approx(1 / 3, rel=0, abs=1e-9)
+    assert failed < satisfied
+    # and no real verdict, on a requirement or a flaw, fatal or not, pays less than a failure
+    verdicts: list[Verdict] = ["satisfied", "partially", "not_satisfied"]
+    for weight in (2, -2):
+        for fatal in (False, True):
+            lost = strict_reward([*others, record(None, weight, fatal=fatal)], on_failure="worst")
+            for verdict in verdicts:
+                assert lost <= strict_reward([*others, record(verdict, weight, fatal=fatal)]), (
+                    weight,
+                    verdict,
+                )
+
+
+def test_weight_0_rubrics_change_no_reward():
+    # (3 − 1) / 3 with or without weight-0 rubrics, graded or failed
+    records = [record("satisfied", 3), record("satisfied", -1)]
+    zeros = [record("not_satisfied", 0), record(None, 0)]
+    assert (
+        strict_reward([*records, *zeros]) == strict_reward(records) == pytest.approx(2 / 3, rel=0, abs=1e-9)
+    )
 
 
 RUBRICS = [
@@ -116,7 +153,21 @@ def test_reward_refuses_a_failed_grading(fake_llm: FakeOpenAI, fake_llm_config: 
 
     with pytest.raises(RewardUnavailable, match="Invents statistics"):
         asyncio.run(go())
-    assert asyncio.run(go(on_failure="skip")) == pytest.approx(EXPECTED)  # it was weight -1·0 anyway
+    # worst case: the failed flaw counts as present: 4 − 3 − 1 = 0 over 8
+    assert asyncio.run(go(on_failure="worst")) == pytest.approx(0.0, rel=0, abs=1e-9)
+
+
+def test_reward_does_not_send_weight_0_rubrics(fake_llm: FakeOpenAI, fake_llm_config: LLMConfig) -> None:
+    fake_llm.script = ScriptedJudge({**ANSWERS, "Mentions the weather": "Satisfied"})
+    rubrics = [*RUBRICS, Rubric(criterion="Mentions the weather", weight=0)]
+
+    async def go() -> float:
+        async with ChatClient(fake_llm_config) as client:
+            return await reward(REPORT, rubrics, Judge(client))
+
+    assert asyncio.run(go()) == pytest.approx(EXPECTED)
+    assert len(fake_llm.requests) == len(RUBRICS)
+    assert not any("Mentions the weather" in str(r["messages"]) for r in fake_llm.requests)
 
 
 def test_reward_needs_a_positive_rubric(fake_llm: FakeOpenAI, fake_llm_config: LLMConfig) -> None:

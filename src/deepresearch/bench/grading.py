@@ -101,7 +101,7 @@ async def grade_benchmark(
             }
         )
         try:
-            async for graded in judge.grade_many([known[t] for t in reports], reports):
+            async for graded in judge.grade_many([known[t].scored() for t in reports], reports):
                 store.replace_grades(graded.task_id, graded.records)
                 outcome.graded.append(graded.task_id)
                 try:

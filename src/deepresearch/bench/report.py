@@ -62,7 +62,7 @@ class BenchStats:
     mode: ScoreMode
     counts: dict[TaskStatus, int]
     graded: int
-    """Tasks with a score (at least one graded positive rubric)."""
+    """Tasks with a score (at least one positive-weight rubric)."""
     score: float | None
     """``benchmark_score`` (mean task score × 100) over the graded tasks; None when nothing is graded."""
     axis_scores: dict[str, float | None]
@@ -85,7 +85,7 @@ class BenchStats:
     """Each graded task's score × 100, in task order."""
     failed: tuple[FailedTask, ...]
     grading_failures: int
-    """Rubric records whose grading failed (left out of every score)."""
+    """Rubric records whose grading failed (counted 0 with their weight kept: the official accounting)."""
     unscored: tuple[tuple[str, str], ...]
     """(task id, why) for tasks with grades that could not be scored."""
     judge_meta: dict[str, Any]

@@ -14,9 +14,11 @@ import typer
 
 from deepresearch.cli.bench import bench_app
 from deepresearch.cli.common import STATE, research_view, run_or_exit, say, setup_logging
+from deepresearch.cli.fact import judge_fact
 from deepresearch.cli.judge import judge_app
 from deepresearch.cli.mcp import mcp
 from deepresearch.cli.options import BUDGETS, ENDPOINT, MODEL, SEARCH, SettingsFlags, settings_options
+from deepresearch.cli.race import judge_race
 from deepresearch.cli.serve import serve
 from deepresearch.errors import DeepResearchError
 
@@ -31,6 +33,8 @@ index_app = typer.Typer(
 )
 app.add_typer(index_app, name="index")
 app.add_typer(judge_app, name="judge")
+judge_app.command("fact")(judge_fact)
+judge_app.command("race")(judge_race)
 app.add_typer(bench_app, name="bench")
 models_app = typer.Typer(no_args_is_help=True, help="Models that run on this machine (--model local).")
 app.add_typer(models_app, name="models")

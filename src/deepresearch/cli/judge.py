@@ -30,6 +30,13 @@ def judge_grade(
     mode: Annotated[
         Literal["ternary", "binary", "strict"], typer.Option("--mode", help="ternary, binary or strict.")
     ] = "ternary",
+    failures: Annotated[
+        Literal["zero", "skip"],
+        typer.Option(
+            "--failures",
+            help="A failed grading: zero (official: worth 0, weight kept) or skip (left out of both sums).",
+        ),
+    ] = "zero",
     max_report_tokens: Annotated[
         int, typer.Option("--max-report-tokens", help="Longer reports are judged in chunks.")
     ] = 100_000,
@@ -58,6 +65,7 @@ def judge_grade(
             trials=trials,
             batch=batch,
             mode=mode,
+            failures=failures,
             max_report_tokens=max_report_tokens,
             cache=cache,
             on_task=progress,
@@ -78,8 +86,10 @@ def judge_grade(
     if summary.missing:
         say(f"  no report for: {', '.join(summary.missing)}", color="yellow")
     score = "n/a" if summary.benchmark is None else f"{summary.benchmark:.2f}"
+    zero = f"; {summary.zero_weight} weight-0 rubrics not graded" if summary.zero_weight else ""
     typer.echo(
         f"benchmark score ({mode}): {score} over {len(summary.scores)} tasks; "
+        f"{summary.failed} failed gradings counted as {failures}{zero}; "
         f"judge cost ${summary.usage.get('cost_usd', 0):.4f}; records in {out}"
     )
 

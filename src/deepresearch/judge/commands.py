@@ -13,7 +13,14 @@ from deepresearch.config import Settings, default_cache_dir
 from deepresearch.errors import ConfigError
 from deepresearch.judge.loaders import collect_reports, load_tasks
 from deepresearch.judge.records import JudgeRecord
-from deepresearch.judge.scoring import ScoreMode, TaskScore, benchmark_score, by_axis, task_score
+from deepresearch.judge.scoring import (
+    Failures,
+    ScoreMode,
+    TaskScore,
+    benchmark_score,
+    by_axis,
+    task_score,
+)
 
 
 @dataclass
@@ -28,6 +35,12 @@ class GradeSummary:
     benchmark: float | None = None
     axes: dict[str, Any] = field(default_factory=dict)
     usage: dict[str, Any] = field(default_factory=dict)
+    failures: Failures = "zero"
+    """How failed gradings were counted (``zero``: the benchmarks' official 0; ``skip``: left out)."""
+    failed: int = 0
+    """Rubrics whose grading failed, over every graded task (always reported, whatever ``failures``)."""
+    zero_weight: int = 0
+    """Rubrics of weight 0 in the graded tasks: loaded, not sent to the judge, counted in no score."""
 
 
 def judge_client(settings: Settings) -> Any:
@@ -48,6 +61,7 @@ async def grade(
     trials: int = 1,
     batch: int = 1,
     mode: ScoreMode = "ternary",
+    failures: Failures = "zero",
     max_report_tokens: int = 100_000,
     cache: Path | None = None,
     on_task: Callable[[str, TaskScore | None, float], None] | None = None,
@@ -60,9 +74,11 @@ async def grade(
     if not loaded.tasks:
         raise ConfigError(f"{tasks_path}: no task could be loaded ({'; '.join(loaded.errors[:3])})")
     found = collect_reports(reports, tasks=loaded.tasks)
-    summary = GradeSummary(problems=[*loaded.errors, *found.errors])
+    summary = GradeSummary(problems=[*loaded.errors, *found.errors], failures=failures)
     summary.missing = [t.task_id for t in loaded.tasks if t.task_id not in found.reports]
     tasks = [t for t in loaded.tasks if t.task_id in found.reports]
+    summary.zero_weight = sum(t.zero_weight for t in tasks)
+    tasks = [t.scored() for t in tasks]
     if not tasks:
         raise ConfigError(f"{reports}: no report matches a task of {tasks_path}")
     client = judge_client(settings)
@@ -82,11 +98,12 @@ async def grade(
                     handle.write(record.model_dump_json() + "\n")
                 handle.flush()
                 records.extend(graded.records)
+                summary.failed += sum(1 for r in graded.records if r.failed or r.verdict is None)
                 cost = sum(r.cost_usd for r in graded.records)
                 summary.costs[graded.task_id] = cost
                 try:
-                    scored: TaskScore | None = task_score(graded.records, mode=mode)
-                except ValueError as exc:  # every positive rubric failed: no score, say why
+                    scored: TaskScore | None = task_score(graded.records, mode=mode, failures=failures)
+                except ValueError as exc:  # no positive rubric (or, skipping, none graded): say why
                     summary.problems.append(f"{graded.task_id}: {exc}")
                     scored = None
                 if scored is not None:
@@ -98,7 +115,7 @@ async def grade(
     order = {t.task_id: i for i, t in enumerate(loaded.tasks)}
     summary.scores.sort(key=lambda s: order.get(s.task_id, 0))
     summary.benchmark = benchmark_score(summary.scores) if summary.scores else None
-    summary.axes = by_axis(records, mode=mode)
+    summary.axes = by_axis(records, mode=mode, failures=failures)
     summary.usage = judge.usage.to_dict()
     return summary
 

@@ -2,10 +2,11 @@
 
 The judge grades against ``Task``/``Rubric`` (``judge/rubrics.py``); this module is the one place that
 knows the foreign file formats, so the grader and the scoring never see them. A task loads whole or
-not at all: one malformed line (bad JSON, a missing field, a zero weight, a role that contradicts its
-weight) becomes ``"{path}:{line}: {reason}"`` in ``LoadedTasks.errors`` and every other line still
-loads. A repeated task id keeps the first task and reports each later one. Problems with the file as
-a whole (missing, unreadable, shape not recognised) raise ``ConfigError``.
+not at all: one malformed line (bad JSON, a missing field, a role that contradicts its weight)
+becomes ``"{path}:{line}: {reason}"`` in ``LoadedTasks.errors`` and every other line still loads.
+A rubric of weight 0 (real ResearchRubrics data has one) loads in every format and counts in no
+score. A repeated task id keeps the first task and reports each later one. Problems with the file
+as a whole (missing, unreadable, shape not recognised) raise ``ConfigError``.
 
 Task formats, detected from the first record's keys when ``format="auto"``:
 
@@ -27,8 +28,8 @@ Task formats, detected from the first record's keys when ``format="auto"``:
   own RACE score compares against a reference article; graded here, the same criteria give an
   absolute compliance, which is not comparable with RACE numbers.
 - ``researcherbench`` (a JSON array, or JSONL): ``rubrics.json`` items ``{id, question, rubric:
-  [{point, weight}]}`` with weights 1–3 kept as they are (any positive weight is accepted; zero or
-  negative is an error, since ResearcherBench has no penalty items). Points go on the axis
+  [{point, weight}]}`` with weights 1–3 kept as they are (any weight ≥ 0 is accepted; a negative one
+  is an error, since ResearcherBench has no penalty items). Points go on the axis
   ``Coverage`` with role ``implicit`` (expert insights the question does not spell out). When a
   ``questions.json`` (``[{id, question, category, Subject}]``) sits next to ``rubrics.json`` — or
   the path is the folder holding both — its ``category`` becomes ``domain`` (the paper's
@@ -226,7 +227,7 @@ def _from_researchrubrics(obj: dict[str, Any]) -> Task:
             raise _Bad(f"{where}: expected an object")
         role = item.get("role")
         weight = _number(item.get("weight"))
-        if role is None and weight is not None and weight > 0 and item.get("axis") == IMPLICIT_AXIS:
+        if role is None and weight is not None and weight >= 0 and item.get("axis") == IMPLICIT_AXIS:
             role = "implicit"
         known = {k: item[k] for k in ("criterion", "weight", "axis", "fatal") if k in item}
         rubrics.append(_rubric(where, **known, role=role))
@@ -263,8 +264,8 @@ def _from_drb(obj: dict[str, Any]) -> Task:
             if cw is None:
                 raise _Bad(f"{where}: missing numeric weight")
             weight = round(dw * cw * DRB_WEIGHT_SCALE, 6)
-            if weight <= 0:
-                raise _Bad(f"{where}: weight {dw} × {cw} is not positive")
+            if weight < 0:
+                raise _Bad(f"{where}: weight {dw} × {cw} is negative")
             criterion = str(item.get("criterion") or "").strip()
             explanation = str(item.get("explanation") or "").strip()
             text = f"{criterion} — {explanation}" if criterion and explanation else criterion
@@ -297,8 +298,8 @@ def _from_researcherbench(obj: dict[str, Any], questions: dict[str, dict[str, An
         if not isinstance(item, dict):
             raise _Bad(f"{where}: expected an object")
         weight = _number(item.get("weight"))
-        if weight is None or weight <= 0:
-            raise _Bad(f"{where}: weight must be a positive number (ResearcherBench has no penalty items)")
+        if weight is None or weight < 0:
+            raise _Bad(f"{where}: weight must be a number ≥ 0 (ResearcherBench has no penalty items)")
         text = item.get("point", item.get("criterion"))
         rubrics.append(
             _rubric(where, criterion=text, weight=weight, axis=RESEARCHERBENCH_AXIS, role="implicit")

@@ -2,8 +2,9 @@
 
 Verdicts are about the *criterion*: for a negative rubric the criterion describes a flaw, so
 ``satisfied`` means the flaw is present — which is why its negative weight then subtracts.
-A record whose grading failed after retries has ``verdict=None`` and ``failed=True``: it is never
-silently counted as 0.
+A record whose grading failed after retries has ``verdict=None`` and ``failed=True``; the scorer
+counts it the way its ``failures`` option says (the benchmarks' official 0 by default) and always
+reports how many there were.
 """
 
 from __future__ import annotations

@@ -14,9 +14,14 @@ removes the middle ground in the direction that is hardest to game:
 The arithmetic is ``deepresearch.judge.scoring.task_score(records, mode="strict")``, the same code
 the benchmark scores with; this module adds the grading and the failure policy.
 
-A rubric whose grading failed is never counted as 0: by default the reward raises
-``RewardUnavailable``; with ``on_failure="skip"`` the failed rubrics leave both sums (a training loop
-may prefer a slightly noisier reward to a lost sample). ``reward_sync`` serves training loops that are
+A report must never gain reward because the judge failed (a policy would learn to make the judge
+fail). So a failed grading is never left out of the sums: by default the reward raises
+``RewardUnavailable``; with ``on_failure="worst"`` each failed rubric takes the verdict least
+favourable to the report — a requirement not satisfied with its weight kept in the denominator (the
+benchmarks' official 0), a flaw present, a fatal one vetoing — so the reward is at most what any real
+verdict would have given. (Leaving failed rubrics out of both sums, the old ``skip``, could raise the
+reward, and a failed flaw counted 0 as the benchmarks do would escape its penalty; neither is offered.)
+Rubrics of weight 0 are not sent to the judge. ``reward_sync`` serves training loops that are
 not async; it runs the judge on one background event loop that lives as long as the process, so the
 judge's HTTP connections stay on one loop — do not also use the same ``Judge`` from another loop.
 """
@@ -27,7 +32,7 @@ import asyncio
 import threading
 from collections.abc import Coroutine, Sequence
 from functools import cache
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 from deepresearch.errors import RewardUnavailable
 from deepresearch.judge.grader import Judge
@@ -37,19 +42,24 @@ from deepresearch.judge.scoring import task_score
 
 T = TypeVar("T")
 
-OnFailure = Literal["raise", "skip"]
+OnFailure = Literal["raise", "worst"]
 
 
 def strict_reward(records: Sequence[JudgeRecord], *, on_failure: OnFailure = "raise") -> float:
     """The strict, normalised reward of one report's records (``task_score`` in ``strict`` mode)."""
-    failed = [record for record in records if record.failed or record.verdict is None]
+    if on_failure not in get_args(OnFailure):
+        raise ValueError(
+            f"unknown on_failure {on_failure!r}; use 'raise' or 'worst' (a judge failure must never "
+            "raise a reward, so failed rubrics are not skipped)"
+        )
+    failed = [r for r in records if (r.failed or r.verdict is None) and r.weight != 0]
     if failed and on_failure == "raise":
         names = "; ".join(f"{record.criterion[:60]!r}: {record.error}" for record in failed[:3])
         more = f" (and {len(failed) - 3} more)" if len(failed) > 3 else ""
         raise RewardUnavailable(f"{len(failed)} of {len(records)} rubrics failed to grade: {names}{more}")
     try:
-        return task_score(records, mode="strict").score
-    except ValueError as exc:  # e.g. every positive rubric failed: there is no scale left
+        return task_score(records, mode="strict", failures="worst").score
+    except ValueError as exc:  # e.g. no positive rubric: there is no scale
         raise RewardUnavailable(str(exc)) from exc
 
 
@@ -65,7 +75,7 @@ async def reward(
     """Grade ``report`` against ``rubrics`` with ``judge`` and return the strict reward."""
     if not any(rubric.weight > 0 for rubric in rubrics):
         raise ValueError("a reward needs at least one rubric with a positive weight")
-    task = Task(task_id=task_id, prompt=task_prompt, rubrics=list(rubrics))
+    task = Task(task_id=task_id, prompt=task_prompt, rubrics=list(rubrics)).scored()
     return strict_reward(await judge.grade_task(task, report), on_failure=on_failure)
 
 

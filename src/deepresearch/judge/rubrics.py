@@ -4,7 +4,9 @@ A rubric is one checkable criterion with a weight. Positive weights reward what 
 negative weights describe flaws (ResearchRubrics keeps them out of the denominator). ``role`` is the
 report's taxonomy: ``explicit`` (asked for in the prompt), ``implicit`` (what an expert expects
 anyway) and ``negative`` (a flaw). ``fatal`` marks a professional error that zeroes the whole report
-(ADR-Bench's finance/law track).
+(ADR-Bench's finance/law track). A weight of 0 is allowed because real benchmark data has it (one
+ResearchRubrics dev task): such a rubric loads and is counted, but it can never change a score, so
+``Task.scored`` leaves it out of what the judge is asked.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ class Rubric(BaseModel):
     criterion: str = Field(min_length=1)
     """What the report must do (or, for a negative rubric, the flaw it must not have)."""
     weight: float
-    """Importance; negative for flaws. Zero is refused (it could never matter)."""
+    """Importance; negative for flaws. Zero loads but never counts (it is reported, not graded)."""
     axis: str = ""
     """ResearchRubrics axis, e.g. ``Explicit Criteria``, ``Implicit Criteria``, ``Synthesis of
     Information``, ``References & Citation Quality``, ``Communication Quality``, ``Instruction Following``."""
@@ -33,11 +35,9 @@ class Rubric(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> Rubric:
-        if self.weight == 0:
-            raise ValueError("a rubric weight of 0 can never count; use a positive weight or a negative one")
         if self.role is None:
             self.role = "negative" if self.weight < 0 else "explicit"
-        if (self.role == "negative") != (self.weight < 0):
+        if self.weight != 0 and (self.role == "negative") != (self.weight < 0):
             raise ValueError(
                 f"role {self.role!r} does not match weight {self.weight}: negative rubrics "
                 "carry negative weights and only they do"
@@ -62,3 +62,14 @@ class Task(BaseModel):
     @property
     def positive_weight(self) -> float:
         return sum(r.weight for r in self.rubrics if r.weight > 0)
+
+    @property
+    def zero_weight(self) -> int:
+        """How many rubrics have weight 0 (loaded and reported; they count in no score)."""
+        return sum(1 for r in self.rubrics if r.weight == 0)
+
+    def scored(self) -> Task:
+        """This task without its weight-0 rubrics: what is worth sending to the judge."""
+        if not self.zero_weight:
+            return self
+        return self.model_copy(update={"rubrics": [r for r in self.rubrics if r.weight != 0]})

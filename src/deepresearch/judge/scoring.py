@@ -25,11 +25,24 @@ report — a positive one valued 0, a negative one whose flaw is valued 1 under 
 the majority verdict — the report is unusable and scores ``min(raw, 0)``: 0, unless the flaws had
 already pushed it below 0 (a veto never raises a score).
 
-Records whose grading failed (``verdict`` None or ``failed``) leave both numerator and denominator
-and are counted in ``failed_items``: a grading failure is never a silent 0. A task with no
-positive-weight rubric has no defined score (ResearchRubrics tasks always have positive weight;
-the official script would return 0) and raises ``ValueError``, as does a task whose positive rubrics
-all failed to grade.
+A rubric whose grading failed (``verdict`` None or ``failed``: the judge erred or refused after its
+retries) is counted by ``failures``, and always reported in ``failed_items``:
+
+- ``zero`` (the default, both benchmarks' official accounting): a failed positive rubric is worth 0
+  with its weight kept in the denominator (ResearchRubrics scores a failed grading 0; ResearcherBench
+  counts it "not covered"). A failed negative rubric is worth 0 too, which by the same formula
+  (negatives live in the numerator only) means no penalty. A task whose positive rubrics all fail
+  scores 0 and stays in the mean. A failed grading is no evidence of a fatal error, so it never vetoes.
+- ``skip`` (the old accounting): failed rubrics leave both numerator and denominator, so the score
+  covers only what was graded; a task whose positive rubrics all failed has no score (``ValueError``).
+- ``worst`` (the RL reward's): each failed rubric takes the verdict least favourable to the report —
+  a requirement not satisfied, a flaw present, a fatal one vetoing — so no judge failure can ever
+  raise a score above what any real verdict would have given.
+
+A rubric of weight 0 (one real ResearchRubrics task has one) loads and is counted in ``zero_weight``
+but enters no sum in any mode, graded or not. A task with no positive-weight rubric has no defined
+score (ResearchRubrics tasks always have positive weight; the official script would return 0) and
+raises ``ValueError``.
 """
 
 from __future__ import annotations
@@ -43,6 +56,8 @@ from deepresearch.judge.records import TERNARY_SCORE, JudgeRecord, Verdict
 from deepresearch.judge.rubrics import Task
 
 ScoreMode = Literal["ternary", "binary", "strict"]
+Failures = Literal["zero", "skip", "worst"]
+"""How a failed grading counts: official 0 with its weight kept, left out of both sums, or worst case."""
 
 
 @dataclass(frozen=True)
@@ -51,24 +66,28 @@ class TaskScore:
     score: float
     """The task's score under ``mode`` (0–1 for a clean report; below 0 when flaws outweigh merits)."""
     positive_weight: float
-    """Σ weights of the graded positive rubrics: the denominator."""
+    """Σ weights of the positive rubrics counted (failed ones too, unless ``failures="skip"``)."""
     earned: float
     """Σ w·v over the graded positive rubrics."""
     penalties: float
-    """Σ |w|·v over the graded negative rubrics (a magnitude, ≥ 0)."""
+    """Σ |w|·v over the negative rubrics counted (a magnitude, ≥ 0)."""
     fatal_hit: bool
     failed_items: int
-    """Rubrics whose grading failed; left out of the numerator and the denominator."""
+    """Rubrics of non-zero weight whose grading failed; counted as ``failures`` says."""
     per_axis: dict[str, float | None]
     """Compliance within each axis of this task; None for an axis without graded positive weight."""
     mode: ScoreMode = "ternary"
     raw_score: float = 0.0
     """The score before any fatal veto."""
     fatal_criteria: tuple[str, ...] = ()
+    failures: Failures = "zero"
+    """How the ``failed_items`` were counted."""
+    zero_weight: int = 0
+    """Rubrics of weight 0 among the records: loaded and reported, never in a sum."""
 
     @property
     def flagged(self) -> bool:
-        """True when some rubric could not be graded, so the score covers fewer rubrics than the task."""
+        """True when some rubric could not be graded (counted as ``failures`` says)."""
         return self.failed_items > 0
 
 
@@ -81,6 +100,7 @@ class AxisScore:
     earned: float
     penalties: float
     graded: int
+    """Rubrics counted with a verdict: a real one, or under ``failures="worst"`` the worst one."""
     failures: int
     """Rubrics counting fully against the report (unmet requirement, or flaw present) under the mode."""
     failure_rate: float | None
@@ -92,6 +112,8 @@ class AxisScore:
     the tasks where the axis had at least one failure (so the axes' values need not sum to 1)."""
     tasks_with_failures: int
     failed_items: int
+    """Rubrics of this axis whose grading failed (counted as the ``failures`` option says)."""
+    zero_weight: int = 0
 
 
 @dataclass(frozen=True)
@@ -112,6 +134,7 @@ class _Tally:
     graded: int = 0
     failures: int = 0
     failed_items: int = 0
+    zero_weight: int = 0
     fatal: list[str] = field(default_factory=list)
 
     def ratio(self) -> float | None:
@@ -133,9 +156,11 @@ def counts_against(verdict: Verdict, *, negative: bool, mode: ScoreMode = "terna
     return value == 1.0 if negative else value == 0.0
 
 
-def task_score(records: Sequence[JudgeRecord], *, mode: ScoreMode = "ternary") -> TaskScore:
-    """Score one task's records (all with the same ``task_id``) under ``mode``."""
-    _check_mode(mode)
+def task_score(
+    records: Sequence[JudgeRecord], *, mode: ScoreMode = "ternary", failures: Failures = "zero"
+) -> TaskScore:
+    """Score one task's records (all with the same ``task_id``) under ``mode``; ``failures`` says how."""
+    _check_mode(mode, failures)
     if not records:
         raise ValueError("no judge records to score")
     task_id = records[0].task_id
@@ -145,8 +170,8 @@ def task_score(records: Sequence[JudgeRecord], *, mode: ScoreMode = "ternary") -
     total = _Tally()
     axes: dict[str, _Tally] = defaultdict(_Tally)
     for record in records:
-        _add(total, record, mode)
-        _add(axes[record.axis], record, mode)
+        _add(total, record, mode, failures)
+        _add(axes[record.axis], record, mode, failures)
     if not any(r.weight > 0 for r in records):
         raise ValueError(
             f"task {task_id!r} has no positive-weight rubric, so Σ w·v / Σ w₊ is undefined "
@@ -156,7 +181,8 @@ def task_score(records: Sequence[JudgeRecord], *, mode: ScoreMode = "ternary") -
     if raw is None:
         positives = sum(1 for r in records if r.weight > 0)
         raise ValueError(
-            f"task {task_id!r}: all {positives} positive rubrics failed to grade; regrade them before scoring"
+            f"task {task_id!r}: all {positives} positive rubrics failed to grade; regrade them before "
+            "scoring, or count failures as 0 (failures='zero')"
         )
     return TaskScore(
         task_id=task_id,
@@ -170,12 +196,16 @@ def task_score(records: Sequence[JudgeRecord], *, mode: ScoreMode = "ternary") -
         mode=mode,
         raw_score=raw,
         fatal_criteria=tuple(total.fatal),
+        failures=failures,
+        zero_weight=total.zero_weight,
     )
 
 
-def score_tasks(records: Iterable[JudgeRecord], *, mode: ScoreMode = "ternary") -> list[TaskScore]:
+def score_tasks(
+    records: Iterable[JudgeRecord], *, mode: ScoreMode = "ternary", failures: Failures = "zero"
+) -> list[TaskScore]:
     """``task_score`` for every task in ``records``, in order of first appearance."""
-    return [task_score(group, mode=mode) for group in group_by_task(records).values()]
+    return [task_score(group, mode=mode, failures=failures) for group in group_by_task(records).values()]
 
 
 def group_by_task(records: Iterable[JudgeRecord]) -> dict[str, list[JudgeRecord]]:
@@ -193,19 +223,22 @@ def benchmark_score(task_scores: Iterable[TaskScore]) -> float:
     return 100.0 * sum(scores) / len(scores)
 
 
-def by_axis(records: Iterable[JudgeRecord], *, mode: ScoreMode = "ternary") -> dict[str, AxisScore]:
+def by_axis(
+    records: Iterable[JudgeRecord], *, mode: ScoreMode = "ternary", failures: Failures = "zero"
+) -> dict[str, AxisScore]:
     """Per-axis compliance (the task formula within the axis, pooled over tasks) and failure breakdown.
 
     Fatal vetoes are task-level and do not apply here. A failure is a rubric that counts fully against
     the report (``counts_against``); unlike ResearchRubrics' script, which counts every "Not Satisfied"
-    label, a negative rubric fails when its flaw is present, not when it is absent.
+    label, a negative rubric fails when its flaw is present, not when it is absent. A failed grading
+    is counted in ``failed_items``, and among ``failures`` only under ``failures="worst"``.
     """
-    _check_mode(mode)
+    _check_mode(mode, failures)
     axes: dict[str, _Tally] = defaultdict(_Tally)
     per_task: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for record in records:
         before = axes[record.axis].failures
-        _add(axes[record.axis], record, mode)
+        _add(axes[record.axis], record, mode, failures)
         if axes[record.axis].failures > before:
             per_task[record.task_id][record.axis] += 1
     all_failures = sum(t.failures for t in axes.values())
@@ -228,6 +261,7 @@ def by_axis(records: Iterable[JudgeRecord], *, mode: ScoreMode = "ternary") -> d
             mean_task_failure_share=sum(shares[axis]) / len(shares[axis]) if shares[axis] else None,
             tasks_with_failures=len(shares[axis]),
             failed_items=tally.failed_items,
+            zero_weight=tally.zero_weight,
         )
         for axis, tally in sorted(axes.items())
     }
@@ -256,26 +290,39 @@ def by_domain(tasks: Iterable[Task], task_scores: Iterable[TaskScore]) -> dict[s
     }
 
 
-def _add(tally: _Tally, record: JudgeRecord, mode: ScoreMode) -> None:
+def _add(tally: _Tally, record: JudgeRecord, mode: ScoreMode, failures: Failures) -> None:
     negative = _is_negative(record)
-    if record.failed or record.verdict is None:
-        tally.failed_items += 1
+    if record.weight == 0:
+        tally.zero_weight += 1
         return
-    if mode == "ternary" and record.score is not None:
-        if not 0.0 <= record.score <= 1.0:
-            raise ValueError(
-                f"task {record.task_id!r}: score {record.score} of {record.criterion!r} is not in 0–1"
-            )
-        value = record.score
+    verdict = record.verdict
+    if record.failed or verdict is None:
+        tally.failed_items += 1
+        if failures == "skip":
+            return
+        if failures == "zero":
+            if not negative:
+                tally.positive_weight += record.weight  # worth 0, weight kept in the denominator
+            return
+        verdict = "satisfied" if negative else "not_satisfied"  # worst: the least favourable verdict
+        tally.graded += 1
+        value = rubric_value(verdict, negative=negative, mode=mode)
     else:
-        value = rubric_value(record.verdict, negative=negative, mode=mode)
-    tally.graded += 1
+        tally.graded += 1
+        if mode == "ternary" and record.score is not None:
+            if not 0.0 <= record.score <= 1.0:
+                raise ValueError(
+                    f"task {record.task_id!r}: score {record.score} of {record.criterion!r} is not in 0–1"
+                )
+            value = record.score
+        else:
+            value = rubric_value(verdict, negative=negative, mode=mode)
     if negative:
         tally.penalties += -record.weight * value
     else:
         tally.positive_weight += record.weight
         tally.earned += record.weight * value
-    if counts_against(record.verdict, negative=negative, mode=mode):
+    if counts_against(verdict, negative=negative, mode=mode):
         tally.failures += 1
         if record.fatal:
             tally.fatal.append(record.criterion)
@@ -283,7 +330,7 @@ def _add(tally: _Tally, record: JudgeRecord, mode: ScoreMode) -> None:
 
 def _is_negative(record: JudgeRecord) -> bool:
     if record.weight == 0:
-        raise ValueError(f"task {record.task_id!r}: rubric {record.criterion!r} has weight 0")
+        return False  # a zero weight counts nowhere, whatever its role
     if (record.role == "negative") != (record.weight < 0):
         raise ValueError(
             f"task {record.task_id!r}: rubric {record.criterion!r} has role {record.role!r} "
@@ -292,6 +339,10 @@ def _is_negative(record: JudgeRecord) -> bool:
     return record.weight < 0
 
 
-def _check_mode(mode: str) -> None:
+def _check_mode(mode: str, failures: str = "zero") -> None:
     if mode not in get_args(ScoreMode):
         raise ValueError(f"unknown score mode {mode!r}; use one of {', '.join(get_args(ScoreMode))}")
+    if failures not in get_args(Failures):
+        raise ValueError(
+            f"unknown failure accounting {failures!r}; use one of {', '.join(get_args(Failures))}"
+        )

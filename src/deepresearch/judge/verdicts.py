@@ -87,7 +87,7 @@ def normalize_verdict(label: Any) -> Verdict | None:
 
 def parse_verdict(text: str) -> Trial:
     """One verdict from a reply to ``positive.j2`` or ``negative.j2``; raises ``InvalidJudgeOutput``."""
-    data = _load(text)
+    data = load_json(text)
     objects = _entries(data, ("results", "verdicts", "items"))  # also a one-item batch-style answer
     for candidate in reversed(objects):  # a model that thinks aloud in JSON ends with its answer
         trial = _trial(candidate)
@@ -106,7 +106,7 @@ def parse_batch(text: str, count: int) -> dict[int, Trial]:
     Items the reply left out or garbled are simply absent (the grader asks for them one by one);
     ``InvalidJudgeOutput`` only when no item at all could be read.
     """
-    entries = _entries(_load(text), ("results", "verdicts", "items", "grades"))
+    entries = _entries(load_json(text), ("results", "verdicts", "items", "grades"))
     trials: dict[int, Trial] = {}
     for index, entry in _indexed(entries, count):
         trial = _trial(entry)
@@ -123,7 +123,7 @@ def parse_evidence(text: str, count: int, *, part: int) -> dict[int, ChunkEviden
     An item the reply left out found nothing in this part; a reply with no readable structure at all
     raises ``InvalidJudgeOutput`` (it must not pass for "nothing relevant").
     """
-    data = _load(text)
+    data = load_json(text)
     if not isinstance(data, dict | list) or (isinstance(data, dict) and not data):
         raise InvalidJudgeOutput(_problem(text, []))
     if (
@@ -158,7 +158,7 @@ def refusal_in(text: str) -> bool:
 # --- helpers
 
 
-def _load(text: str) -> Any:
+def load_json(text: str) -> Any:
     """The JSON in ``text`` (fences, prose and truncation tolerated), or ``""`` when there is none."""
     if not text.strip():
         return ""
