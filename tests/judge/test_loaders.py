@@ -439,3 +439,26 @@ def test_reports_from_benchmark_submission_files(tmp_path):
     assert load_reports(researcherbench) == {"1": "RB answer"}
     with pytest.raises(ConfigError, match="does not exist"):
         load_reports(tmp_path / "missing")
+
+
+def test_researcherbench_real_file_name_and_repository_layout(tmp_path):
+    # the repository ships data/eval_data/rubric.json (singular) beside questions.json
+    eval_data = tmp_path / "ResearcherBench" / "data" / "eval_data"
+    eval_data.mkdir(parents=True)
+    write_researcherbench(eval_data)
+    (eval_data / "rubrics.json").rename(eval_data / "rubric.json")
+    root = tmp_path / "ResearcherBench"
+    for source in (root, root / "data", eval_data, eval_data / "rubric.json", eval_data / "questions.json"):
+        loaded = load_tasks(source)
+        assert loaded.format == "researcherbench", source
+        assert [(t.task_id, t.domain) for t in loaded.tasks] == [
+            ("1", "Technical Details"),
+            ("3", "Literature Survey"),
+        ], source
+        assert (
+            loaded.errors[-1]
+            == f"{eval_data / 'questions.json'}:20: question 4 has no rubrics in rubric.json"
+        )
+    # the layout is looked for two levels down, no deeper: a folder above it says what it looks for
+    with pytest.raises(ConfigError, match=r"rubric\.json, also under data/eval_data/"):
+        load_tasks(tmp_path)

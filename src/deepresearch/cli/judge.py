@@ -27,16 +27,27 @@ def judge_grade(
     out: Annotated[Path, typer.Option("--out", help="Per-rubric records (JSONL).")] = Path("results.jsonl"),
     trials: Annotated[int, typer.Option("--trials", help="Independent gradings per rubric (paper: 3).")] = 1,
     batch: Annotated[int, typer.Option("--batch", help="Rubrics per judge call.")] = 1,
+    protocol: Annotated[
+        Literal["auto", "researchrubrics", "researcherbench", "ours"],
+        typer.Option(
+            "--protocol",
+            help="Scoring protocol: researchrubrics (ternary), researcherbench (binary), ours (ternary), "
+            "all counting failed gradings as 0; auto picks it from the task file's format.",
+        ),
+    ] = "auto",
     mode: Annotated[
-        Literal["ternary", "binary", "strict"], typer.Option("--mode", help="ternary, binary or strict.")
-    ] = "ternary",
+        Literal["ternary", "binary", "strict"] | None,
+        typer.Option("--mode", help="ternary, binary or strict; overrides the protocol's mode."),
+    ] = None,
     failures: Annotated[
-        Literal["zero", "skip"],
+        Literal["zero", "skip"] | None,
         typer.Option(
             "--failures",
-            help="A failed grading: zero (official: worth 0, weight kept) or skip (left out of both sums).",
+            help="A failed grading: zero (official: worth 0, weight kept) or skip (left out of both "
+            "sums); overrides the protocol's (zero).",
         ),
-    ] = "zero",
+    ] = None,
+    concurrency: Annotated[int, typer.Option("--concurrency", help="Judge requests in flight at once.")] = 8,
     max_report_tokens: Annotated[
         int, typer.Option("--max-report-tokens", help="Longer reports are judged in chunks.")
     ] = 100_000,
@@ -44,7 +55,14 @@ def judge_grade(
     *,
     flags: SettingsFlags,
 ) -> None:
-    """Grade reports against their rubrics; print per-task scores and the benchmark score."""
+    """Grade reports against their rubrics; print the scores and write summary.json next to --out.
+
+    Summary: overall, per task, per dimension and per domain (means over tasks), failures, tokens, cost.
+
+    The protocol (--protocol; auto: from the task file's format) sets the mode and failure accounting.
+
+    An explicit --mode or --failures overrides the protocol's.
+    """
     from rich.console import Console
     from rich.table import Table
 
@@ -64,8 +82,10 @@ def judge_grade(
             out=out,
             trials=trials,
             batch=batch,
+            protocol=protocol,
             mode=mode,
             failures=failures,
+            concurrency=concurrency,
             max_report_tokens=max_report_tokens,
             cache=cache,
             on_task=progress,
@@ -85,12 +105,25 @@ def judge_grade(
         say(f"  {problem}", color="yellow")
     if summary.missing:
         say(f"  no report for: {', '.join(summary.missing)}", color="yellow")
+    if summary.protocol is not None:
+        typer.echo(f"protocol: {summary.protocol.describe()}")
+    if summary.per_dimension:
+        shown = ", ".join(f"{axis} {d['score']:.2f}" for axis, d in summary.per_dimension.items())
+        typer.echo(f"by dimension (mean over tasks): {shown}")
+    if len(summary.per_domain) > 1 or any(summary.per_domain):
+        shown = ", ".join(
+            f"{domain or '(none)'} {d['score']:.2f} ({d['tasks']})"
+            for domain, d in summary.per_domain.items()
+        )
+        typer.echo(f"by domain: {shown}")
     score = "n/a" if summary.benchmark is None else f"{summary.benchmark:.2f}"
     zero = f"; {summary.zero_weight} weight-0 rubrics not graded" if summary.zero_weight else ""
+    tokens = summary.usage.get("total_tokens", 0)
     typer.echo(
-        f"benchmark score ({mode}): {score} over {len(summary.scores)} tasks; "
-        f"{summary.failed} failed gradings counted as {failures}{zero}; "
-        f"judge cost ${summary.usage.get('cost_usd', 0):.4f}; records in {out}"
+        f"benchmark score ({summary.mode}): {score} over {len(summary.scores)} tasks; "
+        f"{summary.failed} failed gradings counted as {summary.failures}{zero}; "
+        f"judge cost ${summary.usage.get('cost_usd', 0):.4f} ({tokens} tokens); records in {out}; "
+        f"summary in {summary.summary_path}"
     )
 
 

@@ -27,13 +27,15 @@ Task formats, detected from the first record's keys when ``format="auto"``:
   criteria are ``explicit``, the other dimensions ``implicit``; none is negative. Note that DRB's
   own RACE score compares against a reference article; graded here, the same criteria give an
   absolute compliance, which is not comparable with RACE numbers.
-- ``researcherbench`` (a JSON array, or JSONL): ``rubrics.json`` items ``{id, question, rubric:
+- ``researcherbench`` (a JSON array, or JSONL): ``rubric.json`` items ``{id, question, rubric:
   [{point, weight}]}`` with weights 1–3 kept as they are (any weight ≥ 0 is accepted; a negative one
   is an error, since ResearcherBench has no penalty items). Points go on the axis
   ``Coverage`` with role ``implicit`` (expert insights the question does not spell out). When a
-  ``questions.json`` (``[{id, question, category, Subject}]``) sits next to ``rubrics.json`` — or
-  the path is the folder holding both — its ``category`` becomes ``domain`` (the paper's
+  ``questions.json`` (``[{id, question, category, Subject}]``) sits next to ``rubric.json`` — or
+  the path is the folder holding both, or a folder with them under ``eval_data/`` or
+  ``data/eval_data/`` (the repository's layout) — its ``category`` becomes ``domain`` (the paper's
   question-type breakdown) and ``Subject`` goes to ``meta``; a question without rubrics is an error.
+  ``rubrics.json`` is accepted as the rubric file's name too.
 
 Reports: ``load_reports`` reads a folder of ``<task_id>.md`` files, a folder of run directories, one
 run directory, or a file of ``{id, article}`` (DeepResearch Bench submission) / ``{id, response}``
@@ -66,6 +68,8 @@ TaskFormat = Literal["auto", "native", "researchrubrics", "drb", "researcherbenc
 DRB_WEIGHT_SCALE = 100.0
 """DeepResearch Bench weight = dimension weight × criterion weight × this (a task's weights sum to 100)."""
 RESEARCHERBENCH_AXIS = "Coverage"
+RESEARCHERBENCH_RUBRICS = ("rubric.json", "rubrics.json")
+"""ResearcherBench's rubric file: the name its repository ships (``data/eval_data/rubric.json``) first."""
 IMPLICIT_AXIS = "Implicit Criteria"
 
 
@@ -106,9 +110,13 @@ def load_tasks(path: str | Path, *, format: TaskFormat = "auto") -> LoadedTasks:
     if format not in get_args(TaskFormat):
         raise ConfigError(f"unknown task format {format!r}; use one of {', '.join(get_args(TaskFormat))}")
     if path.is_dir():
-        if format in ("auto", "researcherbench") and (path / "rubrics.json").is_file():
-            return _load_researcherbench(path / "rubrics.json", path / "questions.json")
-        raise ConfigError(f"{path} is a folder; only ResearcherBench's folder (rubrics.json) can be read")
+        rubrics = _researcherbench_rubrics(path) if format in ("auto", "researcherbench") else None
+        if rubrics is not None:
+            return _load_researcherbench(rubrics, rubrics.with_name("questions.json"))
+        raise ConfigError(
+            f"{path} is a folder; only ResearcherBench's folder (rubric.json, also under "
+            "data/eval_data/) can be read"
+        )
     text = _read(path)
     if text.lstrip().startswith("["):
         return _load_json_array(path, text, format)
@@ -128,13 +136,26 @@ def _load_json_array(path: Path, text: str, format: TaskFormat) -> LoadedTasks:
     items, error = _json_array(text)
     first = next((value for _, value in items if isinstance(value, dict)), {})
     if "rubric" not in first and "question" in first:  # questions.json: the rubrics sit beside it
-        rubrics = path.with_name("rubrics.json")
-        if not rubrics.is_file():
+        rubrics = next(
+            (path.with_name(n) for n in RESEARCHERBENCH_RUBRICS if path.with_name(n).is_file()), None
+        )
+        if rubrics is None:
             raise ConfigError(
-                f"{path} holds ResearcherBench questions; {rubrics} with their rubrics is missing"
+                f"{path} holds ResearcherBench questions; "
+                f"{path.with_name(RESEARCHERBENCH_RUBRICS[0])} with their rubrics is missing"
             )
         return _load_researcherbench(rubrics, path)
     return _load_researcherbench(path, path.with_name("questions.json"), parsed=(items, error))
+
+
+def _researcherbench_rubrics(folder: Path) -> Path | None:
+    """The rubric file of a ResearcherBench folder: the folder itself, its ``eval_data/`` or its
+    ``data/eval_data/`` (the repository's layout), ``rubric.json`` (the real name) or ``rubrics.json``."""
+    for where in (folder, folder / "eval_data", folder / "data" / "eval_data"):
+        for name in RESEARCHERBENCH_RUBRICS:
+            if (where / name).is_file():
+                return where / name
+    return None
 
 
 def _load_researcherbench(
