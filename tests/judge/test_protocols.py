@@ -238,8 +238,18 @@ def test_protocol_choice_by_format() -> None:
     skipped = choose_protocol("auto", "researcherbench", failures="skip")
     assert (
         skipped.describe()
-        == "researcherbench (binary, failures counted as skip by --failures instead of zero)"
+        == "researcherbench (binary, failures counted as skip by --failures instead of zero), "
+        "official-researcherbench prompts"
     )
+    assert choose_protocol("auto", "researchrubrics").prompts == "official-researchrubrics"
+    assert choose_protocol("auto", "native").prompts == "paper"
+    paper = choose_protocol("auto", "researchrubrics", prompts="paper")
+    assert paper.prompts == "paper" and paper.prompts_overridden
+    assert paper.describe().endswith("paper prompts by --prompts instead of official-researchrubrics")
+    official = choose_protocol("researcherbench", "native", prompts="official")
+    assert official.prompts == "official-researcherbench" and not official.prompts_overridden
+    with pytest.raises(ConfigError, match="no official prompts"):
+        choose_protocol("auto", "native", prompts="official")
     with pytest.raises(ConfigError, match="unknown protocol"):
         choose_protocol("leaderboard", "native")
     bad = runner.invoke(app, ["judge", "grade", "--tasks", "t", "--reports", "r", "--protocol", "x"])

@@ -47,6 +47,16 @@ def judge_grade(
             "sums); overrides the protocol's (zero).",
         ),
     ] = None,
+    prompts: Annotated[
+        Literal["paper", "official"] | None,
+        typer.Option(
+            "--prompts",
+            help="Judge prompts: official (the benchmark's released evaluator: ResearchRubrics binary with "
+            "axis and weight, no task prompt; ResearcherBench covered or not, with the weight) or paper "
+            "(ternary, with negative-rubric handling); overrides the protocol's (official for the two "
+            "benchmarks, paper for ours).",
+        ),
+    ] = None,
     concurrency: Annotated[int, typer.Option("--concurrency", help="Judge requests in flight at once.")] = 8,
     max_report_tokens: Annotated[
         int, typer.Option("--max-report-tokens", help="Longer reports are judged in chunks.")
@@ -59,9 +69,10 @@ def judge_grade(
 
     Summary: overall, per task, per dimension and per domain (means over tasks), failures, tokens, cost.
 
-    The protocol (--protocol; auto: from the task file's format) sets the mode and failure accounting.
+    The protocol (--protocol; auto: from the task file's format) sets the mode, the failure accounting
+    and the judge's prompts.
 
-    An explicit --mode or --failures overrides the protocol's.
+    An explicit --mode, --failures or --prompts overrides the protocol's.
     """
     from rich.console import Console
     from rich.table import Table
@@ -85,6 +96,7 @@ def judge_grade(
             protocol=protocol,
             mode=mode,
             failures=failures,
+            prompts=prompts,
             concurrency=concurrency,
             max_report_tokens=max_report_tokens,
             cache=cache,

@@ -5,7 +5,9 @@ loader, a new report among old ones) must not pay for them again. One entry is o
 rubric, stored as the parsed ``Trial``. Its key is a SHA-256 over everything the verdict depends on:
 
 - the judge model and its sampling temperature,
-- the version of the prompt templates (a hash of every file in ``judge/prompts/``),
+- the prompt family (``paper``, ``official-researchrubrics``, …: the same rubric asked another way is
+  another question) and the version of its templates (a hash of the files in ``judge/prompts/`` it
+  renders),
 - the grading method (``single``, ``batch``, ``chunked:<tokens per chunk>``): a batch verdict was given
   beside other rubrics and a chunked one from collected evidence, so they are not interchangeable,
 - the rubric's criterion and polarity, the task prompt, the report's SHA-256,
@@ -74,6 +76,7 @@ def cache_key(
     method: str,
     criterion: str,
     negative: bool,
+    prompt_family: str = "paper",
     task_prompt: str,
     report_sha256: str,
     trial_index: int,
@@ -91,6 +94,8 @@ def cache_key(
         report_sha256,
         trial_index,
     ]
+    if prompt_family != "paper":  # appended, so the paper family's existing entries keep their keys
+        parts.append(prompt_family)
     return hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode()).hexdigest()
 
 

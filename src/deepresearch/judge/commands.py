@@ -4,10 +4,13 @@ synthesise RL tasks from seeds. The CLI only parses flags and prints what these 
 A benchmark's number depends on how it reads a verdict and counts a failed grading, so each benchmark
 has a **protocol** (``PROTOCOLS``): ResearchRubrics grades ternary (its official compliance),
 ResearcherBench binary coverage (a point is covered or not: partial credit would inflate it), our own
-tasks ternary; all count a failed grading as 0 with its weight kept, as both benchmarks do. ``auto``
-picks the protocol from the format the task file was read as; an explicit ``mode`` or ``failures``
-still wins over the protocol's, and the summary says so. DeepResearch Bench criteria graded here give
-an absolute compliance under our protocol; its official RACE number is ``judge race``.
+tasks ternary; all count a failed grading as 0 with its weight kept, as both benchmarks do. A protocol
+also names its prompt family: each benchmark's ``official-*`` prompts follow its released evaluator's
+inputs (ResearchRubrics: criterion, axis and weight, no task prompt, binary; ResearcherBench: the point
+and its weight, covered or not), our own tasks the paper's ternary prompts. ``auto`` picks the protocol
+from the format the task file was read as; an explicit ``mode``, ``failures`` or ``prompts`` (``paper``
+or ``official``) still wins over the protocol's, and the summary says so. DeepResearch Bench criteria
+graded here give an absolute compliance under our protocol; its official RACE number is ``judge race``.
 
 ``grade`` writes ``summary.json`` next to the records: the overall score, and per task, per dimension
 and per domain, each averaged per task as the benchmarks average (a dimension's score is the mean of
@@ -38,26 +41,37 @@ from deepresearch.judge.scoring import (
 )
 
 ProtocolName = Literal["auto", "researchrubrics", "researcherbench", "ours"]
+PromptsChoice = Literal["paper", "official"]
 SUMMARY_NAME = "summary.json"
 """Written next to ``grade``'s ``out``."""
 
 
 @dataclass(frozen=True)
 class Protocol:
-    """How one benchmark turns verdicts into its number: the score mode and the failure accounting."""
+    """How one benchmark turns verdicts into its number: the score mode, the failure accounting and
+    the judge's prompt family (``grader.PROMPT_FAMILIES``)."""
 
     name: str
     mode: ScoreMode
     failures: Failures
     about: str
+    prompts: str = "paper"
 
 
 PROTOCOLS: dict[str, Protocol] = {
     "researchrubrics": Protocol(
-        "researchrubrics", "ternary", "zero", "ResearchRubrics' official ternary compliance"
+        "researchrubrics",
+        "ternary",
+        "zero",
+        "ResearchRubrics' official ternary compliance",
+        "official-researchrubrics",
     ),
     "researcherbench": Protocol(
-        "researcherbench", "binary", "zero", "ResearcherBench coverage: a point is covered or not"
+        "researcherbench",
+        "binary",
+        "zero",
+        "ResearcherBench coverage: a point is covered or not",
+        "official-researcherbench",
     ),
     "ours": Protocol("ours", "ternary", "zero", "our own tasks: ternary compliance"),
 }
@@ -80,9 +94,12 @@ class AppliedProtocol:
     """``auto (<format> task file)`` or ``explicit``."""
     mode_overridden: bool = False
     failures_overridden: bool = False
+    prompts: str = "paper"
+    """The judge's prompt family."""
+    prompts_overridden: bool = False
 
     def describe(self) -> str:
-        """E.g. ``researcherbench (binary, failures counted as zero)``."""
+        """E.g. ``researcherbench (binary, failures counted as zero), official-researcherbench prompts``."""
         base = PROTOCOLS[self.name]
         mode = f"{self.mode} by --mode instead of {base.mode}" if self.mode_overridden else self.mode
         failures = (
@@ -90,13 +107,24 @@ class AppliedProtocol:
             if self.failures_overridden
             else f"failures counted as {self.failures}"
         )
-        return f"{self.name} ({mode}, {failures})"
+        prompts = (
+            f"{self.prompts} prompts by --prompts instead of {base.prompts}"
+            if self.prompts_overridden
+            else f"{self.prompts} prompts"
+        )
+        return f"{self.name} ({mode}, {failures}), {prompts}"
 
 
 def choose_protocol(
-    protocol: str, task_format: str, *, mode: ScoreMode | None = None, failures: Failures | None = None
+    protocol: str,
+    task_format: str,
+    *,
+    mode: ScoreMode | None = None,
+    failures: Failures | None = None,
+    prompts: PromptsChoice | None = None,
 ) -> AppliedProtocol:
-    """The protocol for a task file read as ``task_format``; an explicit ``mode``/``failures`` wins."""
+    """The protocol for a task file read as ``task_format``; an explicit ``mode``/``failures`` wins, and
+    ``prompts`` (``paper``, or ``official``: the protocol's benchmark's own) overrides its prompt family."""
     if protocol not in get_args(ProtocolName):
         raise ConfigError(f"unknown protocol {protocol!r}; use one of {', '.join(get_args(ProtocolName))}")
     if protocol == "auto":
@@ -107,6 +135,17 @@ def choose_protocol(
     else:
         name, chosen = protocol, "explicit"
     base = PROTOCOLS[name]
+    family = base.prompts
+    if prompts == "paper":
+        family = "paper"
+    elif prompts == "official":
+        if base.prompts == "paper":
+            raise ConfigError(
+                f"protocol {name} has no official prompts (only ResearchRubrics and ResearcherBench do); "
+                "use --prompts paper or choose --protocol researchrubrics|researcherbench"
+            )
+    elif prompts is not None:
+        raise ConfigError(f"unknown prompts {prompts!r}; use paper or official")
     return AppliedProtocol(
         name=name,
         mode=mode or base.mode,
@@ -114,6 +153,8 @@ def choose_protocol(
         chosen=chosen,
         mode_overridden=mode is not None and mode != base.mode,
         failures_overridden=failures is not None and failures != base.failures,
+        prompts=family,
+        prompts_overridden=family != base.prompts,
     )
 
 
@@ -209,20 +250,22 @@ async def grade(
     protocol: str = "auto",
     mode: ScoreMode | None = None,
     failures: Failures | None = None,
+    prompts: PromptsChoice | None = None,
     concurrency: int = 8,
     max_report_tokens: int = 100_000,
     cache: Path | None = None,
     on_task: Callable[[str, TaskScore | None, float], None] | None = None,
 ) -> GradeSummary:
     """Grade every task's report, write one ``JudgeRecord`` per rubric to ``out`` (JSONL), score, and
-    write ``summary.json`` next to ``out``. ``mode``/``failures`` left None follow the protocol."""
+    write ``summary.json`` next to ``out``. ``mode``/``failures``/``prompts`` left None follow the
+    protocol."""
     from deepresearch.judge.cache import JudgeCache
     from deepresearch.judge.grader import Judge
 
     loaded = load_tasks(tasks_path)
     if not loaded.tasks:
         raise ConfigError(f"{tasks_path}: no task could be loaded ({'; '.join(loaded.errors[:3])})")
-    applied = choose_protocol(protocol, loaded.format, mode=mode, failures=failures)
+    applied = choose_protocol(protocol, loaded.format, mode=mode, failures=failures, prompts=prompts)
     mode, failures = applied.mode, applied.failures
     found = collect_reports(reports, tasks=loaded.tasks)
     summary = GradeSummary(
@@ -252,6 +295,7 @@ async def grade(
         concurrency=concurrency,
         max_report_tokens=max_report_tokens,
         cache=JudgeCache(cache or default_cache_dir() / "judge.sqlite"),
+        prompts=applied.prompts,
     )
     records: list[JudgeRecord] = []
     out.parent.mkdir(parents=True, exist_ok=True)

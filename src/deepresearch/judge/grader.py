@@ -7,6 +7,16 @@ obtained is what this module decides:
   for flaws, ``batch.j2`` for several rubrics of one polarity in one call, ``chunk_evidence.j2`` and
   ``synthesis.j2`` for reports too long to read at once, ``retry_invalid.j2`` after an unreadable
   reply). Every prompt carries the task prompt, so the judge knows what was asked.
+- **Prompt families** (``prompts=``): ``paper`` is the above, the Step-DeepResearch paper's ternary
+  prompts with negative-rubric handling, the default for our own tasks and the RL reward. The
+  ``official-*`` families follow a benchmark's released evaluator in its inputs and answer format (our
+  own wording): ``official-researchrubrics`` asks a binary satisfied / not satisfied question showing
+  the criterion with its axis and weight and *not* the task prompt; ``official-researcherbench`` asks
+  whether a rubric point, shown with its weight, is covered (yes / no). Their answers read into the same
+  verdicts (binary: ``satisfied`` or ``not_satisfied``; a judge that answers "partially" anyway is
+  scored by the protocol's mode). Both polarities use the same question there, as the evaluators do: a
+  negative weight marks a flaw, and "satisfied" means the report has it. Long reports still go through
+  the shared chunk and synthesis prompts.
 - **Trials**: ``trials=n`` grades every rubric n times independently. The record's verdict is the
   majority, a tie goes to the middle verdict (``partially``), and its score is the mean ternary score;
   each trial is kept. The paper samples its judge at temperature 0; that is the client's setting, so
@@ -37,7 +47,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from dataclasses import dataclass, field
 from functools import cache, partial
 from importlib import resources
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from deepresearch.errors import ConfigError, LLMError
 from deepresearch.judge.cache import JudgeCache, cache_key, report_digest
@@ -73,7 +83,14 @@ TEMPLATES = (
     "synthesis.j2",
     "retry_invalid.j2",
 )
-"""The files in ``judge/prompts/`` that the grader renders (and whose hash versions the cache)."""
+"""The files in ``judge/prompts/`` that every prompt family renders (and whose hash versions the cache)."""
+PromptFamily = Literal["paper", "official-researchrubrics", "official-researcherbench"]
+PROMPT_FAMILIES: dict[str, tuple[str, str] | None] = {
+    "paper": None,
+    "official-researchrubrics": ("official_researchrubrics.j2", "official_researchrubrics_batch.j2"),
+    "official-researcherbench": ("official_researcherbench.j2", "official_researcherbench_batch.j2"),
+}
+"""Family → its (single, batch) templates; ``paper`` uses ``positive``/``negative``/``batch.j2``."""
 DEFAULT_MAX_INVALID_RETRIES = 2
 
 _SEPARATORS = (
@@ -95,14 +112,15 @@ def render(name: str, /, **variables: Any) -> str:
 
 
 @cache
-def prompt_version() -> str:
-    """A short hash of the grader's templates: a changed prompt must not reuse cached verdicts.
+def prompt_version(family: str = "paper") -> str:
+    """A short hash of the templates ``family`` renders: a changed prompt must not reuse cached verdicts.
 
-    Only ``TEMPLATES`` count; other modules' templates in the same folder (rubric synthesis) do not.
+    Only ``TEMPLATES`` and the family's own count; other modules' templates in the same folder (rubric
+    synthesis) do not. The paper family's hash is what it was before families existed.
     """
     digest = hashlib.sha256()
     folder = resources.files("deepresearch.judge").joinpath("prompts")
-    for name in sorted(TEMPLATES):
+    for name in sorted({*TEMPLATES, *(PROMPT_FAMILIES[family] or ())}):
         digest.update(name.encode() + b"\0" + folder.joinpath(name).read_bytes() + b"\0")
     return digest.hexdigest()[:16]
 
@@ -210,7 +228,10 @@ class Judge:
         chunk_tokens: int | None = None,
         cache: JudgeCache | None = None,
         max_invalid_retries: int = DEFAULT_MAX_INVALID_RETRIES,
+        prompts: str = "paper",
     ) -> None:
+        if prompts not in PROMPT_FAMILIES:
+            raise ConfigError(f"unknown prompt family {prompts!r}; use one of {', '.join(PROMPT_FAMILIES)}")
         for name, value, least in (
             ("trials", trials, 1),
             ("batch", batch, 1),
@@ -231,6 +252,8 @@ class Judge:
         """Tokens per part of a long report (default: ``max_report_tokens``)."""
         self.cache = cache
         self.max_invalid_retries = max_invalid_retries
+        self.prompts = prompts
+        """The prompt family (``PROMPT_FAMILIES``); part of every cache key."""
         self.usage = Usage()
         """Everything this judge has spent so far, over all tasks."""
         self.calls = 0
@@ -314,12 +337,21 @@ class Judge:
         if len(group) == 1:
             return {group[0].position: await self._grade_single(grading, group[0], trial)}
         negative = group[0].rubric.negative
+        official = PROMPT_FAMILIES[self.prompts]
         prompt = render(
-            "batch.j2",
+            official[1] if official else "batch.j2",
             task_prompt=grading.task.prompt,
             report=grading.report,
             negative=negative,
-            criteria=[{"index": i, "criterion": item.rubric.criterion} for i, item in enumerate(group, 1)],
+            criteria=[
+                {
+                    "index": i,
+                    "criterion": item.rubric.criterion,
+                    "axis": item.rubric.axis,
+                    "weight": _weight(item.rubric.weight),
+                }
+                for i, item in enumerate(group, 1)
+            ],
         )
         parse = partial(parse_batch, count=len(group))
         try:
@@ -340,11 +372,14 @@ class Judge:
         return outcomes
 
     async def _grade_single(self, grading: _Grading, item: _Item, trial: int) -> Outcome:
+        official = PROMPT_FAMILIES[self.prompts]
         prompt = render(
-            "negative.j2" if item.rubric.negative else "positive.j2",
+            official[0] if official else "negative.j2" if item.rubric.negative else "positive.j2",
             task_prompt=grading.task.prompt,
             report=grading.report,
             criterion=item.rubric.criterion,
+            axis=item.rubric.axis,
+            weight=_weight(item.rubric.weight),
         )
         try:
             result = await self._ask(grading, [_user(prompt)], parse_verdict, [item])
@@ -493,7 +528,8 @@ class Judge:
         return cache_key(
             judge_model=self.model_name,
             temperature=self.client.config.temperature,
-            prompt_version=prompt_version(),
+            prompt_version=prompt_version(self.prompts),
+            prompt_family=self.prompts,
             method=method,
             criterion=item.rubric.criterion,
             negative=item.rubric.negative,
@@ -520,7 +556,7 @@ class Judge:
             self._key(grading, item, trial, method),
             result,
             judge_model=self.model_name,
-            prompt_version=prompt_version(),
+            prompt_version=prompt_version(self.prompts),
             method=method,
             criterion=item.rubric.criterion,
             report_sha256=grading.report_sha256,
@@ -570,6 +606,11 @@ class Judge:
 
 def _user(content: str) -> Message:
     return {"role": "user", "content": content}
+
+
+def _weight(weight: float) -> str:
+    """A weight as a rubric writes it: ``3``, ``-1``, ``0.5``."""
+    return f"{weight:g}"
 
 
 def _describe(exc: Exception) -> str:
