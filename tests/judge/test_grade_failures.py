@@ -82,3 +82,23 @@ def test_the_failures_flag_restores_the_old_accounting(fake_llm: FakeOpenAI, tmp
     assert "1 failed gradings counted as skip" in result.stdout
     bad = runner.invoke(app, ["judge", "grade", "--tasks", "t", "--reports", "r", "--failures", "drop"])
     assert bad.exit_code != 0 and "--failures" in bad.output
+
+
+def test_grading_that_scores_no_task_exits_1(fake_llm: FakeOpenAI, tmp_path: Path) -> None:
+    fake_llm.script = ScriptedJudge(ANSWERS)
+    only_flaws = {**TASK, "rubrics": [{"criterion": "Invents statistics", "weight": -1}]}
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text(json.dumps(only_flaws) + "\n")
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports" / "solar.md").write_text("Module prices halved in 2024.")
+    result = runner.invoke(
+        app,
+        [
+            *("judge", "grade", "--tasks", str(tasks), "--reports", str(tmp_path / "reports")),
+            *("--out", str(tmp_path / "results.jsonl"), "--cache", str(tmp_path / "cache.sqlite")),
+            *("--judge-model", "judge-x", "--judge-base-url", fake_llm.base_url),
+        ],
+    )
+    assert result.exit_code == 1, result.output  # graded, but a task without requirements has no score
+    assert "benchmark score (ternary): n/a over 0 tasks" in result.stdout
+    assert "no task could be scored" in result.stderr

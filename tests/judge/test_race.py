@@ -466,3 +466,28 @@ def test_clean_article_drops_citations_links_and_reference_lists_but_keeps_the_t
         "中国出口增长很快。Prices dropped.\n\n## Appendix\nKept."
     )
     assert clean_article("No citations here.\n\nTwo paragraphs.") == "No citations here.\n\nTwo paragraphs."
+
+
+def test_race_command_exits_1_when_no_task_could_be_scored(
+    fake_llm: FakeOpenAI, tmp_path: Path, drb_files: dict[str, Path]
+) -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    from deepresearch.cli.race import judge_race
+
+    app = typer.Typer()
+    app.command("race")(judge_race)
+    app.command("noop")(lambda: None)
+    reports = write_jsonl(
+        tmp_path / "reports.jsonl", [{"id": 1, "prompt": EN_PROMPT, "article": ARTICLES["1"][0]}]
+    )
+    fake_llm.script = lambda request: Reply(status=400, body='{"error": {"message": "bad request"}}')
+    out = tmp_path / "out" / "race.jsonl"
+    args = ["race", "--tasks", str(drb_files["criteria"]), "--references", str(drb_files["references"])]
+    args += ["--reports", str(reports), "--out", str(out)]
+    args += ["--judge-model", "judge-x", "--judge-base-url", fake_llm.base_url]
+    result = CliRunner().invoke(app, args, env={"DEEPRESEARCH_MAX_RETRIES": "0"})
+    assert result.exit_code == 1
+    assert "RACE overall: n/a over 0" in result.stdout and "no task could be scored" in result.stderr
+    assert json.loads((out.parent / "summary.json").read_text(encoding="utf-8"))["overall"] is None

@@ -71,6 +71,9 @@ def judge_fact(
         f"{summary['tokens']}, cost ${summary['cost_usd']:.4f}; results in {out}, "
         f"summary in {out.parent / 'summary.json'}"
     )
+    if not summary["tasks"]:  # asked to check reports and checked none
+        say("error: no report could be checked", color="red")
+        raise typer.Exit(1)
 
 
 async def fact_files(

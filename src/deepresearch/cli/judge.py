@@ -137,6 +137,9 @@ def judge_grade(
         f"judge cost ${summary.usage.get('cost_usd', 0):.4f} ({tokens} tokens); records in {out}; "
         f"summary in {summary.summary_path}"
     )
+    if summary.benchmark is None:  # asked for a score and got none
+        say("error: no task could be scored", color="red")
+        raise typer.Exit(1)
 
 
 @judge_app.command("synth-rubrics")

@@ -59,6 +59,9 @@ def judge_race(
         f"dimensions; judge tokens {tokens['total']} ({tokens['per_task']:.0f} per task), "
         f"cost ${summary['cost_usd']:.4f}; results in {out}, summary in {out.parent / 'summary.json'}"
     )
+    if overall is None:  # asked for a RACE score and got none
+        say("error: no task could be scored", color="red")
+        raise typer.Exit(1)
 
 
 async def race_files(
