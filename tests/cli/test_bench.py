@@ -82,7 +82,14 @@ def test_grade_then_report(benches, fake_llm, tmp_path):
     assert "alpha: score (ternary) 83.3 over 3 task(s)" in result.output
     with BenchStore.open(benches / "alpha") as store:
         grades = store.grades()
-        assert store.judge_meta()["model"] == "judge"
+        meta = store.judge_meta()
+        assert meta["model"] == "judge"
+        assert (meta["protocol"], meta["mode"], meta["failures"], meta["prompts"]) == (
+            "ours",
+            "ternary",
+            "zero",
+            "paper",
+        )
     assert len(grades) == 9 and {g.task_id for g in grades} == set(PROMPTS)
     assert not any(g.failed for g in grades)
 
@@ -185,3 +192,52 @@ def test_a_benchmark_names_the_tasks_done_without_a_cited_report(fake_llm, corpu
     assert "3 done, 0 failed" in result.output
     listed = ", ".join(f"{task_id} (uncited)" for task_id in PROMPTS)
     assert f"3 task(s) done without a cited report: {listed}" in result.stderr
+
+
+def test_a_drb_benchmark_is_graded_by_race_and_reported_so(fake_llm, corpus_index, tmp_path):
+    from tests.judge.test_grade_benchmarks import shipped_layout
+    from tests.judge.test_race import CRITERIA, write_drb_files
+
+    criteria = shipped_layout(write_drb_files(tmp_path), tmp_path / "drb")
+
+    def race_judge(request: dict[str, Any]) -> Reply:
+        """Every criterion: the target 6, the reference 4, so each task's RACE is exactly 0.6."""
+        text = request["messages"][0]["content"]
+        task = "2" if "分析中国" in text else "1"
+        scores = {
+            dimension: [{"criterion": n, "article_1": 6, "article_2": 4} for n in range(1, len(items) + 1)]
+            for dimension, items in CRITERIA[task].items()
+        }
+        return Reply(content=json.dumps(scores))
+
+    fake_llm.script = routed(race_judge)
+    root = tmp_path / "bench"
+    ran = invoke(
+        *("bench", "run", "--tasks", str(criteria), "--name", "drb", "--dir", str(root / "drb")),
+        *("--base-url", fake_llm.base_url, "--model", "model-a", "--index", str(corpus_index), "--quiet"),
+    )
+    assert ran.exit_code == 0, ran.output
+    result = invoke("bench", "grade", "drb", "--root", str(root), *judge_flags(fake_llm))
+    assert result.exit_code == 0, result.output
+    assert "drb: protocol: deepresearchbench (RACE" in result.output
+    assert "drb: score (RACE) 60.0 over 2 task(s); 0 failed gradings" in result.output
+    summary = json.loads((root / "drb" / "race-summary.json").read_text(encoding="utf-8"))
+    assert summary["overall"] == pytest.approx(60.0, abs=1e-9)
+    with BenchStore.open(root / "drb") as store:
+        assert store.judge_meta()["protocol"] == "deepresearchbench" and store.grades() == []
+
+    shown = invoke("bench", "report", "drb", "--root", str(root), "--out", str(tmp_path / "r.html"))
+    assert shown.exit_code == 0, shown.output
+    assert "score: race" in shown.output and "60.0" in shown.output
+
+
+def test_grading_that_scores_nothing_exits_1(benches, fake_llm):
+    fake_llm.script = routed(lambda request: Reply(status=400, body='{"error": {"message": "bad request"}}'))
+    result = runner.invoke(
+        app,
+        ["bench", "grade", "alpha", "--root", str(benches), *judge_flags(fake_llm)],
+        env={"DEEPRESEARCH_MAX_RETRIES": "0", "COLUMNS": "220"},
+    )
+    assert result.exit_code == 1, result.output
+    assert "alpha: score (ternary) 0.0 over 3 task(s); 9 failed gradings" in result.output
+    assert "error: no task could be scored in alpha" in result.output

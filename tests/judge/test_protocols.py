@@ -19,8 +19,8 @@ from typer.testing import CliRunner, Result
 
 from deepresearch.cli import app
 from deepresearch.errors import ConfigError
-from deepresearch.judge.commands import choose_protocol
 from deepresearch.judge.loaders import load_tasks
+from deepresearch.judge.protocols import choose_protocol
 from tests.fakes.openai_server import FakeOpenAI, Reply
 from tests.judge.scripted_judge import Answer, ScriptedJudge, raw
 

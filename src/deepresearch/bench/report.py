@@ -25,17 +25,27 @@ import io
 import json
 import statistics
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from markupsafe import Markup
 
+from deepresearch.bench.grading import RACE_SUMMARY
 from deepresearch.bench.store import STORE_FILE, BenchStore, TaskRow, TaskStatus
 from deepresearch.errors import ConfigError
+from deepresearch.judge.protocols import RACE
 from deepresearch.judge.records import JudgeRecord
 from deepresearch.judge.rubrics import Rubric, Task
-from deepresearch.judge.scoring import ScoreMode, TaskScore, benchmark_score, by_axis, by_domain, task_score
+from deepresearch.judge.scoring import (
+    Failures,
+    ScoreMode,
+    TaskScore,
+    benchmark_score,
+    by_axis,
+    by_domain,
+    task_score,
+)
 from deepresearch.templates import render_page
 
 if TYPE_CHECKING:
@@ -59,7 +69,8 @@ class BenchStats:
     name: str
     model: str
     """The agent's model from the recorded settings; empty when the store has none."""
-    mode: ScoreMode
+    mode: ScoreMode | Literal["race"]
+    """How the scores were computed: the score mode of the rubric verdicts, or DeepResearch Bench's RACE."""
     counts: dict[TaskStatus, int]
     graded: int
     """Tasks with a score (at least one positive-weight rubric)."""
@@ -95,20 +106,24 @@ class BenchStats:
         return sum(self.counts.values())
 
 
-def bench_stats(bench_dir: Path, *, mode: ScoreMode = "ternary") -> BenchStats:
-    """Read the benchmark in ``bench_dir`` and compute its report numbers under score ``mode``."""
+def bench_stats(bench_dir: Path, *, mode: ScoreMode | None = None) -> BenchStats:
+    """Read the benchmark in ``bench_dir`` and compute its report numbers the way it was graded (the
+    protocol recorded by ``bench grade``: its mode and failure accounting, or RACE), or under ``mode``."""
     if not (bench_dir / STORE_FILE).is_file():
         raise ConfigError(f"no benchmark results in {bench_dir} (expected {STORE_FILE}); run it first")
     with BenchStore.open(bench_dir) as store:
         meta, rows, grades, judge_meta = store.meta(), store.tasks(), store.grades(), store.judge_meta()
-    scores, unscored = _score(grades, mode)
+    race = _race_summary(bench_dir) if judge_meta.get("protocol") == RACE and mode is None else None
+    failures: Failures = judge_meta.get("failures", "zero")
+    mode = mode or judge_meta.get("mode", "ternary")
+    scores, unscored = _score(grades, mode, failures)
     scored_ids = {s.task_id for s in scores}
     scored_records = [r for r in grades if r.task_id in scored_ids]
     done = [row for row in rows if row.status == "done"]
     costs = tuple(row.cost_usd for row in done)
     tokens = tuple(row.prompt_tokens + row.completion_tokens for row in done)
     settings = meta.get("settings")
-    return BenchStats(
+    stats = BenchStats(
         name=bench_dir.name or str(meta.get("name") or bench_dir.resolve().name),
         model=str(settings.get("model", "")) if isinstance(settings, dict) else "",
         mode=mode,
@@ -117,7 +132,7 @@ def bench_stats(bench_dir: Path, *, mode: ScoreMode = "ternary") -> BenchStats:
         score=benchmark_score(scores) if scores else None,
         axis_scores={
             axis: None if a.compliance is None else 100.0 * a.compliance
-            for axis, a in by_axis(scored_records, mode=mode).items()
+            for axis, a in by_axis(scored_records, mode=mode, failures=failures).items()
         },
         domain_scores={d: s.score for d, s in by_domain(_tasks_of(rows, scored_records), scores).items()},
         cost_per_report=_mean(costs),
@@ -135,9 +150,39 @@ def bench_stats(bench_dir: Path, *, mode: ScoreMode = "ternary") -> BenchStats:
         unscored=tuple(unscored),
         judge_meta=judge_meta,
     )
+    return stats if race is None else _with_race(stats, race)
 
 
-def _score(grades: list[JudgeRecord], mode: ScoreMode) -> tuple[list[TaskScore], list[tuple[str, str]]]:
+def _race_summary(bench_dir: Path) -> dict[str, Any]:
+    path = bench_dir / RACE_SUMMARY
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: the RACE grading cannot be read ({exc}); grade it again") from None
+    if not isinstance(summary, dict) or "per_task" not in summary:
+        raise ConfigError(f"{path}: not a RACE summary; grade the benchmark again")
+    return summary
+
+
+def _with_race(stats: BenchStats, race: dict[str, Any]) -> BenchStats:
+    """``stats`` with its scores taken from a RACE grading (ratios × 100, per task and dimension)."""
+    per_task = race["per_task"]
+    return replace(
+        stats,
+        mode="race",
+        graded=race["tasks_scored"],
+        score=race["overall"],
+        axis_scores={dimension: d["score"] for dimension, d in race["per_dimension"].items()},
+        domain_scores={domain: d["score"] for domain, d in race["per_domain"].items()},
+        task_scores=tuple(task["score"] for task in per_task.values() if task["score"] is not None),
+        grading_failures=race["failed"]["gradings"],
+        unscored=tuple(race["failed"]["unscored_tasks"].items()),
+    )
+
+
+def _score(
+    grades: list[JudgeRecord], mode: ScoreMode, failures: Failures
+) -> tuple[list[TaskScore], list[tuple[str, str]]]:
     """Score each graded task; one that cannot be scored is set aside with the reason, not dropped."""
     scores: list[TaskScore] = []
     unscored: list[tuple[str, str]] = []
@@ -146,7 +191,7 @@ def _score(grades: list[JudgeRecord], mode: ScoreMode) -> tuple[list[TaskScore],
         groups.setdefault(record.task_id, []).append(record)
     for task_id, records in groups.items():
         try:
-            scores.append(task_score(records, mode=mode))
+            scores.append(task_score(records, mode=mode, failures=failures))
         except ValueError as exc:
             unscored.append((task_id, str(exc)))
     return scores, unscored
@@ -228,12 +273,16 @@ def _usd(value: float | None) -> str:
     return f"${value:,.2f}" if value >= 1 else f"${value:.4f}"
 
 
+def _modes(stats_list: Sequence[BenchStats]) -> str:
+    """How the benchmarks were scored, each way once (benchmarks graded differently are labelled so)."""
+    return ", ".join(dict.fromkeys(s.mode for s in stats_list)) or "ternary"
+
+
 def stats_table(stats_list: Sequence[BenchStats]) -> Table:
     """A rich table with one row per benchmark (means are over finished reports)."""
     from rich.table import Table
 
-    mode = stats_list[0].mode if stats_list else "ternary"
-    table = Table(*_HEADERS.values(), title=f"benchmarks (score: {mode})")
+    table = Table(*_HEADERS.values(), title=f"benchmarks (score: {_modes(stats_list)})")
     for stats in stats_list:
         table.add_row(*(cell.text for cell in _cells(stats)))
     return table
@@ -401,7 +450,7 @@ def write_html_report(stats_list: Sequence[BenchStats], out_path: Path) -> Path:
         "bench-report.html",
         {
             "names": ", ".join(s.name for s in stats_list),
-            "mode": stats_list[0].mode,
+            "mode": _modes(stats_list),
             "headers": list(_HEADERS.values()),
             "rows": [{"name": stats.name, "cells": _cells(stats)} for stats in stats_list],
             "panels": _panels(stats_list),

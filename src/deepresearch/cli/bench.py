@@ -5,11 +5,20 @@ from __future__ import annotations
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import typer
 
 from deepresearch.cli.common import run_or_exit, say
+from deepresearch.cli.grading import (
+    FailuresOpt,
+    PromptsOpt,
+    ProtocolModeOpt,
+    ProtocolOpt,
+    QueriesOpt,
+    ReferencesOpt,
+    print_progress,
+)
 from deepresearch.cli.options import BUDGETS, ENDPOINT, JUDGE, MODEL, SEARCH, SettingsFlags, settings_options
 from deepresearch.errors import DeepResearchError
 
@@ -23,7 +32,8 @@ DEFAULT_ROOT = Path("bench")
 RUN_BUDGETS = tuple("max_run_cost" if name == "max_cost" else name for name in BUDGETS)
 """Each task's budgets: ``--max-cost`` is the whole benchmark's, ``--max-run-cost`` one run's."""
 ModeOpt = Annotated[
-    Literal["ternary", "binary", "strict"], typer.Option("--mode", help="ternary, binary or strict.")
+    Literal["ternary", "binary", "strict"] | None,
+    typer.Option("--mode", help="ternary, binary or strict (default: the mode the benchmark was graded in)."),
 ]
 
 
@@ -130,7 +140,13 @@ def bench_grade(
     ] = None,
     trials: Annotated[int, typer.Option("--trials", help="Independent gradings per rubric (paper: 3).")] = 1,
     batch: Annotated[int, typer.Option("--batch", help="Rubrics per judge call.")] = 1,
-    mode: ModeOpt = "ternary",
+    protocol: ProtocolOpt = "auto",
+    mode: ProtocolModeOpt = None,
+    failures: FailuresOpt = None,
+    prompts: PromptsOpt = None,
+    references: ReferencesOpt = None,
+    queries: QueriesOpt = None,
+    concurrency: Annotated[int, typer.Option("--concurrency", help="Judge requests in flight at once.")] = 8,
     max_report_tokens: Annotated[
         int, typer.Option("--max-report-tokens", help="Longer reports are judged in chunks.")
     ] = 100_000,
@@ -138,16 +154,16 @@ def bench_grade(
     *,
     flags: SettingsFlags,
 ) -> None:
-    """Grade every finished report with the judge; per-rubric records go into the benchmark's store."""
+    """Grade every finished report with the judge under the task file's protocol, as judge grade does.
+
+    Per-rubric records go into the benchmark's store; a DeepResearch Bench task set with its reference
+    articles is scored by RACE (race.jsonl and race-summary.json beside the store).
+    """
     from deepresearch.bench.grading import grade_benchmark
 
     settings = flags.settings()
+    unscored: list[str] = []
     for bench in _resolve(names, root):
-
-        def progress(task_id: str, scored: Any, cost: float, bench: Path = bench) -> None:
-            shown = f"{scored.score * 100:.1f}" if scored is not None else "n/a"
-            typer.echo(f"{bench.name}: graded {task_id}: {shown} (${cost:.4f})", err=True)
-
         graded = run_or_exit(
             grade_benchmark(
                 settings,
@@ -155,10 +171,16 @@ def bench_grade(
                 tasks_path=tasks,
                 trials=trials,
                 batch=batch,
+                protocol=protocol,
                 mode=mode,
+                failures=failures,
+                prompts=prompts,
+                references=references,
+                queries=queries,
+                concurrency=concurrency,
                 max_report_tokens=max_report_tokens,
                 cache=cache,
-                on_task=progress,
+                on_task=print_progress(f"{bench.name}: "),
             )
         )
         for problem in graded.problems:
@@ -169,12 +191,23 @@ def bench_grade(
                 fg="yellow",
                 err=True,
             )
+        if graded.protocol is not None:
+            typer.echo(f"{bench.name}: protocol: {graded.protocol.describe()}")
         score = "n/a" if graded.benchmark is None else f"{graded.benchmark:.1f}"
+        label = "RACE" if graded.race is not None else graded.protocol.mode if graded.protocol else "n/a"
         typer.echo(
-            f"{bench.name}: score ({mode}) {score} over {len(graded.scores)} task(s); "
-            f"{len(graded.not_finished)} without a finished report; {graded.calls} judge calls, "
-            f"${graded.usage.get('cost_usd', 0):.4f}"
+            f"{bench.name}: score ({label}) {score} over {graded.tasks_scored} "
+            f"task(s); {graded.failed} failed gradings; {len(graded.not_finished)} without a finished "
+            f"report; {graded.calls} judge calls, ${graded.usage.get('cost_usd', 0):.4f}"
         )
+        if graded.failed:
+            say(f"  {graded.failed} of {graded.gradings} gradings failed (see the judge's errors above)")
+        if graded.benchmark is None or graded.judge_failed:
+            unscored.append(bench.name)
+    if unscored:  # asked for scores and got none (or only failures) for these
+        names_shown = ", ".join(unscored)
+        say(f"error: no task could be scored in {names_shown}: the judge gave no verdict", color="red")
+        raise typer.Exit(1)
 
 
 @bench_app.command("report")
@@ -184,7 +217,7 @@ def bench_report(
     out: Annotated[
         Path | None, typer.Option("--out", help="HTML report (default: ROOT/report.html).")
     ] = None,
-    mode: ModeOpt = "ternary",
+    mode: ModeOpt = None,
 ) -> None:
     """Print a table of the benchmarks and write an HTML report with plots."""
     from rich.console import Console

@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated
 
 import typer
 
 from deepresearch.cli.common import run_or_exit, say
+from deepresearch.cli.grading import (
+    FactOpt,
+    FailuresOpt,
+    PromptsOpt,
+    ProtocolModeOpt,
+    ProtocolOpt,
+    QueriesOpt,
+    ReferencesOpt,
+    judge_gave_nothing,
+    print_progress,
+    print_summary,
+)
 from deepresearch.cli.options import ENDPOINT, JUDGE, SettingsFlags, settings_options
 
 judge_app = typer.Typer(
@@ -27,36 +39,13 @@ def judge_grade(
     out: Annotated[Path, typer.Option("--out", help="Per-rubric records (JSONL).")] = Path("results.jsonl"),
     trials: Annotated[int, typer.Option("--trials", help="Independent gradings per rubric (paper: 3).")] = 1,
     batch: Annotated[int, typer.Option("--batch", help="Rubrics per judge call.")] = 1,
-    protocol: Annotated[
-        Literal["auto", "researchrubrics", "researcherbench", "ours"],
-        typer.Option(
-            "--protocol",
-            help="Scoring protocol: researchrubrics (ternary), researcherbench (binary), ours (ternary), "
-            "all counting failed gradings as 0; auto picks it from the task file's format.",
-        ),
-    ] = "auto",
-    mode: Annotated[
-        Literal["ternary", "binary", "strict"] | None,
-        typer.Option("--mode", help="ternary, binary or strict; overrides the protocol's mode."),
-    ] = None,
-    failures: Annotated[
-        Literal["zero", "skip"] | None,
-        typer.Option(
-            "--failures",
-            help="A failed grading: zero (official: worth 0, weight kept) or skip (left out of both "
-            "sums); overrides the protocol's (zero).",
-        ),
-    ] = None,
-    prompts: Annotated[
-        Literal["paper", "official"] | None,
-        typer.Option(
-            "--prompts",
-            help="Judge prompts: official (the benchmark's released evaluator: ResearchRubrics binary with "
-            "axis and weight, no task prompt; ResearcherBench covered or not, with the weight) or paper "
-            "(ternary, with negative-rubric handling); overrides the protocol's (official for the two "
-            "benchmarks, paper for ours).",
-        ),
-    ] = None,
+    protocol: ProtocolOpt = "auto",
+    mode: ProtocolModeOpt = None,
+    failures: FailuresOpt = None,
+    prompts: PromptsOpt = None,
+    references: ReferencesOpt = None,
+    queries: QueriesOpt = None,
+    fact: FactOpt = False,
     concurrency: Annotated[int, typer.Option("--concurrency", help="Judge requests in flight at once.")] = 8,
     max_report_tokens: Annotated[
         int, typer.Option("--max-report-tokens", help="Longer reports are judged in chunks.")
@@ -70,24 +59,15 @@ def judge_grade(
     Summary: overall, per task, per dimension and per domain (means over tasks), failures, tokens, cost.
 
     The protocol (--protocol; auto: from the task file's format) sets the mode, the failure accounting
-    and the judge's prompts.
+    and the judge's prompts; DeepResearch Bench is scored by RACE against its reference articles.
 
     An explicit --mode, --failures or --prompts overrides the protocol's.
     """
-    from rich.console import Console
-    from rich.table import Table
-
-    from deepresearch.judge.commands import grade
-
-    settings = flags.settings()
-
-    def progress(task_id: str, scored: Any, cost: float) -> None:
-        shown = f"{scored.score * 100:.1f}" if scored is not None else "n/a"
-        typer.echo(f"graded {task_id}: {shown} (${cost:.4f})", err=True)
+    from deepresearch.judge.commands import SUMMARY_NAME, grade
 
     summary = run_or_exit(
         grade(
-            settings,
+            flags.settings(),
             tasks_path=tasks,
             reports=reports,
             out=out,
@@ -97,48 +77,18 @@ def judge_grade(
             mode=mode,
             failures=failures,
             prompts=prompts,
+            references=references,
+            queries=queries,
+            fact=fact,
             concurrency=concurrency,
             max_report_tokens=max_report_tokens,
             cache=cache,
-            on_task=progress,
+            on_task=print_progress(),
         )
     )
-    table = Table("task", "score", "failed items", "fatal", "cost")
-    for scored in summary.scores:
-        table.add_row(
-            scored.task_id,
-            f"{scored.score * 100:.1f}",
-            str(scored.failed_items),
-            "yes" if scored.fatal_hit else "",
-            f"${summary.costs.get(scored.task_id, 0):.4f}",
-        )
-    Console().print(table)
-    for problem in summary.problems:
-        say(f"  {problem}", color="yellow")
-    if summary.missing:
-        say(f"  no report for: {', '.join(summary.missing)}", color="yellow")
-    if summary.protocol is not None:
-        typer.echo(f"protocol: {summary.protocol.describe()}")
-    if summary.per_dimension:
-        shown = ", ".join(f"{axis} {d['score']:.2f}" for axis, d in summary.per_dimension.items())
-        typer.echo(f"by dimension (mean over tasks): {shown}")
-    if len(summary.per_domain) > 1 or any(summary.per_domain):
-        shown = ", ".join(
-            f"{domain or '(none)'} {d['score']:.2f} ({d['tasks']})"
-            for domain, d in summary.per_domain.items()
-        )
-        typer.echo(f"by domain: {shown}")
-    score = "n/a" if summary.benchmark is None else f"{summary.benchmark:.2f}"
-    zero = f"; {summary.zero_weight} weight-0 rubrics not graded" if summary.zero_weight else ""
-    tokens = summary.usage.get("total_tokens", 0)
-    typer.echo(
-        f"benchmark score ({summary.mode}): {score} over {len(summary.scores)} tasks; "
-        f"{summary.failed} failed gradings counted as {summary.failures}{zero}; "
-        f"judge cost ${summary.usage.get('cost_usd', 0):.4f} ({tokens} tokens); records in {out}; "
-        f"summary in {summary.summary_path}"
-    )
-    if summary.benchmark is None:  # asked for a score and got none
-        say("error: no task could be scored", color="red")
+    print_summary(summary, records=out, summary_path=out.with_name(SUMMARY_NAME))
+    if summary["overall"] is None or judge_gave_nothing(summary):  # asked for a score and got none
+        say("error: no task could be scored: the judge gave no verdict", color="red")
         raise typer.Exit(1)
 
 
