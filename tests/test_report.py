@@ -120,3 +120,13 @@ def test_fallback_report_lists_evidence_with_citations():
     assert "What is alpha?" in text and "alpha snippet" in text and f"\\cite{{{s.key}}}" in text
     md = render_markdown(resolve_citations(text, registry))
     assert "[1] Alpha — https://a.example/x" in md
+
+
+def test_strip_references_and_cited_keys() -> None:
+    from deepresearch.report import cited_keys, strip_references
+
+    body = "# R\n\nA \\cite{web_aaaaaaaa, web_bbbbbbbb}. B [web_cccccccc] and 【web_aaaaaaaa】."
+    text = body + "\n\n## References\n[1] x"
+    assert strip_references(text) == body + "\n"
+    assert strip_references("## 参考文献\n- a") == "" and strip_references("no refs") == "no refs"
+    assert cited_keys(text) == ["web_aaaaaaaa", "web_bbbbbbbb", "web_cccccccc"]

@@ -147,6 +147,14 @@ class Nudge(_Event):
     message: dict[str, Any]
 
 
+class FollowUp(_Event):
+    """A user turn added to a finished run, which then goes on (``research.follow_up``): a correction
+    or a further request, with everything the run read still in its history and its sources."""
+
+    type: Literal["follow_up"] = "follow_up"
+    message: dict[str, Any]
+
+
 class ReportWritten(_Event):
     """``report.md`` and ``report.html`` were written; ``citations`` is the audit."""
 
@@ -187,6 +195,7 @@ Event = Annotated[
     | ContextCompacted
     | FinalAnswerForced
     | Nudge
+    | FollowUp
     | ReportWritten
     | RunFinished
     | ErrorEvent,

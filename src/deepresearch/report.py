@@ -53,6 +53,21 @@ def extract_answer(text: str) -> str:
     return _THINK.sub("", text).strip()
 
 
+def strip_references(text: str) -> str:
+    """``text`` without its trailing References section (the heading and everything after it)."""
+    return _TRAILING_REFERENCES.sub("", "\n" + text)[1:]
+
+
+def cited_keys(text: str) -> list[str]:
+    """Every citation key of an answer (``\\cite{…}``, ``[web_…]``, ``【web_…】``), in order of first use."""
+    keys = [
+        key.strip()
+        for match in _CITATION.finditer(text)
+        for key in re.split(r"[,;，、]", match.group(1) or match.group(2) or "")
+    ]
+    return list(dict.fromkeys(key for key in keys if key))
+
+
 @dataclass
 class CitedText:
     """The answer with citations replaced by sentinels, plus what they resolved to."""

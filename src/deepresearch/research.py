@@ -25,6 +25,7 @@ from deepresearch.delivery import RunResult, deliver, write_report
 from deepresearch.errors import ConfigError, RunStoreError, surfaced
 from deepresearch.events import (
     Event,
+    FollowUp,
     RunFinished,
     RunResumed,
     RunStarted,
@@ -129,16 +130,63 @@ async def resume(
     or config file; ``out`` excepted), which replace them: the key (never stored), another endpoint,
     model, search backend or budget.
     """
+    return await _continue(
+        run_dir, settings, on_event=on_event, tools=tools, stop=stop, on_progress=on_progress
+    )
+
+
+async def follow_up(
+    run_dir: Path,
+    message: str,
+    settings: Settings | None = None,
+    *,
+    on_event: EventCallback | None = None,
+    tools: Registry | None = None,
+    stop: asyncio.Event | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> RunResult:
+    """Add ``message`` as a user turn to a finished run and let it go on to a new report.
+
+    The run keeps its history, its sources and its workspace, so the model can reread what it found
+    (data synthesis uses this for reflection: a wrong answer, a correction, a retry). The new report
+    replaces the old one; the event log keeps both. ``settings`` overrides the recorded ones as in
+    ``resume`` (raise ``max_steps`` to give the new turn room: the step count goes on). A run that has
+    not finished is resumed instead, not followed up.
+    """
+    if not message.strip():
+        raise ConfigError("the follow-up message is empty")
+    return await _continue(
+        run_dir, settings, on_event=on_event, tools=tools, stop=stop, on_progress=on_progress, message=message
+    )
+
+
+async def _continue(
+    run_dir: Path,
+    settings: Settings | None,
+    *,
+    on_event: EventCallback | None,
+    tools: Registry | None,
+    stop: asyncio.Event | None,
+    on_progress: ProgressCallback | None,
+    message: str | None = None,
+) -> RunResult:
+    """Reopen the run in ``run_dir`` and drive it on: ``resume`` (no ``message``: the run must not have
+    finished) or ``follow_up`` (a user turn added to a finished run)."""
     store = RunStore.open(run_dir)
     try:
         loaded = store.load_events()
         first = loaded.events[0] if loaded.events else None
         if not isinstance(first, RunStarted):
             raise RunStoreError(f"{run_dir}/events.jsonl does not start with run_started")
-        effective = Settings.for_resume(first.settings, settings).for_local_model()
-        if any(isinstance(e, RunFinished) and e.status == "done" for e in loaded.events):
+        done = _done(loaded.events)
+        if message is None and done:
             raise RunStoreError(f"{run_dir} already finished; its report is {RunDir(run_dir).report_path}")
-        unacted = unacted_reply(loaded.events)
+        if message is not None and not done:
+            raise RunStoreError(
+                f"{run_dir} has not finished; continue it with: deepresearch resume {run_dir}"
+            )
+        effective = Settings.for_resume(first.settings, settings).for_local_model()
+        unacted = unacted_reply(loaded.events) if message is None else None
         services = await Services.open(effective, on_progress)
     except BaseException:
         store.close()
@@ -156,14 +204,28 @@ async def resume(
         info.status, info.pid, info.ended, info.error = "running", os.getpid(), None, None
         recorder = Recorder(store, info, on_event)
         tools = services.registry(tools if tools is not None else default_tools())
-        resumed = RunResumed(step=state.step, pending_calls=[c.id for c in state.pending_calls])
-        recorder.record(resumed)
-        state.apply(resumed)
+        events: list[Event] = [RunResumed(step=state.step, pending_calls=[c.id for c in state.pending_calls])]
+        if message is not None:
+            events.append(FollowUp(message={"role": "user", "content": message}))
+        for event in events:
+            recorder.record(event)
+            state.apply(event)
     except BaseException:
         await services.aclose()
         store.close()
         raise
     return await _drive(store, info, recorder, state, effective, services, tools, stop, unacted)
+
+
+def _done(events: list[Event]) -> bool:
+    """Whether the run's latest turn finished: its last ``run_finished`` is ``done`` and no follow-up
+    came after it (a run that failed during a follow-up is resumed, not followed up again)."""
+    for event in reversed(events):
+        if isinstance(event, FollowUp):
+            return False
+        if isinstance(event, RunFinished):
+            return event.status == "done"
+    return False
 
 
 async def _drive(

@@ -179,7 +179,11 @@ class Services:
         }
 
     @classmethod
-    async def open(cls, settings: Settings, on_progress: ProgressCallback | None = None) -> Services:
+    async def open(
+        cls, settings: Settings, on_progress: ProgressCallback | None = None, *, search: bool = True
+    ) -> Services:
+        """``search=False`` is for work that never searches (a synthesis step over given documents):
+        no backend is opened, so none has to be configured; a search then raises ``ConfigError``."""
         from deepresearch.search.backends import open_search
         from deepresearch.tools.sandbox import describe_limits, detect_sandbox
 
@@ -188,7 +192,7 @@ class Services:
         limits = describe_limits(shell, workspace_max_bytes=settings.workspace_max_mb * 1024 * 1024)
         if not settings.is_local:
             _require_endpoint(settings)  # the first thing a user must fix, named before the index
-        search = open_search(settings)
+        backend: SearchBackend = open_search(settings) if search else _NoSearch()
         fetcher = server = client = mcp = None
         try:
             fetcher = open_fetcher(settings)
@@ -216,9 +220,9 @@ class Services:
                 await asyncio.to_thread(server.stop)
             if fetcher is not None:
                 await fetcher.aclose()
-            await search.aclose()
+            await backend.aclose()
             raise
-        return cls(client, search, fetcher, shell, sandbox, server, mcp, limits)
+        return cls(client, backend, fetcher, shell, sandbox, server, mcp, limits)
 
     def agent(
         self,
@@ -298,6 +302,18 @@ class Services:
         await self.search.aclose()
         if self.server is not None:
             await asyncio.to_thread(self.server.stop)
+
+
+class _NoSearch:
+    """The search backend of services opened without one."""
+
+    name = "none"
+
+    async def search(self, query: str, *, limit: int = 10) -> list[SearchHit]:
+        raise ConfigError("this command opened no search backend, yet something asked it to search")
+
+    async def aclose(self) -> None:
+        return None
 
 
 async def _start_local_server(settings: Settings) -> LocalModelServer:

@@ -50,6 +50,7 @@ SAMPLES: dict[str, tuple[list[str], str, Any]] = {
     "out": (["--out", "runs/x"], "out", Path("runs/x")),
     "index_url": (["--index-url", "http://127.0.0.1:3/simple"], "package_index_url", "http://127.0.0.1:3/simple"),
 }  # fmt: skip
+SYNTH_COMMANDS = ("plan", "kg", "walk", "difficulty", "reflect", "verify", "draft", "rubrics")
 NOT_SETTINGS = {
     # (command, option parameter) named like a Settings field that is not one, and why
     ("bench run", "max_cost"): "the whole benchmark's USD limit (--max-run-cost sets each run's)",
@@ -62,6 +63,10 @@ NOT_SETTINGS = {
     ("judge race", "out"): "the per-task RACE file",
     ("judge fact", "out"): "the per-report FACT file",
     ("judge fact", "language"): "the prompt language for the reports checked, not a run's",
+    ("curate", "out"): "the folder of training files",
+    **{(f"synth {name}", "out"): "the pipeline's output JSONL" for name in SYNTH_COMMANDS},
+    ("synth kg", "language"): "the language of the questions written, not a run's",
+    ("synth walk", "language"): "the language of the questions written, not a run's",
 }
 
 

@@ -162,6 +162,34 @@ def test_publican_anchor_inside_the_heading_and_markdown_lookalikes_escaped() ->
     assert "Prev" not in page.sections[0].text
 
 
+def test_sections_carry_the_links_whose_text_they_hold_and_records_resolve_them() -> None:
+    html = """<html><body><div class="body" role="main">
+    <h1>Guide</h1><p>Start with <a href="install.html#steps">the installer</a> and read on; this
+    introduction says enough words to stand as a section of its own in the page we split here.</p>
+    <h2 id="use">Use</h2><p>Run it as described in <a href="../ref/cli.html">the command reference</a>,
+    then <a href="#use">come back</a>; this paragraph also has enough words to stand on its own.</p>
+    <p><a href="https://example.org/x">An outside page</a></p>
+    </div></body></html>"""
+    page = split_page(html, min_words=5, min_page_words=5)
+    top, use = page.sections
+    assert top.links == (("install.html#steps", "the installer"),)
+    assert use.links == (
+        ("../ref/cli.html", "the command reference"),
+        ("https://example.org/x", "An outside page"),
+    )
+    package = debian_docs.DocPackage(
+        "doc-x", "Doc X", "usr/share/doc/x", "https://docs.example/x/", (), frozenset()
+    )
+    records = list(debian_docs.page_records(package, "guide/index.html", page.sections))
+    assert records[0]["links"] == [
+        {"url": "https://docs.example/x/guide/install.html#steps", "text": "the installer"}
+    ]
+    assert records[1]["links"][0] == {
+        "url": "https://docs.example/x/ref/cli.html",
+        "text": "the command reference",
+    }
+
+
 def test_pages_that_are_only_navigation_give_nothing() -> None:
     assert split_page(b"").sections == []
     assert split_page("<html><body><nav><a href='x.html'>Next</a></nav></body></html>").sections == []
@@ -194,7 +222,7 @@ def test_build_indexes_sections_under_their_upstream_urls(tmp_path: Path, debs: 
     assert not (tmp_path / "work" / "unpacked").exists()  # unpacked trees go once split
 
     records = read_records(postgres.records)
-    assert {tuple(record) for record in records} == {("id", "title", "url", "text")}
+    assert {tuple(record) for record in records} == {("id", "title", "url", "text", "links")}
     urls = [record["url"] for record in records]
     assert urls[0] == "https://www.postgresql.org/docs/15/sql-createindex.html"
     assert "https://www.postgresql.org/docs/15/sql-createindex.html#SQL-CREATEINDEX-CONCURRENTLY" in urls

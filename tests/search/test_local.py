@@ -66,6 +66,7 @@ def test_migrations_are_recorded(shared_index: LocalIndex) -> None:
         "m002_passage_search",
         "m003_roots",
         "m004_document_dates",
+        "m005_links",
     ]
 
 

@@ -22,6 +22,7 @@ from deepresearch.events import (
     ErrorEvent,
     Event,
     FinalAnswerForced,
+    FollowUp,
     GuidedCall,
     LLMCall,
     Nudge,
@@ -131,6 +132,9 @@ class RunState:
                     self.nudges += 1
                 if event.reason in ("echoed_prompt", "fake_citations"):
                     self.audit[event.reason] += 1
+                self.history.append(event.message)
+            case FollowUp():
+                self.finished, self.forced, self.answer_parts, self.nudges = False, None, [], 0
                 self.history.append(event.message)
             case ReportWritten() | RunFinished():
                 self.finished = self.finished or (isinstance(event, RunFinished) and event.status == "done")

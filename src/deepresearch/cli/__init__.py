@@ -20,6 +20,7 @@ from deepresearch.cli.mcp import mcp
 from deepresearch.cli.options import BUDGETS, ENDPOINT, MODEL, SEARCH, SettingsFlags, settings_options
 from deepresearch.cli.race import judge_race
 from deepresearch.cli.serve import serve
+from deepresearch.cli.synth import curate_command, synth_app
 from deepresearch.errors import DeepResearchError
 
 app = typer.Typer(
@@ -36,6 +37,8 @@ app.add_typer(judge_app, name="judge")
 judge_app.command("fact")(judge_fact)
 judge_app.command("race")(judge_race)
 app.add_typer(bench_app, name="bench")
+app.add_typer(synth_app, name="synth")
+app.command("curate")(curate_command)
 models_app = typer.Typer(no_args_is_help=True, help="Models that run on this machine (--model local).")
 app.add_typer(models_app, name="models")
 app.command("serve")(serve)

@@ -91,3 +91,73 @@ class Completion:
         if self.tool_calls:
             message["tool_calls"] = [call.to_wire() for call in self.tool_calls]
         return message
+
+
+ROLES = frozenset({"system", "user", "assistant", "tool"})
+
+
+def chat_problems(messages: Any, offered: set[str] | None = None) -> list[str]:
+    """Why ``messages`` is not a valid OpenAI chat conversation (empty when it is): known roles,
+    string contents, reasoning only on assistant messages, well-formed tool calls (an id, type
+    ``function``, arguments a JSON object in a string, a name in ``offered`` when given), every tool
+    message answering a call of the assistant message before its group, every call answered, and no
+    empty assistant message. Training data is checked with it before it is written."""
+    import json
+
+    if not isinstance(messages, list) or not messages:
+        return ["messages: not a non-empty list"]
+    problems: list[str] = []
+    open_calls: set[str] = set()
+    for index, message in enumerate(messages):
+        where = f"messages[{index}]"
+        if not isinstance(message, dict) or message.get("role") not in ROLES:
+            problems.append(f"{where}: no known role")
+            continue
+        role = message["role"]
+        if role != "tool" and open_calls:
+            problems.append(f"{where}: tool calls {sorted(open_calls)} were never answered")
+            open_calls = set()
+        if role == "tool":
+            call_id = message.get("tool_call_id")
+            if call_id not in open_calls:
+                problems.append(f"{where}: answers no open tool call ({call_id!r})")
+            open_calls.discard(call_id)
+        if not isinstance(message.get("content"), str):
+            problems.append(f"{where}: content is not a string")
+        if "reasoning_content" in message and (
+            role != "assistant" or not isinstance(message["reasoning_content"], str)
+        ):
+            problems.append(f"{where}: reasoning_content belongs to assistant messages, as a string")
+        if "tool_calls" in message:
+            if role != "assistant":
+                problems.append(f"{where}: only assistant messages make tool calls")
+            calls = message["tool_calls"]
+            if not isinstance(calls, list) or not calls:
+                problems.append(f"{where}: tool_calls is not a non-empty list")
+                calls = []
+            open_calls = set()
+            for number, call in enumerate(calls):
+                at = f"{where}.tool_calls[{number}]"
+                function = call.get("function") if isinstance(call, dict) else None
+                if not isinstance(call, dict) or not isinstance(function, dict):
+                    problems.append(f"{at}: not a tool call")
+                    continue
+                if not isinstance(call.get("id"), str) or not call["id"] or call["id"] in open_calls:
+                    problems.append(f"{at}: a missing or repeated id")
+                open_calls.add(str(call.get("id")))
+                if call.get("type") != "function":
+                    problems.append(f"{at}: type is not 'function'")
+                if offered is not None and function.get("name") not in offered:
+                    problems.append(f"{at}: calls {function.get('name')!r}, which the tools do not offer")
+                arguments = function.get("arguments")
+                try:
+                    parsed = json.loads(arguments) if isinstance(arguments, str) else None
+                except json.JSONDecodeError:
+                    parsed = None
+                if not isinstance(parsed, dict):
+                    problems.append(f"{at}: arguments are not a JSON object in a string")
+        elif role == "assistant" and not str(message.get("content") or "").strip():
+            problems.append(f"{where}: an empty assistant message")
+    if open_calls:
+        problems.append(f"tool calls {sorted(open_calls)} were never answered")
+    return problems

@@ -90,6 +90,24 @@ def m004_document_dates(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE documents ADD COLUMN published TEXT NOT NULL DEFAULT ''")
 
 
+@_migration
+def m005_links(db: sqlite3.Connection) -> None:
+    # Outgoing links in document order; a target is a URL, indexed or not (the index may grow to
+    # hold it). Documents indexed before this migration have none until their folder is added again.
+    db.execute(
+        """
+        CREATE TABLE links (
+            document_id INTEGER NOT NULL REFERENCES documents (id) ON DELETE CASCADE,
+            ordinal INTEGER NOT NULL,
+            target TEXT NOT NULL,        -- absolute, without a fragment
+            text TEXT NOT NULL,          -- the anchor text ('' when none)
+            PRIMARY KEY (document_id, ordinal)
+        )
+        """
+    )
+    db.execute("CREATE INDEX links_target ON links (target)")
+
+
 SEARCH_SQL = """
 -- Parameters: the four column weights, the MATCH expression, K, the per-document cap, the row limit.
 -- Only the best K matches are joined and numbered: numbering every match of a query made of common

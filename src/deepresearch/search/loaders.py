@@ -8,6 +8,11 @@ indexed but lies inside an indexed folder, read on the fly (``read_file_url``). 
 only way the model reads a local file outside the workspace, so it resolves symlinks and refuses any
 path that escapes the indexed roots, and any hidden entry, which indexing would have skipped too.
 
+A document also carries its outgoing links (``Link``: target URL resolved against the document's own
+URL, fragment dropped, with the anchor text): ``<a href>`` in HTML, ``[text](target)`` in Markdown and
+JSONL text, and a JSONL record's optional ``links`` list. The index keeps them so a walk can go from
+document to document (``synth walk``).
+
 Problems with one file or one JSONL line are collected as ``path[:line]: reason`` strings, so one bad
 file never stops a folder from being indexed.
 
@@ -22,11 +27,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
+from typing import Any
+from urllib.parse import urldefrag, urljoin, urlsplit
 from urllib.request import url2pathname
+
+import lxml.etree
+import lxml.html
 
 from deepresearch.errors import ContentTooLarge, FetchError, URLBlocked
 from deepresearch.fetch.charset import decode_text
@@ -53,7 +63,25 @@ INDEX_FORMAT = "passages-v1"
 MAX_FILE_BYTES = 100_000_000
 """Largest file read on the fly through ``read_file_url``."""
 
+MAX_LINKS = 500
+"""Outgoing links kept per document (a generated index page may have thousands)."""
+
 _MARKDOWN_KINDS: frozenset[Kind] = frozenset({"html", "docx", "pptx", "xlsx", "csv"})
+_MARKDOWN_LINK = re.compile(
+    r"(?<!!)\[([^\]\n]{0,300})\]\(\s*(?:<([^>\n]+)>|([^)\s]+))(?:\s+\"[^\"]*\")?\s*\)"
+)
+"""``[text](target)`` or ``[text](<target> "title")``; an image (``![alt](src)``) is no link."""
+_LINK_SCHEMES = frozenset({"http", "https", "file"})
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """One outgoing link of a document."""
+
+    url: str
+    """The target, absolute, without its fragment."""
+    text: str
+    """The anchor text (or the link's title), for choosing which link to follow."""
 
 
 @dataclass(slots=True)
@@ -67,6 +95,7 @@ class Document:
     content_type: str
     content_hash: str
     published: str = ""
+    links: list[Link] = field(default_factory=list)
 
 
 def iter_files(paths: Iterable[Path | str], errors: list[str]) -> Iterator[Path]:
@@ -135,7 +164,8 @@ def load_file(path: Path, data: bytes, errors: list[str]) -> list[Document]:
         text = decode_text(data, None).strip()
         title = document_title(text, markup=markup, fallback=fallback_title(path))
         content_type = "text/markdown" if markup == "markdown" else "text/plain"
-        return [Document(url, title, text, markup, content_type, content_digest(data))]
+        links = markdown_links(text, url) if markup == "markdown" else []
+        return [Document(url, title, text, markup, content_type, content_digest(data), links=links)]
     extracted_type = EXTRACTED_SUFFIXES.get(suffix)
     if extracted_type is None:  # iter_files yields supported names only; another caller may not
         errors.append(f"{path}: unsupported file type {suffix or '(none)'}")
@@ -148,7 +178,10 @@ def load_file(path: Path, data: bytes, errors: list[str]) -> list[Document]:
     kind_markup: Markup = "markdown" if extracted.kind in _MARKDOWN_KINDS else "text"
     title = extracted.title or fallback_title(path)
     digest = content_digest(data)
-    return [Document(url, title, extracted.text, kind_markup, extracted_type, digest, extracted.published)]
+    links = html_links(data, url) if extracted_type == "text/html" else []
+    return [
+        Document(url, title, extracted.text, kind_markup, extracted_type, digest, extracted.published, links)
+    ]
 
 
 def read_file_url(url: str, roots: list[Path]) -> Document:
@@ -215,7 +248,8 @@ def fallback_title(path: Path) -> str:
 
 
 def _load_jsonl(path: Path, data: bytes, errors: list[str]) -> list[Document]:
-    """One document per line ``{id, title, url, text}``; a bad line is reported and the rest still load."""
+    """One document per line ``{id, title, url, text}`` (and optionally ``links``: URLs or ``{url, text}``
+    objects); a bad line is reported and the rest still load."""
     documents: list[Document] = []
     for number, line in enumerate(decode_text(data, None).splitlines(), start=1):
         if not line.strip():
@@ -239,5 +273,88 @@ def _load_jsonl(path: Path, data: bytes, errors: list[str]) -> list[Document]:
             url = f"{path.as_uri()}#{key if key not in (None, '') else f'line-{number}'}"
         title = str(title).strip() if title else document_title(text, markup="markdown", fallback=str(url))
         digest = content_digest(str(url), title, text)
-        documents.append(Document(str(url), title, text.strip(), "markdown", "text/markdown", digest))
+        links = _record_links(record.get("links"), str(url)) + markdown_links(text, str(url))
+        document = Document(str(url), title, text.strip(), "markdown", "text/markdown", digest)
+        document.links = _unique(links, str(url))
+        documents.append(document)
     return documents
+
+
+# --- links --------------------------------------------------------------------------------------
+
+
+def html_links(html: bytes | str, base: str) -> list[Link]:
+    """The ``<a href>`` targets of an HTML page, resolved against ``base`` (or its ``<base href>``)."""
+    root = None
+    for markup in (decode_text(html, None), html) if isinstance(html, bytes) else (html,):
+        try:  # text first (UTF-8 hrefs); bytes when lxml refuses text with an encoding declaration
+            root = lxml.html.fromstring(markup)
+            break
+        except (ValueError, lxml.etree.ParserError):  # empty or hopeless markup has no links
+            continue
+    if root is None:
+        return []
+    declared = root.xpath("//base/@href")
+    if declared:
+        base = urljoin(base, str(declared[0]))
+    links = []
+    for anchor in root.iter("a"):
+        href = anchor.get("href")
+        if href:
+            text = " ".join(anchor.text_content().split()) or (anchor.get("title") or "").strip()
+            links.append(_resolve(href, text, base))
+    return _unique(links, base)
+
+
+def markdown_links(text: str, base: str) -> list[Link]:
+    """The ``[text](target)`` links of Markdown text, resolved against ``base``."""
+    links = [
+        _resolve(m.group(2) or m.group(3), " ".join(m.group(1).split()), base)
+        for m in _MARKDOWN_LINK.finditer(text)
+    ]
+    return _unique(links, base)
+
+
+def _record_links(value: Any, base: str) -> list[Link | None]:
+    """A JSONL record's ``links``: URLs, or objects with ``url`` and optional ``text``."""
+    if not isinstance(value, list):
+        return []
+    links: list[Link | None] = []
+    for entry in value:
+        if isinstance(entry, str):
+            links.append(_resolve(entry, "", base))
+        elif isinstance(entry, dict) and isinstance(entry.get("url"), str):
+            links.append(_resolve(entry["url"], str(entry.get("text") or ""), base))
+    return links
+
+
+def _resolve(href: str, text: str, base: str) -> Link | None:
+    """``href`` made absolute against ``base`` without its fragment; ``None`` for mail, scripts and the
+    like. A ``file:`` target is spelled the way the index spells file URLs (``Path.as_uri``)."""
+    try:
+        target, _ = urldefrag(urljoin(base, href.strip()))
+        parts = urlsplit(target)
+    except ValueError:  # a malformed URL (bad IPv6 literal, bad port) leads nowhere
+        return None
+    if parts.scheme.lower() not in _LINK_SCHEMES:
+        return None
+    if parts.scheme.lower() == "file":
+        path = file_url_path(target)
+        if not path.is_absolute():
+            return None
+        target = Path(os.path.normpath(path)).as_uri()
+    return Link(target, text[:200])
+
+
+def _unique(links: Iterable[Link | None], base: str) -> list[Link]:
+    """Each target once (its first anchor text that is not empty), never the document itself."""
+    own = urldefrag(base)[0]
+    if own.startswith("file:"):
+        own = Path(os.path.normpath(file_url_path(own))).as_uri()
+    seen: dict[str, Link] = {}
+    for link in links:
+        if link is None or link.url == own:
+            continue
+        if link.url not in seen or (not seen[link.url].text and link.text):
+            seen[link.url] = link
+    return list(seen.values())[:MAX_LINKS]

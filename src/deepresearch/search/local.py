@@ -38,6 +38,12 @@ trigram index cannot match a query shorter than three characters; bigrams also l
 index (porter-stemmed words) untouched instead of duplicating all text into a second, three times
 larger trigram table.
 
+Each document's outgoing links (HTML anchors, Markdown links, a JSONL record's ``links``; read by
+``loaders.py``) are kept too, so ``links_from`` can say which indexed documents a document leads to:
+the hyperlink walk of ``synth walk`` goes along them. An index made before links were kept opens as
+ever, with none, and gets them when its folders are added again (unchanged documents keep their
+passages; only their links are recorded).
+
 The schema only grows through the numbered migration functions in ``index_schema.py``, recorded in
 the ``migrations`` table. SQLite calls block, so the async methods run them in a worker thread; one
 connection, guarded by a lock, serves all threads. The file is in WAL mode, so another process may
@@ -51,6 +57,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import random
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -58,7 +65,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from deepresearch.errors import SearchError
 from deepresearch.fetch import Page
@@ -151,6 +158,13 @@ class IndexStats:
 # --- the index ----------------------------------------------------------------------------------
 
 
+_LEADS_TO = "(d.url = l.target OR (d.url >= l.target || '#' AND d.url < l.target || '$'))"
+"""Whether document ``d`` is the page a link ``l`` names, or one of its sections (``page#…``; ``'$'``
+is the character after ``'#'``, so the range is every URL that starts with ``page#``)."""
+_PAGE_DOCUMENT = f"SELECT d.id FROM documents AS d WHERE {_LEADS_TO} ORDER BY length(d.url), d.id LIMIT 1"
+"""The document a link ``l`` leads to: the page indexed whole (the shortest URL), else its first section."""
+
+
 class LocalIndex:
     """Paragraph-level BM25 search over local documents in one SQLite file; also a ``DocumentStore``."""
 
@@ -225,6 +239,7 @@ class LocalIndex:
             row = db.execute("SELECT id, content_hash FROM documents WHERE url = ?", (doc.url,)).fetchone()
             if row is not None and row[1] == doc.content_hash:
                 report.skipped += 1
+                _store_links(db, row[0], doc)  # an index made before links were kept gets them now
                 continue
             values = (doc.title, str(file), doc.content_type, doc.content_hash, mtime, now, doc.text)
             if row is None:
@@ -244,6 +259,7 @@ class LocalIndex:
                     (*values, doc.published, document_id),
                 )
                 report.replaced += 1
+            _store_links(db, document_id, doc)
             passages = split_passages(doc.text, title=doc.title, markup=doc.markup)
             db.executemany(
                 "INSERT INTO passages (document_id, ordinal, heading, text, heading_cjk, text_cjk)"
@@ -274,6 +290,7 @@ class LocalIndex:
     def _delete(db: sqlite3.Connection, document_ids: list[int]) -> int:
         for document_id in document_ids:
             db.execute("DELETE FROM passages WHERE document_id = ?", (document_id,))
+            db.execute("DELETE FROM links WHERE document_id = ?", (document_id,))
             db.execute("DELETE FROM documents WHERE id = ?", (document_id,))
         return len(document_ids)
 
@@ -422,6 +439,57 @@ class LocalIndex:
         logger.info("local index %s: read %s on the fly (not indexed)", self.path, url)
         return Page(url, document.title, document.text, document.content_type, 200, document.published)
 
+    # -- links between documents --
+
+    def has_links(self) -> bool:
+        """Whether any document has a link recorded (an index built before links were kept has none)."""
+        return bool(self._read("SELECT EXISTS (SELECT 1 FROM links)", ())[0][0])
+
+    def links_from(self, url: str) -> list[LinkedDocument]:
+        """The indexed documents the document at ``url`` links to, in the order of its links.
+
+        A link names a page; a page indexed as sections (``page#anchor``, as the documentation
+        corpora are) is reached at its first section, or at the page itself when it is indexed whole.
+        """
+        rows = self._read(
+            "SELECT target.url, target.title, picked.text FROM ("
+            f" SELECT l.ordinal, l.text, ({_PAGE_DOCUMENT}) AS target_id"
+            " FROM documents AS source JOIN links AS l ON l.document_id = source.id WHERE source.url = ?"
+            ") AS picked JOIN documents AS target ON target.id = picked.target_id"
+            " WHERE target.url != ? ORDER BY picked.ordinal",
+            (url, url),
+        )
+        found: dict[str, LinkedDocument] = {}
+        for target, title, text in rows:
+            found.setdefault(target, LinkedDocument(target, title, text))
+        return list(found.values())
+
+    def random_documents(self, n: int, *, seed: int = 0, linked: bool = True) -> list[str]:
+        """``n`` document URLs in an order fixed by ``seed``; a larger ``n`` extends a smaller one's list.
+
+        ``linked``: only documents with a link to another indexed document (where a walk can start).
+        """
+        if linked:
+            sql = (
+                "SELECT DISTINCT source.url FROM links AS l"
+                " JOIN documents AS source ON source.id = l.document_id"
+                f" WHERE EXISTS (SELECT 1 FROM documents AS d WHERE {_LEADS_TO} AND d.id != source.id)"
+                " ORDER BY source.url"
+            )
+        else:
+            sql = "SELECT url FROM documents ORDER BY url"
+        urls = [url for (url,) in self._read(sql, ())]
+        random.Random(seed).shuffle(urls)
+        return urls[: max(n, 0)]
+
+    def _read(self, sql: str, arguments: tuple[object, ...]) -> list[tuple[Any, ...]]:
+        with self._lock:
+            db = self._connect(create=False)
+            try:
+                return db.execute(sql, arguments).fetchall()
+            except sqlite3.Error as exc:
+                raise SearchError(f"could not read the local index at {self.path}: {exc}") from exc
+
     # -- connection --
 
     def _connect(self, *, create: bool) -> sqlite3.Connection:
@@ -464,6 +532,30 @@ class LocalIndex:
             raise
         self._db = db
         return db
+
+
+@dataclass(frozen=True, slots=True)
+class LinkedDocument:
+    """An indexed document another one links to."""
+
+    url: str
+    title: str
+    text: str
+    """The anchor text of the link ('' when it had none)."""
+
+
+def _store_links(db: sqlite3.Connection, document_id: int | None, doc: Document) -> None:
+    """Record ``doc``'s links, unless exactly these are stored (re-adding an unchanged folder stays cheap)."""
+    stored = db.execute(
+        "SELECT target, text FROM links WHERE document_id = ? ORDER BY ordinal", (document_id,)
+    ).fetchall()
+    if stored == [(link.url, link.text) for link in doc.links]:
+        return
+    db.execute("DELETE FROM links WHERE document_id = ?", (document_id,))
+    db.executemany(
+        "INSERT INTO links (document_id, ordinal, target, text) VALUES (?, ?, ?, ?)",
+        [(document_id, ordinal, link.url, link.text) for ordinal, link in enumerate(doc.links)],
+    )
 
 
 _Row = tuple[str, str, str, str, float]

@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urljoin
 
 from deepresearch.errors import ConfigError
 from deepresearch.search.corpora import CorpusPart, CorpusReport, Progress
@@ -348,8 +348,9 @@ def iter_pages(root: Path, skip: tuple[str, ...]) -> Iterator[str]:
                 yield relative
 
 
-def page_records(package: DocPackage, relative: str, sections: list[Section]) -> Iterator[dict[str, str]]:
-    """The JSONL records of one page's sections: ``{id, title, url, text}``."""
+def page_records(package: DocPackage, relative: str, sections: list[Section]) -> Iterator[dict[str, Any]]:
+    """The JSONL records of one page's sections: ``{id, title, url, text, links}`` (links resolved
+    against the page's URL, so a walk can follow them from section to page)."""
     page_url = package.url_prefix + quote(relative, safe="/")
     for section in sections:
         fragment = f"#{quote(section.anchor, safe=_URL_SAFE)}" if section.anchor else ""
@@ -358,6 +359,7 @@ def page_records(package: DocPackage, relative: str, sections: list[Section]) ->
             "title": " > ".join((package.label, *section.path)),
             "url": page_url + fragment,
             "text": section.text,
+            "links": [{"url": urljoin(page_url, href), "text": text} for href, text in section.links],
         }
 
 

@@ -26,7 +26,7 @@ Everything here is a pure function of the HTML text.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import lxml.etree
@@ -34,7 +34,7 @@ import lxml.html
 
 from deepresearch.search.passages import count_words
 
-SPLITTER_VERSION = "html-sections-v1"
+SPLITTER_VERSION = "html-sections-v2"  # v2: sections carry their links
 """Changes whenever the output of ``split_page`` changes, so stored sections get rebuilt."""
 MIN_SECTION_WORDS = 25
 """A section with fewer words joins the one before it."""
@@ -93,6 +93,9 @@ class Section:
     """Fragment id for the URL; empty for the top of the page."""
     text: str
     """Markdown-ish text without the section's own heading."""
+    links: tuple[tuple[str, str], ...] = ()
+    """``(href, anchor text)`` of the page's links whose text is in this section (as written: resolve
+    them against the page's URL); a link whose text is in no section belongs to the first."""
 
     @property
     def title(self) -> str:
@@ -162,6 +165,7 @@ def split_page(
         return Page("", [])
     root = _main_element(document)
     _drop_navigation(root)
+    links = _links(root)
     events: list[_Event] = []
     _Walker(root, objects).walk(root, events, in_box=False)
     title = next((e.title for e in events if isinstance(e, _Heading)), "") or _head_title(document)
@@ -170,7 +174,32 @@ def split_page(
         for draft in _merge(_group(events, title), min_words)
         if count_words(text := "\n\n".join(draft.blocks)) >= min_page_words
     ]
-    return Page(title, sections)
+    return Page(title, _place_links(sections, links))
+
+
+def _links(root: Any) -> list[tuple[str, str]]:
+    """``(href, text)`` of the links in the page's main part, in page order; links within the page
+    (``#…``) and those without text are left out."""
+    found = []
+    for anchor in root.iter("a"):
+        href = (anchor.get("href") or "").strip()
+        text = " ".join(anchor.text_content().split())
+        if href and not href.startswith("#") and text:
+            found.append((href, text))
+    return found
+
+
+def _place_links(sections: list[Section], links: list[tuple[str, str]]) -> list[Section]:
+    """Each link goes to the first section whose text holds its anchor text (the splitter keeps the
+    text of a link, not its target), else to the first section."""
+    if not sections or not links:
+        return sections
+    placed: list[list[tuple[str, str]]] = [[] for _ in sections]
+    for href, text in links:
+        at = next((i for i, section in enumerate(sections) if text in section.text), 0)
+        if (href, text) not in placed[at]:
+            placed[at].append((href, text))
+    return [replace(section, links=tuple(found)) for section, found in zip(sections, placed, strict=True)]
 
 
 def _parse(html: bytes | str) -> Any:
