@@ -141,8 +141,9 @@ def walk_starts(index: LocalIndex, limit: int, seed: int) -> list[str]:
     """The start documents of the first ``limit`` walks for ``seed``; ``ConfigError`` without links."""
     if not index.has_links():
         raise ConfigError(
-            f"this index has no links: rebuild it with `deepresearch index add PATH…` (the folders "
-            f"of HTML or Markdown documents it was made from) so links are recorded ({index.path})"
+            f"this index has no links ({index.path}): fetch the documentation corpus again "
+            "(`deepresearch index fetch debian-docs`) or add the folders of HTML or Markdown documents "
+            "it was made from again (`deepresearch index add PATH…`), so the links are recorded"
         )
     return index.random_documents(limit, seed=seed)
 
