@@ -39,6 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from deepresearch.report import strip_references
+
 Status = Literal["pass", "fail", "skip"]
 
 LOOP_NGRAM = 4
@@ -78,14 +80,12 @@ _YEAR = re.compile(r"(?<!\d)(19\d{2}|20\d{2})(?!\d)")
 _FENCE = re.compile(r"(```|~~~).*?(\1|\Z)", re.S)
 _INLINE_CODE = re.compile(r"`[^`\n]*`")
 _URL = re.compile(r"\b(?:https?|ftp|file)://\S+|\bwww\.\S+", re.I)
-_CITE = re.compile(r"\\cite[a-z]*\{([^{}]*)\}")
 _CITATION_MARKUP = re.compile(r"\\cite[a-z]*\{[^{}]*\}|\bweb_[0-9a-f]{8,16}\b|\[\d+(?:\s*[,，]\s*\d+)*\]")
 _TAG = re.compile(r"</?[A-Za-z][^<>]*>")
 _CAPITALISED = re.compile(r"\b[A-Z][A-Za-z0-9.+#\-]*")
 _PARAGRAPH = re.compile(r"\n\s*\n")
 _PUNCTUATION = re.compile(r"[^\w\s]|_", re.U)
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
-_REFERENCES = re.compile(r"\n#{1,6}\s*(references|参考文献)\s*\n.*\Z", re.S | re.I)
 
 
 @dataclass(frozen=True)
@@ -253,21 +253,6 @@ def cjk_density(paragraph: str, language: str) -> tuple[float, int]:
     words = len(_LATIN_WORD.findall(text))
     units = cjk + words
     return (cjk / units if units else 0.0), units
-
-
-def strip_references(report: str) -> str:
-    """The report without its trailing References section (titles there are in the sources' languages)."""
-    return _REFERENCES.sub("", report.strip())
-
-
-def cited_keys(answer: str) -> list[str]:
-    """The keys inside ``\\cite{…}`` in ``answer``, in order, each once."""
-    keys: dict[str, None] = {}
-    for group in _CITE.findall(answer):
-        for key in re.split(r"[\s,;，、]+", group):
-            if key:
-                keys[key] = None
-    return list(keys)
 
 
 def check_citations(view: RunView) -> Verdict:

@@ -47,15 +47,14 @@ from deepresearch.curate.filters import (
     check_loops,
     check_plan,
     check_temporal,
-    cited_keys,
     error_quota_size,
     question_key,
     quota_order,
     shortest,
-    strip_references,
 )
 from deepresearch.errors import ConfigError, RunStoreError
 from deepresearch.events import LLMCall, RunStarted, ToolResultEvent
+from deepresearch.report import cited_keys, strip_references
 from deepresearch.runs import EVENTS, RUN_INFO, RunDir
 from deepresearch.tools.base import Tool
 from deepresearch.tools.registry import default_tools

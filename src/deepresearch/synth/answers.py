@@ -29,6 +29,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from deepresearch.report import strip_references
 from deepresearch.runs import RunDir
 from deepresearch.synth.context import SynthContext
 from deepresearch.synth.engine import Tally
@@ -50,10 +51,6 @@ _HEDGES = frozenset(
     | {"don", "didn", "unknown", "unclear", "maybe", "perhaps", "possibly"}
 )
 _CJK_HEDGES = "不没非无否或"
-_REFERENCES = re.compile(
-    r"\n#{1,6}\s*(?:references|sources|bibliography|works cited|参考文献|参考资料|引用来源|来源)\s*\n.*\Z",
-    re.S | re.I,
-)
 _MARKERS = re.compile(r"[ \t]?\[\d+(?:\s*[,，、–-]\s*\d+)*\]")
 _ANSWER_TAGS = re.compile(r"</?answer>", re.I)
 _ANSWER_LINE = re.compile(
@@ -100,7 +97,7 @@ def tokens(text: str) -> list[str]:
 
 def final_answer(report: str) -> FinalAnswer:
     """The answer a report gives: its ``Answer:`` line or, for a short report, the report itself."""
-    text = _ANSWER_TAGS.sub("", _MARKERS.sub("", _REFERENCES.sub("", "\n" + report))).strip()
+    text = _ANSWER_TAGS.sub("", _MARKERS.sub("", strip_references(report))).strip()
     lines = _ANSWER_LINE.findall(text)
     if lines:
         short: str | None = lines[-1].strip()
