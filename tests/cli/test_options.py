@@ -64,6 +64,7 @@ NOT_SETTINGS = {
     ("judge fact", "out"): "the per-report FACT file",
     ("judge fact", "language"): "the prompt language for the reports checked, not a run's",
     ("curate", "out"): "the folder of training files",
+    ("train format", "out"): "the packed sequences file",
     **{(f"synth {name}", "out"): "the pipeline's output JSONL" for name in SYNTH_COMMANDS},
     ("synth kg", "language"): "the language of the questions written, not a run's",
     ("synth walk", "language"): "the language of the questions written, not a run's",

@@ -21,6 +21,7 @@ from deepresearch.cli.options import BUDGETS, ENDPOINT, MODEL, SEARCH, SettingsF
 from deepresearch.cli.race import judge_race
 from deepresearch.cli.serve import serve
 from deepresearch.cli.synth import curate_command, synth_app
+from deepresearch.cli.train import train_app
 from deepresearch.errors import DeepResearchError
 
 app = typer.Typer(
@@ -39,6 +40,7 @@ judge_app.command("race")(judge_race)
 app.add_typer(bench_app, name="bench")
 app.add_typer(synth_app, name="synth")
 app.command("curate")(curate_command)
+app.add_typer(train_app, name="train")
 models_app = typer.Typer(no_args_is_help=True, help="Models that run on this machine (--model local).")
 app.add_typer(models_app, name="models")
 app.command("serve")(serve)

@@ -1,0 +1,69 @@
+"""``deepresearch train …``: training on what ``curate`` and the synth pipelines write (extra ``train``).
+
+Only ``format`` exists so far: render ``sft.jsonl`` / ``midtrain.jsonl`` through a model's chat
+template with loss masks (assistant tokens only) and pack them to a target length.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import typer
+
+from deepresearch.cli.common import say
+
+train_app = typer.Typer(
+    no_args_is_help=True,
+    help="Train on curated data (extra train): render with a chat template, mask, pack.",
+)
+
+
+@train_app.command("format")
+def train_format(
+    data: Annotated[
+        Path, typer.Option("--data", help="sft.jsonl or midtrain.jsonl (from deepresearch curate).")
+    ],
+    tokenizer: Annotated[
+        Path, typer.Option("--tokenizer", help="A local tokenizer folder with a chat template (no hub).")
+    ],
+    max_length: Annotated[
+        int, typer.Option("--max-length", help="Tokens per packed sequence (32768, 131072…).")
+    ],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Packed sequences (JSONL: input_ids, labels, position_ids…).")
+    ] = None,
+    stage: Annotated[
+        Literal["1", "2"] | None,
+        typer.Option("--stage", help="Only midtrain stage 1 (text) or 2 (trajectories) records."),
+    ] = None,
+    show: Annotated[
+        int, typer.Option("--show", help="Print this many rendered samples, trained spans in [[ ]].")
+    ] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Render samples with the tokenizer's chat template, mask all but the assistant's tokens, and pack."""
+    try:
+        from deepresearch.train.format import FormatError, format_file, load_tokenizer, render_file
+        from deepresearch.train.format import show as show_rendered
+    except ImportError as exc:  # the train extra is missing
+        say(f"error: {exc.name or exc}: install the train extra: pip install -e '.[train]'", color="red")
+        raise typer.Exit(1) from None
+    chosen = int(stage) if stage else None
+    try:
+        loaded = load_tokenizer(tokenizer)
+        if show:
+            skipped: list[Any] = []
+            for kind, rendered in itertools.islice(render_file(data, loaded, skipped, stage=chosen), show):
+                typer.echo(f"--- {kind}: {len(rendered.input_ids)} tokens, {rendered.trained} trained")
+                typer.echo(show_rendered(rendered, loaded))
+        report = format_file(data, loaded, max_length=max_length, out=out, stage=chosen)
+    except (FormatError, OSError, ValueError) as exc:  # a bad file, a tokenizer that will not load
+        say(f"error: {exc}", color="red")
+        raise typer.Exit(1) from None
+    typer.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.describe())
+    if not report.samples:  # asked for training data and got none
+        say(f"error: no sample of {data} could be rendered", color="red")
+        raise typer.Exit(1)
