@@ -67,3 +67,30 @@ def train_format(
     if not report.samples:  # asked for training data and got none
         say(f"error: no sample of {data} could be rendered", color="red")
         raise typer.Exit(1)
+
+
+@train_app.command("sft")
+def train_sft(
+    config: Annotated[Path, typer.Option("--config", help="The recipe (TOML; see train/recipes/sft.toml).")],
+    model: Annotated[Path | None, typer.Option("--model", help="A local model folder.")] = None,
+    data: Annotated[Path | None, typer.Option("--data", help="sft.jsonl.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="The checkpoint folder.")] = None,
+    steps: Annotated[int | None, typer.Option("--steps", help="Stop after this many steps.")] = None,
+) -> None:
+    """Supervised fine-tuning with TRL on curated trajectories: only the assistant's tokens are trained.
+
+    --model, --data, --out and --steps override the recipe's."""
+    try:
+        from deepresearch.train.sft import load_recipe, run_sft
+    except ImportError as exc:  # the train extra is missing
+        say(f"error: {exc.name or exc}: install the train extra: pip install -e '.[train]'", color="red")
+        raise typer.Exit(1) from None
+    from deepresearch.errors import DeepResearchError
+
+    try:
+        recipe = load_recipe(config, {"model": model, "data": data, "output_dir": out, "max_steps": steps})
+        result = run_sft(recipe, console=True)
+    except (DeepResearchError, OSError) as exc:
+        say(f"error: {exc}", color="red")
+        raise typer.Exit(1) from None
+    typer.echo(result.describe())
