@@ -27,50 +27,7 @@ from deepresearch.train.format import (
     render_text,
     show,
 )
-
-SPECIAL = ["<|im_start|>", "<|im_end|>", "<tool_call>", "</tool_call>", "<think>", "</think>", "<|pad|>"]
-
-TEMPLATE = """
-{%- if tools %}<|im_start|>system
-{% if messages[0].role == 'system' %}{{ messages[0].content }}
-
-{% endif %}Tools:
-{% for tool in tools %}{{ tool | tojson }}
-{% endfor %}Call a tool as <tool_call>{"name": ..., "arguments": ...}</tool_call><|im_end|>
-{% elif messages[0].role == 'system' %}<|im_start|>system
-{{ messages[0].content }}<|im_end|>
-{% endif %}
-{%- for message in messages %}
-{%- if message.role == 'user' %}<|im_start|>user
-{{ message.content }}<|im_end|>
-{% elif message.role == 'assistant' %}<|im_start|>assistant
-{% if message.reasoning_content %}<think>
-{{ message.reasoning_content }}
-</think>
-
-{% endif %}{{ message.content }}
-{%- for call in message.tool_calls or [] %}
-{%- set body = {"name": call.function.name, "arguments": call.function.arguments} %}
-{{ "\n<tool_call>\n" }}{{ body | tojson }}{{ "\n</tool_call>" }}
-{%- endfor %}<|im_end|>
-{% elif message.role == 'tool' %}<|im_start|>tool
-{{ message.content }}<|im_end|>
-{% endif %}
-{%- endfor %}
-{%- if add_generation_prompt %}<|im_start|>assistant
-{% endif %}
-"""
-
-TOOLS: list[dict[str, Any]] = [
-    {
-        "type": "function",
-        "function": {
-            "name": "search",
-            "description": "Search the web.",
-            "parameters": {"type": "object", "properties": {"query": {"type": "string"}}},
-        },
-    }
-]
+from tests.train.tiny import TEMPLATE, TOOLS, tiny_tokenizer
 
 CALL: dict[str, Any] = {
     "id": "call_1",
@@ -97,20 +54,8 @@ def tokenizer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=400, special_tokens=SPECIAL, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-    )
     corpus = [json.dumps(MESSAGES), json.dumps(TOOLS), "The quick brown fox jumps over the lazy dog."]
-    bpe.train_from_iterator(corpus, trainer=trainer)
-    wrapped = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
-        tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|pad|>", chat_template=TEMPLATE
-    )
+    wrapped = tiny_tokenizer(corpus, vocab_size=400)
     # through a saved folder, as `train format --tokenizer PATH` loads it
     wrapped.save_pretrained(tmp_path / "tok")
     return load_tokenizer(tmp_path / "tok")

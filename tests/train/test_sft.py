@@ -19,45 +19,7 @@ pytest.importorskip("peft")
 from deepresearch.errors import ConfigError
 from deepresearch.train.format import IGNORE
 from deepresearch.train.sft import build_rows, load_recipe, read_metrics, run_sft
-
-SPECIAL = ["<|im_start|>", "<|im_end|>", "<tool_call>", "</tool_call>", "<|pad|>"]
-
-TEMPLATE = """
-{%- if messages[0].role == 'system' %}<|im_start|>system
-{{ messages[0].content }}
-{%- if tools %}
-
-Tools:
-{% for tool in tools %}{{ tool | tojson }}
-{% endfor %}{% endif %}<|im_end|>
-{% endif %}
-{%- for message in messages %}
-{%- if message.role == 'user' %}<|im_start|>user
-{{ message.content }}<|im_end|>
-{% elif message.role == 'assistant' %}<|im_start|>assistant
-{{ message.content }}
-{%- for call in message.tool_calls or [] %}
-{%- set body = {"name": call.function.name, "arguments": call.function.arguments} %}
-{{ "\n<tool_call>\n" }}{{ body | tojson }}{{ "\n</tool_call>" }}
-{%- endfor %}<|im_end|>
-{% elif message.role == 'tool' %}<|im_start|>tool
-{{ message.content }}<|im_end|>
-{% endif %}
-{%- endfor %}
-{%- if add_generation_prompt %}<|im_start|>assistant
-{% endif %}
-"""
-
-TOOLS: list[dict[str, Any]] = [
-    {
-        "type": "function",
-        "function": {
-            "name": "search",
-            "description": "Search the web.",
-            "parameters": {"type": "object", "properties": {"query": {"type": "string"}}},
-        },
-    }
-]
+from tests.train.tiny import TOOLS, tiny_tokenizer
 
 TOPICS = [("tidal lagoons", "320 MW"), ("offshore wind", "1.2 GW"), ("rooftop solar", "5 kW")]
 
@@ -93,8 +55,7 @@ def offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def workspace(offline: Path) -> Path:
     """A folder with ``model/`` (tokenizer included) and ``sft.jsonl``, as a user would have them."""
     import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+    from transformers import Qwen2Config, Qwen2ForCausalLM
 
     records = [
         {"messages": conversation(topic, answer), "tools": TOOLS, "meta": {"id": f"s{index}"}}
@@ -105,16 +66,7 @@ def workspace(offline: Path) -> Path:
     data = offline / "sft.jsonl"
     data.write_text("".join(json.dumps(record) + "\n" for record in records), encoding="utf-8")
 
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=600, special_tokens=SPECIAL, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-    )
-    bpe.train_from_iterator([json.dumps(record) for record in records], trainer=trainer)
-    tokenizer = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
-        tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|pad|>", chat_template=TEMPLATE
-    )
+    tokenizer = tiny_tokenizer((json.dumps(record) for record in records), vocab_size=600)
     torch.manual_seed(0)
     config = Qwen2Config(
         vocab_size=len(tokenizer),
