@@ -201,6 +201,9 @@ class Settings(BaseModel):
     """Re-rank local hits with an embedding model shipped in a package (extra ``dense``); never downloads."""
     authority_file: Path | None = None
     """Extra authority list (YAML) merged with the shipped one: domains to prefer or to demote."""
+    search_cache: Path | None = None
+    """A file remembering every search result list: an identical query (same backend, text and
+    limit) is answered from it. For RL rollouts and reruns; off by default."""
     search_endpoint: str | None = None
     """Override the selected provider's API endpoint (a proxy, a self-hosted gateway, tests)."""
     search_timeout: float = 15.0

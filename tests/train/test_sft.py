@@ -247,3 +247,56 @@ def test_the_cli_trains_with_overrides_and_refuses_a_bad_recipe(workspace: Path)
         app, ["train", "sft", "--config", str(write_recipe(workspace, "optimiser = 1\n"))]
     )
     assert bad.exit_code == 1 and "optimiser" in bad.output
+
+
+def test_the_stage_two_recipe_trains_with_yarn_and_saves_the_extended_positions(workspace: Path) -> None:
+    import tomllib
+
+    from deepresearch.train.sft import recipe_from_dict
+
+    shipped = Path(__file__).parents[2] / "src/deepresearch/train/recipes/midtrain_stage2.toml"
+    raw = tomllib.loads(shipped.read_text(encoding="utf-8"))
+    yarn = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768}
+    assert raw["rope_scaling"] == yarn
+    raw.update(  # the shipped recipe, on this machine: no GPU (fp32) and a tiny model
+        model=str(workspace / "model"),
+        data=str(workspace / "sft.jsonl"),
+        output_dir=str(workspace / "stage2"),
+        bf16=False,
+        dtype="float32",
+        activation_checkpointing=False,
+        max_steps=2,
+        gradient_accumulation=1,
+    )
+    recipe = recipe_from_dict(raw)
+    result = run_sft(recipe, console=False)
+
+    assert result.steps == 2
+    saved = json.loads((workspace / "stage2" / "config.json").read_text())
+    rope = saved.get("rope_parameters") or saved.get("rope_scaling")
+    assert rope["rope_type"] == "yarn" and rope["factor"] == 4.0
+    assert rope["original_max_position_embeddings"] == 32768 and "rope_theta" in rope  # merged, theta kept
+    assert saved["max_position_embeddings"] == 131072
+    assert generate(workspace / "stage2", adapter=False)
+
+
+def test_the_tiny_model_is_built_once_in_the_output_folder(offline: Path) -> None:
+    (offline / "sft.jsonl").write_text(
+        json.dumps({"messages": conversation(*TOPICS[0]), "tools": TOOLS}) + "\n", encoding="utf-8"
+    )
+    recipe = load_recipe(write_recipe(offline, "max_steps = 2\n"), {"model": Path("tiny")})
+    assert str(recipe.model) == "tiny"  # a name, not a folder next to the recipe
+    result = run_sft(recipe, console=False)
+    assert result.steps == 2 and (offline / "out" / "tiny-model" / "config.json").is_file()
+    assert generate(offline / "out", adapter=False)
+
+
+@pytest.mark.parametrize("name", ["rl", "midtrain_stage2", "judge_rl"])
+def test_every_shipped_recipe_loads(name: str) -> None:
+    from deepresearch.train.judge_rl import load_recipe as load_judge_recipe
+    from deepresearch.train.rl import load_rl_recipe
+
+    loader = {"rl": load_rl_recipe, "judge_rl": load_judge_recipe}.get(name, load_recipe)
+    path = Path(__file__).parents[2] / f"src/deepresearch/train/recipes/{name}.toml"
+    recipe = loader(path)
+    assert recipe.output_dir.is_absolute()  # relative paths are read from the recipe's folder

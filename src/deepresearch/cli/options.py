@@ -185,15 +185,19 @@ class SettingsFlags:
             raise typer.Exit(2) from None
 
 
-def settings_options(*names: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
+def settings_options(
+    *names: str, settings_file: bool = True
+) -> Callable[[Callable[..., T]], Callable[..., T]]:
     """Give a command the options ``names`` (keys of ``FLAGS``) and ``--config``, in place of its
-    ``flags`` parameter, which receives their values as one ``SettingsFlags``."""
+    ``flags`` parameter, which receives their values as one ``SettingsFlags``. ``settings_file=False``
+    leaves ``--config`` to the command (``train rl``'s recipe); the settings file is then the default one."""
     unknown = [name for name in names if name not in FLAGS]
     if unknown or len(set(names)) != len(names):
         raise ValueError(f"settings_options: unknown or repeated option(s) in {names}")
     keyword = inspect.Parameter.KEYWORD_ONLY
     added = [inspect.Parameter(n, keyword, default=None, annotation=FLAGS[n].annotation) for n in names]
-    added.append(inspect.Parameter("config", keyword, default=None, annotation=ConfigOpt))
+    if settings_file:
+        added.append(inspect.Parameter("config", keyword, default=None, annotation=ConfigOpt))
 
     def decorate(command: Callable[..., T]) -> Callable[..., T]:
         own = inspect.signature(command, eval_str=True).parameters
@@ -205,7 +209,8 @@ def settings_options(*names: str) -> Callable[[Callable[..., T]], Callable[..., 
 
         @functools.wraps(command)
         def with_flags(**kwargs: Any) -> T:
-            flags = SettingsFlags(kwargs.pop("config"), {name: kwargs.pop(name) for name in names})
+            file = kwargs.pop("config") if settings_file else None
+            flags = SettingsFlags(file, {name: kwargs.pop(name) for name in names})
             return command(**kwargs, flags=flags)
 
         # typer reads the signature, and the annotations for parameters without typer metadata

@@ -28,6 +28,7 @@ from pydantic import SecretStr
 from deepresearch.config import Settings, default_data_dir
 from deepresearch.errors import ConfigError
 from deepresearch.search import SearchBackend
+from deepresearch.search.wrapped import WrappedBackend
 
 if TYPE_CHECKING:
     from deepresearch.search.local import LocalIndex
@@ -102,11 +103,16 @@ def open_search(settings: Settings) -> SearchBackend:
 
     authority = AuthorityList.load(settings.authority_file)  # a bad user file fails before any search
     backend = open_backend(settings)
+    if settings.search_cache is not None:
+        from deepresearch.search.cache import CachedSearch
+
+        backend = CachedSearch(backend, settings.search_cache)
     if backend.name == "local":
         from deepresearch.search.local import LocalIndex  # loaded already: open_backend built one
 
-        if isinstance(backend, LocalIndex):
-            require_documents(backend)
+        inner = backend.backend if isinstance(backend, WrappedBackend) else backend
+        if isinstance(inner, LocalIndex):
+            require_documents(inner)
     if settings.dense and backend.name == "local":
         from deepresearch.search.dense import HybridRanked, MiniLMEmbedder
 

@@ -17,12 +17,13 @@ import json
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from deepresearch.errors import ConfigError
 from deepresearch.train.format import IGNORE, Rendered, Skipped, load_tokenizer, render_file
+from deepresearch.train.tiny import TINY, resolve_model
 
 
 class LoraSettings(BaseModel):
@@ -34,6 +35,19 @@ class LoraSettings(BaseModel):
     alpha: int = Field(default=32, ge=1)
     dropout: float = Field(default=0.05, ge=0.0, lt=1.0)
     target_modules: list[str] | str = "all-linear"
+
+
+class RopeScaling(BaseModel):
+    """A ``[rope_scaling]`` table: stretch the model's positions past the length it was trained at
+    (stage II of mid-training goes from 32K to 128K with YaRN). Merged into the model's own RoPE
+    parameters (its ``rope_theta`` is kept) and saved with the checkpoint, so it loads extended."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rope_type: Literal["yarn", "linear", "dynamic", "longrope", "llama3"] = "yarn"
+    factor: float = Field(gt=1.0)
+    original_max_position_embeddings: int = Field(ge=16)
+    """The length the model was trained at; positions beyond ``factor`` × this are not covered."""
 
 
 class SftRecipe(BaseModel):
@@ -57,6 +71,9 @@ class SftRecipe(BaseModel):
     save: bool = True
     bf16: bool = False
     activation_checkpointing: bool = False
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """The dtype the weights are loaded in (``auto``: as saved)."""
+    rope_scaling: RopeScaling | None = None
 
     @field_validator("model", "data")
     @classmethod
@@ -70,11 +87,23 @@ class SftRecipe(BaseModel):
         return self.tokenizer or self.model
 
 
+PATH_KEYS = ("model", "tokenizer", "data", "tasks", "index", "output_dir")
+"""Recipe keys holding paths: relative ones are read from the recipe file's folder."""
+
+R = TypeVar("R", bound=BaseModel)
+
+
 def load_recipe(path: Path, overrides: dict[str, Any] | None = None) -> SftRecipe:
     """The recipe in ``path`` with ``overrides`` (the CLI's flags; None values ignored) laid over it.
 
     Relative paths in the file are taken from the file's folder; paths given as overrides are taken
-    as they are (from the working directory, where the user typed them)."""
+    as they are (from the working directory, where the user typed them). ``model = "tiny"`` is kept
+    as it is: it names the built-in test model (``train.tiny``), not a folder."""
+    return read_recipe(path, SftRecipe, overrides)
+
+
+def read_recipe(path: Path, kind: type[R], overrides: dict[str, Any] | None = None) -> R:
+    """A recipe of ``kind`` from the TOML file ``path`` (``load_recipe``'s rules, for any recipe)."""
     try:
         raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
@@ -82,18 +111,18 @@ def load_recipe(path: Path, overrides: dict[str, Any] | None = None) -> SftRecip
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from exc
     base = Path(path).resolve().parent
-    for key in ("model", "tokenizer", "data", "output_dir"):
+    for key in PATH_KEYS:
         value = raw.get(key)
-        if isinstance(value, str) and value and not Path(value).is_absolute():
+        if isinstance(value, str) and value and value != TINY and not Path(value).is_absolute():
             raw[key] = str(base / value)
     raw.update({key: value for key, value in (overrides or {}).items() if value is not None})
-    return recipe_from_dict(raw, source=str(path))
+    return recipe_from_dict(raw, source=str(path), kind=kind)
 
 
-def recipe_from_dict(raw: dict[str, Any], *, source: str = "recipe") -> SftRecipe:
+def recipe_from_dict(raw: dict[str, Any], *, source: str = "recipe", kind: type[R] = SftRecipe) -> R:  # type: ignore[assignment]
     """A validated recipe, or `ConfigError` naming each bad field."""
     try:
-        return SftRecipe.model_validate(raw)
+        return kind.model_validate(raw)
     except ValidationError as exc:
         problems = [
             f"{'.'.join(str(part) for part in error['loc']) or '?'}: {error['msg']}" for error in exc.errors()
@@ -190,10 +219,11 @@ def run_sft(recipe: SftRecipe, *, console: bool = True) -> SftResult:
     to ``recipe.output_dir``; metrics go to ``metrics.jsonl`` there (started afresh each run)."""
     import datasets
     import torch
-    from transformers import AutoModelForCausalLM, PrinterCallback
+    from transformers import PrinterCallback
     from trl.trainer.sft_config import SFTConfig
     from trl.trainer.sft_trainer import SFTTrainer
 
+    recipe = recipe.model_copy(update={"model": resolve_model(recipe.model, recipe.output_dir)})
     tokenizer = load_tokenizer(recipe.tokenizer_path)
     data = build_rows(recipe.data, tokenizer, recipe.max_length)
     if not data.rows:
@@ -204,7 +234,9 @@ def run_sft(recipe: SftRecipe, *, console: bool = True) -> SftResult:
     metrics_path = output_dir / "metrics.jsonl"
     metrics_path.write_text("", encoding="utf-8")
 
-    model = AutoModelForCausalLM.from_pretrained(str(recipe.model), local_files_only=True)
+    model = load_model(
+        recipe.model, dtype=recipe.dtype, rope_scaling=recipe.rope_scaling, max_length=recipe.max_length
+    )
     args = SFTConfig(
         output_dir=str(output_dir),
         max_length=recipe.max_length,
@@ -247,6 +279,26 @@ def run_sft(recipe: SftRecipe, *, console: bool = True) -> SftResult:
         truncated=data.truncated,
         lora=recipe.lora is not None,
     )
+
+
+def load_model(
+    path: Path, *, dtype: str = "auto", rope_scaling: RopeScaling | None = None, max_length: int = 0
+) -> Any:
+    """The causal LM saved at ``path`` (local files only), in ``dtype``, with ``rope_scaling`` merged
+    into its RoPE parameters and its position limit raised to ``max_length`` when that is longer."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        config = AutoConfig.from_pretrained(str(path), local_files_only=True)
+    except OSError as exc:
+        raise ConfigError(f"{path}: not a model folder ({exc})") from exc
+    if rope_scaling is not None:
+        parameters = dict(getattr(config, "rope_parameters", None) or {})
+        parameters.update(rope_scaling.model_dump())
+        config.rope_parameters = parameters
+    if max_length > int(getattr(config, "max_position_embeddings", 0) or 0):
+        config.max_position_embeddings = max_length
+    return AutoModelForCausalLM.from_pretrained(str(path), config=config, dtype=dtype, local_files_only=True)
 
 
 def _lora_config(lora: LoraSettings | None) -> Any:
