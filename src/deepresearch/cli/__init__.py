@@ -23,6 +23,7 @@ from deepresearch.cli.serve import serve
 from deepresearch.cli.synth import curate_command, synth_app
 from deepresearch.cli.train import train_app
 from deepresearch.cli.train_judge import judge_agreement, train_judge_data, train_judge_rl
+from deepresearch.cli.train_verl import train_verl
 from deepresearch.errors import DeepResearchError
 
 app = typer.Typer(
@@ -44,6 +45,7 @@ app.command("curate")(curate_command)
 app.add_typer(train_app, name="train")
 train_app.command("judge-data")(train_judge_data)
 train_app.command("judge-rl")(train_judge_rl)
+train_app.command("verl")(train_verl)
 judge_app.command("agreement")(judge_agreement)
 models_app = typer.Typer(no_args_is_help=True, help="Models that run on this machine (--model local).")
 app.add_typer(models_app, name="models")
