@@ -162,3 +162,33 @@ def test_a_run_dir_reads_what_a_run_wrote(fake_llm, corpus_index, tmp_path):
     assert run.task() is None
     with pytest.raises(RunStoreError, match="is not a run directory"):
         RunDir.open(tmp_path)
+
+
+def test_the_conversation_files_are_rewritten_every_few_steps_not_every_step(tmp_path):
+    """Rewriting messages.json at every step made a run's writes grow with the square of its length;
+    the event log is fsync'ed every step, the derived files every SNAPSHOT_EVERY steps and at the end."""
+    import asyncio
+
+    from deepresearch.agent.history import History
+    from deepresearch.agent.state import RunState
+    from deepresearch.runs import MESSAGES, RUN_INFO, SNAPSHOT_EVERY, Recorder
+
+    store = RunStore.create(tmp_path / "run")
+    recorder = Recorder(store, RunInfo(id="r", question="q"))
+    state = RunState(history=History(len))
+    rewritten: list[int] = []
+
+    async def steps() -> None:
+        for step in range(1, 3 * SNAPSHOT_EVERY + 3):
+            state.step = step
+            state.history.append({"role": "user", "content": f"message {step} " * 50})
+            await recorder.save(state)
+            if len(json.loads((store.path / MESSAGES).read_text())) == step:  # written at this step
+                rewritten.append(step)
+            assert json.loads((store.path / RUN_INFO).read_text())["steps"] == step  # run.json: every step
+
+    asyncio.run(steps())
+    assert rewritten == list(range(1, 3 * SNAPSHOT_EVERY + 3, SNAPSHOT_EVERY))
+    recorder.checkpoint(state)  # the end of the run (or a cancel) writes everything now
+    assert len(json.loads((store.path / MESSAGES).read_text())) == 3 * SNAPSHOT_EVERY + 2
+    store.close()

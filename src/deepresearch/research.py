@@ -31,6 +31,8 @@ from deepresearch.events import (
     RunStarted,
     now_iso,
 )
+from deepresearch.fetch.extract import warm_up_in_background
+from deepresearch.lifecycle import freeze_long_lived
 from deepresearch.llm.messages import Completion
 from deepresearch.runs import (
     Recorder,
@@ -244,6 +246,8 @@ async def _drive(
         info.local_threads = services.local_threads
 
         agent = services.agent(settings, state, recorder, tools, store.workspace, stop)
+        warm_up_in_background()  # the first batch_open would otherwise pay for trafilatura's imports
+        freeze_long_lived()  # what exists now lives as long as the run: keep it out of the GC's walks
         try:
             store.write_info(info)
             if state.strategy == "guided":

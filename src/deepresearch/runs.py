@@ -438,16 +438,26 @@ class RunSnapshot(Protocol):
     def usage(self) -> _Usage: ...
 
 
+SNAPSHOT_EVERY = 10
+"""Steps between rewrites of ``messages.json``/``sources.json``/``todo.json`` during a run."""
+
+
 class Recorder:
     """Writes what a run records into its directory and tells the live view.
 
-    Every event is appended to ``events.jsonl`` (the source of truth); ``checkpoint``/``save`` derive
-    ``messages.json``, ``sources.json``, ``todo.json`` and ``run.json`` from the run's state at a step
-    boundary, and ``write_report`` puts the report beside them.
+    Every event is appended to ``events.jsonl`` (the source of truth) and the log is fsync'ed at every
+    step boundary (``save``), with ``run.json`` (steps, usage) rewritten there too. The files derived
+    from the whole conversation — ``messages.json``, ``sources.json``, ``todo.json`` — are rewritten
+    every ``SNAPSHOT_EVERY`` steps, when the run ends (report, failure, cancel) and when it is resumed,
+    not at every step: rewriting them each step made a run's disk writes grow with the square of its
+    length, and the event log already makes the run recoverable. So during a run they may lag the log
+    by a few steps; ``resume`` rebuilds them from it.
     """
 
     def __init__(self, store: RunStore, info: RunInfo, on_event: EventCallback | None = None) -> None:
         self.store, self.info, self.on_event = store, info, on_event
+        self._snapshot_step: int | None = None
+        """The step of the last full snapshot (``None``: none written by this process yet)."""
 
     def record(self, event: Event) -> None:
         self.store.append(event)
@@ -458,14 +468,17 @@ class Recorder:
                 logger.exception("event callback failed")
 
     def checkpoint(self, state: RunSnapshot) -> None:
-        """Rewrite the derived files after a step; then fsync the event log."""
-        self.write(self._snapshot(state))
+        """Rewrite every derived file now (the run ends, or resumes); then fsync the event log."""
+        self.write(self._snapshot(state, full=True))
 
     async def save(self, state: RunSnapshot, *, sources: list[dict[str, Any]] | None = None) -> None:
-        """``checkpoint`` with the writes and the fsync in a worker thread: the run still waits for
-        them, but other runs in this event loop (a benchmark's) go on meanwhile. ``sources`` replaces
-        the unnumbered source list (the report's numbering, once it exists)."""
-        await asyncio.to_thread(self.write, self._snapshot(state, sources))
+        """A step boundary: ``run.json`` and the fsync, with the conversation's files every
+        ``SNAPSHOT_EVERY`` steps, in a worker thread (the run still waits for them, but other runs in
+        this event loop, a benchmark's, go on meanwhile). ``sources`` (the report's numbering, once it
+        exists) writes everything now."""
+        last = self._snapshot_step
+        full = sources is not None or last is None or state.step - last >= SNAPSHOT_EVERY
+        await asyncio.to_thread(self.write, self._snapshot(state, sources, full=full))
 
     async def write_report(self, markdown: str, html: str) -> None:
         """``report.md`` and ``report.html``, each atomically, then the fsync."""
@@ -474,16 +487,20 @@ class Recorder:
     def write_info(self) -> None:
         self.store.write_info(self.info)
 
-    def _snapshot(self, state: RunSnapshot, sources: list[dict[str, Any]] | None = None) -> dict[str, str]:
-        """The derived files' text, built on the loop's thread while nothing else changes ``state``."""
-        if sources is None:
-            sources = [s.to_dict() | {"n": None} for s in state.sources]
-        files = {
-            MESSAGES: "[\n" + ",\n".join(state.history.records()) + "\n]",  # already encoded
-            SOURCES: json_text(sources),
-        }
-        if "todo" in state.tool_state:
-            files[TODO] = json_text(state.tool_state["todo"])
+    def _snapshot(
+        self, state: RunSnapshot, sources: list[dict[str, Any]] | None = None, *, full: bool = True
+    ) -> dict[str, str]:
+        """The derived files' text (only ``run.json`` unless ``full``), built on the loop's thread
+        while nothing else changes ``state``."""
+        files: dict[str, str] = {}
+        if full:
+            if sources is None:
+                sources = [s.to_dict() | {"n": None} for s in state.sources]
+            files[MESSAGES] = "[\n" + ",\n".join(state.history.records()) + "\n]"  # already encoded
+            files[SOURCES] = json_text(sources)
+            if "todo" in state.tool_state:
+                files[TODO] = json_text(state.tool_state["todo"])
+            self._snapshot_step = state.step
         self.info.steps, self.info.usage = state.step, state.usage.to_dict()
         files[RUN_INFO] = self.info.model_dump_json(indent=1)
         return files

@@ -127,3 +127,31 @@ def test_the_rank_file_is_package_data_and_needs_no_bpe_openai():
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["2", "7"]  # what bpe-openai's encoder gives
     assert "estimating" not in done.stderr
+
+
+def test_the_rank_copy_is_written_reused_and_a_damaged_one_replaced(tmp_path: Path) -> None:
+    from deepresearch.llm.tokens import RANK_CACHE_PREFIX, _rank_file, cached_ranks, load_ranks
+
+    shipped = load_ranks(_rank_file())
+    assert cached_ranks(tmp_path) == shipped  # decoded from the shipped file, copy written
+    [copy] = tmp_path.glob(f"{RANK_CACHE_PREFIX}*.bin")
+    assert cached_ranks(tmp_path) == shipped  # read back from the copy
+    assert list(tmp_path.glob(f"{RANK_CACHE_PREFIX}*.bin")) == [copy]
+
+    damaged = bytearray(copy.read_bytes())
+    damaged[-1] ^= 0xFF  # one flipped bit: the name's hash no longer matches
+    copy.write_bytes(bytes(damaged))
+    forged = tmp_path / f"{RANK_CACHE_PREFIX}{'0' * 64}.bin"
+    forged.write_bytes(b"\x01\x00a")
+    assert cached_ranks(tmp_path) == shipped
+    assert not forged.exists()
+    [fresh] = tmp_path.glob(f"{RANK_CACHE_PREFIX}*.bin")
+    assert fresh.read_bytes() != bytes(damaged)
+
+
+def test_an_unwritable_cache_folder_still_counts(tmp_path: Path) -> None:
+    from deepresearch.llm.tokens import _rank_file, cached_ranks, load_ranks
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert cached_ranks(blocker / "sub") == load_ranks(_rank_file())

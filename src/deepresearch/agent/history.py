@@ -3,9 +3,9 @@
 The full history is never edited (it is the trajectory in ``messages.json``). What the model is sent
 is a *view* of it in which the context policy has swapped some tool results for their compact form
 or hidden whole search cycles. Each entry caches its JSON encodings and its token count when it is
-appended, so building a step's request and checking the context limit cost O(new messages) work,
-not a re-encode and re-tokenise of the whole conversation (what made the reference agent slow down
-as runs grew).
+appended (a compact form's, when the policy first uses it), so building a step's request and checking
+the context limit cost O(new messages) work, not a re-encode and re-tokenise of the whole conversation
+(what made the reference agent slow down as runs grew).
 """
 
 from __future__ import annotations
@@ -87,9 +87,8 @@ class History:
             cycle=cycle,
         )
         if compact is not None and message["role"] == "tool":
+            # encoded and counted when the policy compresses it: most never are
             entry.compact = {**message, "content": compact}
-            entry.compact_wire = Encoded(_encode(entry.compact))
-            entry.compact_tokens = self.count_message(entry.compact)
         self.entries.append(entry)
         self.view_tokens += entry.tokens
         return index
@@ -121,6 +120,8 @@ class History:
         entry = self.entries[index]
         if entry.compact is None or entry.compressed or entry.dropped:
             return
+        entry.compact_wire = Encoded(_encode(entry.compact))
+        entry.compact_tokens = self.count_message(entry.compact)
         self.view_tokens += entry.compact_tokens - entry.tokens
         entry.compressed = True
 

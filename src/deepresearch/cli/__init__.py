@@ -7,6 +7,7 @@ print. Sub-command groups with many commands have their own module (``cli.judge`
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -385,5 +386,24 @@ def models_list() -> None:
         typer.echo(f"{'':{width}}  {entry.description}")
 
 
+FAST_EXIT_COMMANDS = frozenset({"research", "resume"})
+"""Commands after which nothing is left to clean up but the interpreter itself (``lifecycle``)."""
+
+
 def main() -> None:
-    app()
+    """The ``deepresearch`` console script: one command, then exit (fast after a research)."""
+    from deepresearch.lifecycle import exit_now, mark_one_shot
+
+    command = next((arg for arg in sys.argv[1:] if not arg.startswith("-")), "")
+    fast = command in FAST_EXIT_COMMANDS
+    if fast:
+        mark_one_shot()
+    try:
+        app()
+    except SystemExit as done:
+        if not fast:
+            raise
+        code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+        if done.code is not None and not isinstance(done.code, int):
+            print(done.code, file=sys.stderr)
+        exit_now(code)

@@ -21,7 +21,9 @@ import csv
 import functools
 import io
 import json
+import logging
 import re
+import threading
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from typing import TYPE_CHECKING, Literal
@@ -30,9 +32,12 @@ from urllib.parse import unquote, urlsplit
 from deepresearch.errors import FetchError
 from deepresearch.fetch.charset import declared_charset, decode_text
 from deepresearch.fetch.office import docx_to_markdown, markdown_table, markitdown_to_markdown, office_kind
+from deepresearch.lifecycle import freeze_long_lived
 
 if TYPE_CHECKING:
     from trafilatura.settings import Extractor
+
+logger = logging.getLogger(__name__)
 
 Kind = Literal["html", "pdf", "json", "text", "csv", "docx", "pptx", "xlsx"]
 
@@ -291,6 +296,42 @@ def _text_title(text: str, *, markdown: bool) -> str:
     return ""
 
 
+_WARM_PAGE = (
+    "<html><head><title>Warm-up</title><meta name='date' content='2024-01-02'></head><body><article>"
+    "<h1>Warm-up</h1><p>A short paragraph, long enough for the extractor to keep it as the main text of "
+    "this page.</p><table><tr><td>a</td><td>b</td></tr></table></article></body></html>"
+)
+_warming: threading.Thread | None = None
+_warm_lock = threading.Lock()
+
+
+def warm_up() -> None:
+    """Extract one small page: trafilatura, lxml and courlan are imported and the public suffix list
+    parsed once, here, instead of inside the first ``batch_open`` — where three pages extracted in
+    parallel each triggered the same lazy loading (a 190–260 ms CPU spike, the list parsed thrice)."""
+    try:
+        _extract_html(_WARM_PAGE, "https://www.example.com/2024/01/warm-up")
+    except Exception:
+        logger.debug("extraction warm-up failed", exc_info=True)
+    freeze_long_lived()  # the modules just imported live as long as the process
+
+
+def warm_up_in_background() -> None:
+    """``warm_up`` once per process in a daemon thread, so it overlaps the first model call; a page
+    extracted meanwhile waits for it (``_extract_html`` joins the thread) instead of racing it."""
+    global _warming
+    with _warm_lock:
+        if _warming is None:
+            _warming = threading.Thread(target=warm_up, name="warm-extraction", daemon=True)
+            _warming.start()
+
+
+def _wait_for_warm_up() -> None:
+    warming = _warming
+    if warming is not None and warming is not threading.current_thread():
+        warming.join()
+
+
 @functools.cache
 def _html_options() -> Extractor:
     """trafilatura's extraction settings, built once and shared (trafilatura copies before changing them)."""
@@ -299,7 +340,19 @@ def _html_options() -> Extractor:
     return Extractor(output_format="markdown", recall=True, comments=False, tables=True, formatting=True)
 
 
+_MAYBE_DATED = re.compile(r"date|time|publish|created|modified|updated|issued", re.IGNORECASE)
+_DATED_URL = re.compile(r"(?:19|20)\d\d[/_.-]?[01]?\d")
+
+
+def _may_carry_a_date(html: str, url: str) -> bool:
+    """Whether metadata extraction could find a date: every place it looks with extensive search off
+    (meta tags, JSON-LD, ``<time>``, date-named attributes, the URL) names one of these words or is
+    the URL; a page that has none is not worth its ~1 ms."""
+    return bool(_MAYBE_DATED.search(html) or _DATED_URL.search(url))
+
+
 def _extract_html(html: str, url: str) -> Extracted:
+    _wait_for_warm_up()
     import trafilatura
     from trafilatura.metadata import extract_metadata
 
@@ -313,8 +366,9 @@ def _extract_html(html: str, url: str) -> Extracted:
             title = _one_line(title_element.text_content())
         # Only what the page states (meta tags, JSON-LD, <time>, the URL), not dates guessed from text.
         # (date_config rather than trafilatura 2's ``extensive``, so trafilatura 1.x works too.)
-        dates = {"original_date": True, "extensive_search": False}
-        published = extract_metadata(tree, default_url=url, date_config=dates).date or ""
+        if _may_carry_a_date(html, url):
+            dates = {"original_date": True, "extensive_search": False}
+            published = extract_metadata(tree, default_url=url, date_config=dates).date or ""
         text = trafilatura.extract(tree, options=_html_options()) or ""
     if not text.strip():
         text = strip_tags(html)

@@ -25,10 +25,14 @@ second (``benchmarks/token_count.py``), and a text that long is over any context
 
 from __future__ import annotations
 
+import array
 import binascii
+import contextlib
 import gzip
 import hashlib
+import itertools
 import logging
+import os
 import re
 from collections.abc import Callable
 from functools import cache, lru_cache
@@ -42,6 +46,8 @@ RANK_FILE = "o200k_base.tiktoken.gz"
 """The gzip-compressed rank file in ``deepresearch/llm/data/``."""
 O200K_SHA256 = "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d"
 """SHA-256 of the uncompressed ``o200k_base.tiktoken`` file OpenAI publishes."""
+O200K_RANKS = 199_998
+"""How many ranks the file holds."""
 
 # The o200k_base pre-tokenizer split: runs of letters with their casing rules and English
 # contractions, up to three digits, punctuation runs, newlines and other whitespace. It is part of
@@ -121,6 +127,9 @@ class O200kCounter:
         self._ranks = ranks
         self._split = regex.compile(O200K_SPLIT).findall
         self._merged: dict[bytes, int] = {}
+        self._pieces: dict[str, int] = {}
+        """Counts of pre-tokens seen before, by text: most pieces of a run repeat, and looking them up
+        with ``map`` in C is several times faster than encoding and looking up each one."""
 
     def __call__(self, text: str) -> int:
         if len(text) <= EXACT_COUNT_CHARS:
@@ -133,14 +142,27 @@ class O200kCounter:
         return self._count(text[:EXACT_COUNT_CHARS]) + -(-sampled * rest // sum(map(len, samples)))
 
     def _count(self, text: str) -> int:
+        pieces = self._split(text)
+        known = self._pieces
+        counts = list(map(known.get, pieces))
+        if None not in counts:
+            return sum(counts)  # type: ignore[arg-type]
         total = 0
-        for piece in self._split(text):
-            if len(piece) <= MAX_PIECE_CHARS:
-                total += self._piece_count(piece)
-            else:
-                for start in range(0, len(piece), MAX_PIECE_CHARS):
-                    total += self._piece_count(piece[start : start + MAX_PIECE_CHARS])
+        for piece, count in zip(pieces, counts, strict=True):
+            if count is None:
+                count = self._long_piece_count(piece)
+                if len(known) < _MERGE_CACHE_LIMIT:
+                    known[piece] = count
+            total += count
         return total
+
+    def _long_piece_count(self, piece: str) -> int:
+        if len(piece) <= MAX_PIECE_CHARS:
+            return self._piece_count(piece)
+        return sum(
+            self._piece_count(piece[start : start + MAX_PIECE_CHARS])
+            for start in range(0, len(piece), MAX_PIECE_CHARS)
+        )
 
     def _piece_count(self, piece: str) -> int:
         data = piece.encode("utf-8")
@@ -172,10 +194,74 @@ class O200kCounter:
         return len(parts)
 
 
+RANK_CACHE_PREFIX = "o200k-ranks-"
+
+
+def cached_ranks(cache_dir: Path) -> dict[bytes, int]:
+    """The ranks, from a compact copy in ``cache_dir`` when one is there, else from the shipped file
+    (and the copy written for next time).
+
+    Decoding the shipped file (base64 lines, a SHA-256 over them) costs ~0.16 s of CPU at every start,
+    before the first request; the copy loads in ~0.05 s. It is plain data — each token's length, then
+    the tokens in rank order (the ranks are 0…n−1) — never code, and it is trusted only if its bytes
+    hash to the SHA-256 in its own name and describe exactly ``O200K_RANKS`` tokens, so a damaged file
+    is ignored (and replaced) rather than believed.
+    """
+    for old in sorted(cache_dir.glob(f"{RANK_CACHE_PREFIX}*.bin")):
+        try:
+            ranks = _decode_copy(old.read_bytes(), old.stem.removeprefix(RANK_CACHE_PREFIX))
+            if ranks is not None:
+                return ranks
+        except OSError as exc:
+            logger.debug("ignoring the rank cache %s: %s", old, exc)
+        with contextlib.suppress(OSError):
+            old.unlink()
+    ranks = load_ranks(_rank_file())
+    data = _encode_copy(ranks)
+    if data is None:
+        return ranks
+    target = cache_dir / f"{RANK_CACHE_PREFIX}{hashlib.sha256(data).hexdigest()}.bin"
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        partial = target.with_suffix(f".{os.getpid()}.partial")
+        partial.write_bytes(data)
+        os.replace(partial, target)
+    except OSError as exc:  # a read-only home: count anyway, decode again next time
+        logger.debug("could not write the rank cache %s: %s", target, exc)
+    return ranks
+
+
+def _encode_copy(ranks: dict[bytes, int]) -> bytes | None:
+    ordered = sorted(ranks, key=ranks.__getitem__)
+    if [ranks[token] for token in ordered] != list(range(len(ordered))) or len(ordered) != O200K_RANKS:
+        return None  # not the layout the copy assumes: keep decoding the shipped file
+    lengths = array.array("H", map(len, ordered))
+    return lengths.tobytes() + b"".join(ordered)
+
+
+def _decode_copy(data: bytes, digest: str) -> dict[bytes, int] | None:
+    count = O200K_RANKS
+    if hashlib.sha256(data).hexdigest() != digest or len(data) < 2 * count:
+        return None
+    lengths = array.array("H")
+    lengths.frombytes(data[: 2 * count])
+    blob = data[2 * count :]
+    offsets = list(itertools.accumulate(lengths, initial=0))
+    if offsets[-1] != len(blob):
+        return None
+    tokens = [blob[offsets[i] : offsets[i + 1]] for i in range(count)]
+    ranks = dict(zip(tokens, range(count), strict=True))
+    return ranks if len(ranks) == count else None
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "deepresearch"
+
+
 @cache
 def _counter() -> Callable[[str], int]:
     try:
-        return O200kCounter(load_ranks(_rank_file()))
+        return O200kCounter(cached_ranks(_cache_dir()))
     except Exception as exc:  # any failure to load means: estimate, and say so once
         logger.warning("o200k_base token counts unavailable (%s); estimating from characters", exc)
         return estimate_tokens

@@ -1,0 +1,65 @@
+"""A one-shot ``deepresearch research`` process freezes its start-up objects and exits without the
+interpreter's teardown — and still says everything and leaves a whole run directory; elsewhere (this
+test process, a server) neither happens."""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from deepresearch import lifecycle
+from tests.agent.scripts import research_script
+from tests.fakes.openai_server import FakeOpenAI
+from tests.test_resume import QUESTION
+
+
+def test_outside_a_one_shot_process_nothing_is_frozen_and_exit_is_ordinary() -> None:
+    assert not lifecycle.is_one_shot()
+    frozen = gc.get_freeze_count()
+    lifecycle.freeze_long_lived()
+    assert gc.get_freeze_count() == frozen
+    with pytest.raises(SystemExit) as exited:
+        lifecycle.exit_now(3)
+    assert exited.value.code == 3
+
+
+@pytest.mark.slow
+def test_a_research_process_exits_fast_with_its_output_and_run_whole(
+    fake_llm: FakeOpenAI, corpus_index: Path, tmp_path: Path
+) -> None:
+    fake_llm.script = research_script
+    run = tmp_path / "run"
+    probe = (
+        "import gc, sys, atexit\n"
+        "atexit.register(lambda: print('teardown ran', file=sys.stderr))\n"  # skipped by os._exit
+        "from deepresearch.cli import main\n"
+        "sys.argv = ['deepresearch', *sys.argv[1:]]\n"
+        "import deepresearch.lifecycle as life\n"
+        "original = life.exit_now\n"
+        "def report(code):\n"
+        "    print(f'frozen={gc.get_freeze_count()}', file=sys.stderr)\n"
+        "    original(code)\n"
+        "life.exit_now = report\n"
+        "main()\n"
+    )
+    command = [
+        *(sys.executable, "-c", probe, "research", QUESTION, "--base-url", fake_llm.base_url),
+        *("--model", "fake-model", "--index", str(corpus_index), "--out", str(run), "--quiet"),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=dict(os.environ))
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"report: {run / 'report.md'}")  # flushed before leaving
+    assert "outcome: " in done.stderr
+    assert "teardown ran" not in done.stderr  # the interpreter's teardown was skipped
+    frozen = int(done.stderr.split("frozen=")[1].split()[0])
+    assert frozen > 10_000  # start-up objects (modules, the run's services) were frozen
+    messages = json.loads((run / "messages.json").read_text())
+    assert messages[-1]["role"] == "assistant" and (run / "report.md").is_file()
+    assert json.loads((run / "run.json").read_text())["status"] == "done"
