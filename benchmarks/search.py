@@ -5,9 +5,12 @@ Three measurements, each printed with its target and a ratio:
 1. Indexing: a synthetic corpus of ~100k paragraph passages (Zipf-distributed words, English
    function words at the head of the distribution, documents with titles and section headings; 80 %
    of the passages in JSONL files, 20 % as Markdown files) is written to a temporary folder and added
-   with ``LocalIndex.add_paths``. Target: >= 5,000 passages/s (on the 2-core reference machine).
+   with ``LocalIndex.add_paths``. Target: >= 9,000 passages per CPU-second (process CPU time, which
+   a busy machine does not inflate the way it does wall time); wall time is printed beside it.
 2. Query latency: ~500 varied queries (words lifted from a passage, rare words, common words, titles,
-   questions) against that index, one at a time through the async ``search``. Target: p95 < 30 ms.
+   questions, function words alone) against that index, one at a time through the async ``search``.
+   Per query class: p50 and p95 of wall time and of CPU time (the process's, so it includes the
+   worker thread that runs SQLite). Target: p95 < 30 ms for every class.
 3. ``batch_open`` of 20 pages from a local HTTP server that waits 100 ms before each answer,
    through ``deepresearch.tools.web.batch_open`` and ``HttpFetcher`` (cache and politeness delay
    off). Baseline: the same 20 fetches one after another. Target: < 0.5 s for the batch.
@@ -48,7 +51,7 @@ from deepresearch.sources import SourceRegistry
 from deepresearch.tools.base import ToolContext
 from deepresearch.tools.web import WebArgs, batch_open
 
-INDEX_TARGET = 5_000.0  # passages per second
+INDEX_TARGET = 9_000.0  # passages per CPU-second
 QUERY_P95_TARGET = 0.030  # seconds
 OPEN_TARGET = 0.5  # seconds for 20 pages
 PAGE_DELAY = 0.1  # seconds the server waits before answering
@@ -170,14 +173,15 @@ QUERY_KINDS = {
     "zipf": "3-6 words drawn like the text itself (function words included)",
     "question": "what is the X of Y?",
     "content": "3-8 content words",
+    "function": "2-4 function words only",
 }
 
 
 def make_queries(words: Words, samples: list[str], count: int, rng: random.Random) -> list[tuple[str, str]]:
-    """``(kind, query)`` pairs, mixed 4:2:2:1:1 over the kinds of ``QUERY_KINDS``."""
+    """``(kind, query)`` pairs, mixed 4:2:2:1:1:1 over the kinds of ``QUERY_KINDS``."""
     queries = []
     for i in range(count):
-        kind = i % 10
+        kind = i % 11
         if kind < 4:  # words lifted from a real passage, as a user who knows what they want
             tokens = [t.strip(".,").lower() for t in rng.choice(samples).split()]
             start = rng.randrange(max(1, len(tokens) - 6))
@@ -189,8 +193,10 @@ def make_queries(words: Words, samples: list[str], count: int, rng: random.Rando
         elif kind < 9:
             a, b = words.content_words(2)
             queries.append(("question", f"what is the {a} of {b}?"))
-        else:
+        elif kind < 10:
             queries.append(("content", " ".join(words.content_words(rng.randint(3, 8)))))
+        else:  # "of and the of": the words that match almost every passage
+            queries.append(("function", " ".join(rng.choices(FUNCTION_WORDS[:20], k=rng.randint(2, 4)))))
     return queries
 
 
@@ -211,18 +217,19 @@ def bench_index(passages: int, queries: int, seed: int, profile: bool) -> None:
 
         index = LocalIndex(root / "index.sqlite")
         profiler = cProfile.Profile() if profile else None
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         if profiler:
             profiler.enable()
         report = index.add_paths([root / "corpus"])
         if profiler:
             profiler.disable()
-        elapsed = time.perf_counter() - started
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
         stats = index.stats()
-        rate = report.passages / elapsed
+        rate = report.passages / cpu
         print(
-            f"index: {report.passages:,} passages from {report.added:,} documents in {elapsed:.1f} s "
-            f"= {rate:,.0f} passages/s (target >= {INDEX_TARGET:,.0f}: {rate / INDEX_TARGET:.2f}x target), "
+            f"index: {report.passages:,} passages from {report.added:,} documents in {elapsed:.1f} s wall, "
+            f"{cpu:.1f} s CPU = {rate:,.0f} passages per CPU-second, {report.passages / elapsed:,.0f} per "
+            f"second of wall (target >= {INDEX_TARGET:,.0f} per CPU-second: {rate / INDEX_TARGET:.2f}x), "
             f"index file {stats.size_bytes / 1e6:.0f} MB, errors {len(report.errors)}"
             + (" — under cProfile, which slows it" if profiler else "")
         )
@@ -233,21 +240,30 @@ def bench_index(passages: int, queries: int, seed: int, profile: bool) -> None:
         query_list = [query for _, query in kinds_and_queries]
         first_latencies: list[float] = []
         for limit in (10, 50):
-            latencies, hits = asyncio.run(_run_queries(index, query_list, limit))
+            latencies, cpu_times, hits = asyncio.run(_run_queries(index, query_list, limit))
             first_latencies = first_latencies or latencies
             p50, p95 = _percentile(latencies, 50), _percentile(latencies, 95)
             print(
-                f"query (limit {limit}): {len(latencies)} queries, p50 {p50 * 1000:.1f} ms, "
-                f"p95 {p95 * 1000:.1f} ms, max {max(latencies) * 1000:.1f} ms, "
-                f"mean hits {statistics.mean(hits):.1f} "
-                f"(target p95 < {QUERY_P95_TARGET * 1000:.0f} ms: {QUERY_P95_TARGET / p95:.2f}x the target)"
+                f"query (limit {limit}): {len(latencies)} queries, wall p50 {p50 * 1000:.1f} ms, "
+                f"p95 {p95 * 1000:.1f} ms, max {max(latencies) * 1000:.1f} ms; CPU p50 "
+                f"{_ms(cpu_times, 50)} ms, p95 {_ms(cpu_times, 95)} ms; "
+                f"mean hits {statistics.mean(hits):.1f}"
             )
+            worst = 0.0
             for kind, description in QUERY_KINDS.items():
-                mine = [t for (k, _), t in zip(kinds_and_queries, latencies, strict=True) if k == kind]
+                chosen = [k == kind for k, _ in kinds_and_queries]
+                wall = [t for t, keep in zip(latencies, chosen, strict=True) if keep]
+                cpu = [t for t, keep in zip(cpu_times, chosen, strict=True) if keep]
+                worst = max(worst, _percentile(wall, 95))
                 print(
-                    f"  {kind:9} {len(mine):3} queries, p50 {_percentile(mine, 50) * 1000:6.1f} ms, "
-                    f"p95 {_percentile(mine, 95) * 1000:6.1f} ms  ({description})"
+                    f"  {kind:9} {len(wall):3} queries, wall p50 {_ms(wall, 50)} ms p95 {_ms(wall, 95)} ms, "
+                    f"CPU p50 {_ms(cpu, 50)} ms p95 {_ms(cpu, 95)} ms  ({description})"
                 )
+            verdict = "meets" if worst < QUERY_P95_TARGET else "misses"
+            print(
+                f"  worst class p95 {worst * 1000:.1f} ms ({verdict} p95 < {QUERY_P95_TARGET * 1000:.0f} ms "
+                f"for every class: {QUERY_P95_TARGET / worst:.2f}x the target)"
+            )
             slow = sorted(zip(latencies, query_list, strict=True), reverse=True)[:3]
             print("  slowest: " + "; ".join(f"{q!r} {t * 1000:.0f} ms" for t, q in slow))
         if profile:
@@ -255,20 +271,28 @@ def bench_index(passages: int, queries: int, seed: int, profile: bool) -> None:
         index.close()
 
 
-async def _run_queries(index: LocalIndex, queries: list[str], limit: int) -> tuple[list[float], list[int]]:
+async def _run_queries(
+    index: LocalIndex, queries: list[str], limit: int
+) -> tuple[list[float], list[float], list[int]]:
+    """Wall and CPU time of each query (CPU of the whole process: the search runs in a worker thread)."""
     await index.search(queries[0], limit=limit)  # open the connection outside the measurement
-    latencies, hits = [], []
+    latencies, cpu_times, hits = [], [], []
     for query in queries:
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         results = await index.search(query, limit=limit)
         latencies.append(time.perf_counter() - started)
+        cpu_times.append(time.process_time() - cpu_started)
         hits.append(len(results))
-    return latencies, hits
+    return latencies, cpu_times, hits
 
 
 def _percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+def _ms(values: list[float], p: float) -> str:
+    return f"{_percentile(values, p) * 1000:6.1f}"
 
 
 def _profile_queries(path: Path, queries: list[str], latencies: list[float]) -> None:
@@ -397,7 +421,9 @@ def bench_batch_open() -> None:
                 ),
             ]
             for i, (label, urls, case_config) in enumerate(cases):
-                elapsed, ok = asyncio.run(_batch(urls, case_config, Path(tmp) / f"ws{i}"))
+                workspace = Path(tmp) / f"ws{i}"
+                workspace.mkdir()  # batch_open writes each page into the run's workspace
+                elapsed, ok = asyncio.run(_batch(urls, case_config, workspace))
                 verdict = "meets" if elapsed < OPEN_TARGET else "misses"
                 print(
                     f"batch_open {label}: {elapsed:.2f} s, {ok}/{PAGES} ok, "

@@ -16,6 +16,10 @@ Debian documentation with a labelled question set):
   well ("time out" also finds ``timeout``; ``passages.build_fts_query``). Before, "How can I make
   a Python subprocess call time out?" put a What's New page that narrates the subprocess module,
   twice, above the module's own page, whose sections say "timeout".
+* Function words ("the", "of", "是"…) leave the query unless quoted into a phrase (``"to be or not
+  to be"``): they are in most passages and weigh almost nothing, yet scoring their matches was
+  what made the slow queries slow. A query of function words alone is ranked among its first
+  ``BROAD_QUERY_SAMPLE`` matches, not all of them.
 * One hit per document (URL): a hit is a citation and a ``batch_open`` target, so a second passage
   of the same document adds nothing the first does not lead to. The hit shows the best passage.
 * Page diversity at the top: documents that are sections of one web page (same URL up to the
@@ -80,7 +84,13 @@ from deepresearch.search.loaders import (
     read_file_url,
     root_of,
 )
-from deepresearch.search.passages import build_fts_query, cjk_grams, make_snippet, split_passages
+from deepresearch.search.passages import (
+    build_fts_query,
+    cjk_grams,
+    function_words_only,
+    make_snippet,
+    split_passages,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +98,29 @@ HEADING_WEIGHT = 2.0
 """BM25 weight of the heading path against 1 for the body text (the CJK bigram columns alike)."""
 DISTINCT_PAGES = 3
 """The first hits of a result list come from this many different pages (when the matches allow)."""
+WRITE_BATCH_BYTES = 4_000_000
+"""Files are written in transactions of about this many bytes read, not one each.
+
+Each commit makes FTS5 write a new segment of its inverted index and merge small ones: a folder of
+small files cost a commit and a merge for every few passages. Batches keep memory bounded (the
+documents of one batch) and a crash loses at most one batch, which adding the folder again redoes.
+"""
+FIRST_CANDIDATES = 160
+"""Best passages a search first dedupes by document and page (at least; four per hit asked for).
+
+Too few, and a manual whose sections all match (a page indexed as many ``#section`` documents) fills
+them with one page, so the search runs again with four times as many: twice the cost, as scoring
+every match is the cost, while keeping 160 instead of 40 of them adds about 1 ms (debian-docs: 4 of
+the 54 labelled questions were searched twice with 40, none with 160).
+"""
+BROAD_QUERY_SAMPLE = 2_000
+"""Matches a query of function words alone ("of and the of") is ranked among: the first ones found.
+
+Such a query matches most passages and BM25 scores each match (~1 µs), so ranking all of them took
+80-380 ms on 100k passages; a sample of 2,000 costs a few ms (``benchmarks/search.py``), and where
+fewer passages match it is all of them. The words weigh almost nothing, so ranking every match would
+find little that the sample misses.
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +242,8 @@ class LocalIndex:
                     "INSERT OR IGNORE INTO roots (path, added_at) VALUES (?, ?)",
                     [(str(root), now) for root in roots],
                 )
+        batch: list[tuple[Path, float, list[Document]]] = []
+        size = 0
         for file in iter_files(items, report.errors):
             try:
                 data = file.read_bytes()
@@ -216,9 +251,13 @@ class LocalIndex:
             except OSError as exc:
                 report.errors.append(f"{file}: {exc.strerror or exc}")
                 continue
-            documents = load_file(file, data, report.errors)
-            with self._writing(f"write {file} to") as db:
-                self._store(db, file, mtime, documents, report)
+            batch.append((file, mtime, load_file(file, data, report.errors)))
+            size += len(data)
+            if size >= WRITE_BATCH_BYTES:
+                self._store_batch(batch, report)
+                batch, size = [], 0
+        if batch:
+            self._store_batch(batch, report)
         logger.info(
             "local index %s: %d added, %d replaced, %d unchanged, %d removed, %d passages, %d errors",
             self.path,
@@ -230,6 +269,13 @@ class LocalIndex:
             len(report.errors),
         )
         return report
+
+    def _store_batch(self, batch: list[tuple[Path, float, list[Document]]], report: AddReport) -> None:
+        """Write the documents of several files in one transaction (``WRITE_BATCH_BYTES``)."""
+        files = str(batch[0][0]) if len(batch) == 1 else f"{len(batch)} files from {batch[0][0]} on"
+        with self._writing(f"write {files} to") as db:
+            for file, mtime, documents in batch:
+                self._store(db, file, mtime, documents, report)
 
     def _store(
         self, db: sqlite3.Connection, file: Path, mtime: float, documents: list[Document], report: AddReport
@@ -372,17 +418,20 @@ class LocalIndex:
             db = self._connect(create=False)
             if fts is None or limit <= 0:
                 return []
+            sample = BROAD_QUERY_SAMPLE if function_words_only(fts.terms) else -1
             try:
-                candidates = max(4 * limit, 40)
+                candidates = max(4 * limit, FIRST_CANDIDATES)
                 while True:
                     # Each document's best passage among the best `candidates` passages is its best
                     # overall, and it outranks every document with none there: the rows are exact.
                     per_document = ranking.per_document or candidates
-                    arguments = (*ranking.bm25_weights, fts.match, candidates, per_document, candidates)
-                    rows: list[_Row] = db.execute(SEARCH_SQL, arguments).fetchall()
+                    arguments = (*ranking.bm25_weights, fts.match, sample, candidates, per_document)
+                    rows: list[_Row] = db.execute(SEARCH_SQL, (*arguments, candidates)).fetchall()
                     pages = len({page_of(url) for _, _, url, _, _ in rows})
                     if len(rows) >= limit and pages >= min(ranking.distinct_pages, limit):
                         break
+                    if 0 <= sample <= candidates:
+                        break  # the whole sample was considered
                     (matches,) = db.execute(COUNT_UP_TO_SQL, (fts.match, candidates + 1)).fetchone()
                     if matches <= candidates:
                         break  # every match was considered

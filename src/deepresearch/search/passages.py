@@ -48,17 +48,34 @@ _INLINE_MARKUP_RE = re.compile(r"[*`]+")
 _SITE_SEPARATORS = frozenset("|-–—:·»")
 _THEMATIC_BREAK_RE = re.compile(r"^[ \t]{0,3}([-*_])([ \t]*\1){2,}[ \t]*$")
 _QUERY_WORD_RE = re.compile(r"\w+")
-# Dropped from queries unless nothing else is left: they would pull in every passage.
-_STOPWORDS = frozenset(
-    {"a", "an", "and", "are", "as", "at", "be", "by", "do", "does", "for", "from", "how", "in", "is", "it"}
-    | {"not", "of", "on", "or", "that", "the", "this", "to", "was", "what", "when", "where", "which", "who"}
-    | {"why", "with"}
+_PHRASE_RE = re.compile(r'"([^"]*)"')
+# English function words: dropped from queries unless nothing else is left, kept inside a quoted
+# phrase. Each one is in a large share of all passages, so a term of them pulls in (and BM25 scores)
+# most of the index for almost no weight: "of and the of" took 80-380 ms on 100k passages. Not here:
+# the words of asking (below, dropped only with ``question_words``) and the particles that build
+# compounds ("time out", ``_PARTICLES``), which tests and the recall benchmark rely on.
+STOPWORDS = frozenset(
+    {"a", "an", "the", "and", "or", "but", "nor", "if", "then", "than", "so", "as", "because", "while"}
+    | {"of", "to", "in", "on", "at", "by", "for", "from", "with", "into", "onto", "about", "after"}
+    | {"before", "between", "through", "during", "under", "above", "against", "among", "via", "per"}
+    | {"is", "are", "was", "were", "be", "been", "being", "am", "do", "does", "did", "done", "doing"}
+    | {"has", "have", "had", "having", "may", "might", "must", "shall"}
+    | {"it", "its", "itself", "he", "him", "his", "she", "her", "hers", "they", "them", "their", "theirs"}
+    | {"us", "this", "that", "these", "those", "which", "who", "whom", "whose", "what", "when", "where"}
+    | {"why", "how", "not", "no", "all", "any", "both", "each", "some", "such", "other", "more", "most"}
+    | {"only", "also", "very", "just", "too", "own", "same", "here"}
 )
 # How people ask ("how can I …", "should we …"): words that say nothing about the answer.
 _QUESTION_WORDS = frozenset(
     {"i", "me", "my", "we", "our", "you", "your", "can", "could", "should", "would", "will", "there"}
 )
-_ASKING_STOPWORDS = _STOPWORDS | _QUESTION_WORDS
+_ASKING_STOPWORDS = STOPWORDS | _QUESTION_WORDS
+# Chinese function characters (particles, the copula, common prepositions and conjunctions). The index
+# holds CJK text as bigrams, so a bigram of two of them ("的是", "是在") is as common as an English
+# stopword, and a lone one is searched as a prefix over every bigram it starts ("的"*): both are
+# dropped from queries like the English stopwords. A bigram with one of them ("目的", "是否") is a
+# word and stays.
+_CJK_FUNCTION_CHARS = frozenset("的了是在和与及或也就都而之其这那着把被对从向以于为吗呢吧啊")
 # Words that join the word before them in "time out" → timeout, "set up" → setup (build_fts_query).
 _PARTICLES = frozenset({"up", "out", "down", "back", "in", "on", "off", "over"})
 
@@ -76,6 +93,8 @@ class Passage:
 
 def count_words(text: str) -> int:
     """Words as the size limits count them: whitespace tokens, each CJK character on its own."""
+    if text.isascii() or CJK_RUN_RE.search(text) is None:
+        return len(text.split())  # the same count: ``\s`` is ``str.isspace``
     return len(_WORD_RE.findall(text))
 
 
@@ -127,6 +146,8 @@ def split_passages(
 
 def cjk_grams(text: str) -> list[str]:
     """Overlapping character bigrams of every CJK run in ``text``; a one-character run stays whole."""
+    if text.isascii():
+        return []  # most text, and a C-speed test where the regex scan is not
     grams: list[str] = []
     for run in CJK_RUN_RE.findall(text):
         grams.extend([run] if len(run) == 1 else [run[i : i + 2] for i in range(len(run) - 1)])
@@ -173,8 +194,13 @@ class FtsQuery(NamedTuple):
 def build_fts_query(text: str, *, question_words: bool = True, compounds: bool = True) -> FtsQuery | None:
     """Quote each word and OR them; CJK runs become bigrams. ``None`` when nothing searchable is left.
 
-    Only ``\\w`` runs survive, so FTS5 syntax in the input (quotes, ``*``, ``:``, parentheses, ``-``,
-    ``NEAR``) is either dropped or quoted into a plain term and can never raise.
+    Only ``\\w`` runs survive, so FTS5 syntax in the input (``*``, ``:``, parentheses, ``-``, ``NEAR``)
+    is either dropped or quoted into a plain term and can never raise. A pair of double quotes makes
+    a phrase, searched as one (``"to be or not to be"``); an unpaired quote is ignored.
+
+    Function words (``STOPWORDS``, Chinese function characters) are dropped outside phrases: they
+    match most passages and weigh almost nothing. A query of nothing else searches them all the same
+    (``function_words_only`` tells the index to score a sample of the matches).
 
     ``question_words``: drop the words of asking ("can I", "should we") with the stopwords.
     ``compounds``: a word followed by a particle is also searched joined, because people write
@@ -183,24 +209,83 @@ def build_fts_query(text: str, *, question_words: bool = True, compounds: bool =
     Python module ``ipaddress``). A joined pair that is no word matches nothing and costs nothing;
     the pairs come last, so the cap on terms drops them first.
     """
-    words: list[str] = []
-    grams: list[str] = []
-    for token in _QUERY_WORD_RE.findall(text.lower()):
+    phrases, loose = _split_phrases(text.lower())
+    words = [token for token in _tokens(loose) if not CJK_RUN_RE.match(token)]
+    grams = [gram for token in _tokens(loose) if CJK_RUN_RE.match(token) for gram in cjk_grams(token)]
+    dropped = _ASKING_STOPWORDS if question_words else STOPWORDS
+    content_words = [w for w in words if w not in dropped]
+    content_grams = [g for g in grams if not _is_cjk_function(g)]
+    exact = [part for phrase in phrases for part in _phrase_parts(phrase)]
+    if not (exact or content_words or content_grams):
+        content_words, content_grams = words, grams  # only function words: search them all the same
+    joined = _compounds(words, dropped) if compounds else []
+    pieces: dict[str, list[str]] = {}  # match expression -> the words it shows in a snippet
+    for expression, shown in exact:
+        pieces.setdefault(expression, shown)
+    for term in [*content_words, *content_grams, *joined]:
+        pieces.setdefault(_match_term(term), [term])
+    chosen = list(pieces.items())[:MAX_QUERY_TERMS]
+    if not chosen:
+        return None
+    terms = list(dict.fromkeys(word for _, shown in chosen for word in shown))
+    return FtsQuery(match=" OR ".join(expression for expression, _ in chosen), terms=terms)
+
+
+def function_words_only(terms: list[str]) -> bool:
+    """Whether every term of a query is a function word (English or Chinese, ``build_fts_query``).
+
+    Such a query matches most of a large index however it is written, so the index scores only a
+    sample of its matches (``LocalIndex``); any query with a content word is scored in full.
+    """
+    return bool(terms) and all(term in _ASKING_STOPWORDS or _is_cjk_function(term) for term in terms)
+
+
+def _split_phrases(text: str) -> tuple[list[str], str]:
+    """The double-quoted phrases of ``text`` and the text outside them; an unpaired quote is ignored."""
+    phrases = [match.group(1) for match in _PHRASE_RE.finditer(text)]
+    return phrases, _PHRASE_RE.sub(" ", text)
+
+
+def _tokens(text: str) -> list[str]:
+    """Words and CJK runs in order; underscores separate words (``\\w`` keeps them)."""
+    tokens: list[str] = []
+    for token in _QUERY_WORD_RE.findall(text):
         position = 0
         for run in CJK_RUN_RE.finditer(token):
-            words.extend(part for part in token[position : run.start()].split("_") if part)
-            grams.extend(cjk_grams(run.group()))
+            tokens.extend(part for part in token[position : run.start()].split("_") if part)
+            tokens.append(run.group())
             position = run.end()
-        words.extend(part for part in token[position:].split("_") if part)
-    dropped = _ASKING_STOPWORDS if question_words else _STOPWORDS
-    content_words = [w for w in words if w not in dropped] or words
-    joined = _compounds(words, dropped) if compounds else []
-    terms = list(dict.fromkeys([*content_words, *grams, *joined]))[:MAX_QUERY_TERMS]
-    if not terms:
-        return None
+        tokens.extend(part for part in token[position:].split("_") if part)
+    return tokens
+
+
+def _phrase_parts(phrase: str) -> list[tuple[str, list[str]]]:
+    """A quoted phrase as FTS5 phrases, function words kept: its consecutive non-CJK words make one,
+    and each CJK run one of consecutive bigrams (the ``*_cjk`` columns hold CJK text as bigrams)."""
+    parts: list[tuple[str, list[str]]] = []
+    group: list[str] = []
+    for token in [*_tokens(phrase), ""]:
+        if token and not CJK_RUN_RE.match(token):
+            group.append(token)
+            continue
+        if group:
+            parts.append(('"' + " ".join(group) + '"', group))
+            group = []
+        if len(token) == 1:
+            parts.append((_match_term(token), [token]))
+        elif token:
+            parts.append(('"' + " ".join(cjk_grams(token)) + '"', [token]))
+    return parts
+
+
+def _match_term(term: str) -> str:
     # A lone CJK character is only indexed inside bigrams: match it as a prefix.
-    match = " OR ".join(f'"{t}"*' if len(t) == 1 and CJK_RUN_RE.fullmatch(t) else f'"{t}"' for t in terms)
-    return FtsQuery(match=match, terms=terms)
+    return f'"{term}"*' if len(term) == 1 and CJK_RUN_RE.fullmatch(term) else f'"{term}"'
+
+
+def _is_cjk_function(gram: str) -> bool:
+    """A CJK term made only of function characters (``_CJK_FUNCTION_CHARS``)."""
+    return bool(gram) and all(char in _CJK_FUNCTION_CHARS for char in gram)
 
 
 def _compounds(words: list[str], dropped: frozenset[str]) -> list[str]:
@@ -352,16 +437,16 @@ def _sections(lines: list[str], markup: Markup) -> Iterator[tuple[list[str], lis
 
 def _pack(blocks: list[str], *, min_words: int, max_words: int) -> list[str]:
     """Merge short paragraphs and cut long ones so most chunks land between the two limits."""
-    pieces: list[str] = []
+    pieces: list[tuple[str, int]] = []  # each counted once: counting is most of the splitting's time
     for block in blocks:
-        if count_words(block) > max_words:
-            pieces.extend(_split_long(block, max_words))
+        words = count_words(block)
+        if words > max_words:
+            pieces.extend((piece, count_words(piece)) for piece in _split_long(block, max_words))
         else:
-            pieces.append(block)
+            pieces.append((block, words))
     chunks: list[list[str]] = []
     sizes: list[int] = []
-    for piece in pieces:
-        words = count_words(piece)
+    for piece, words in pieces:
         if chunks and sizes[-1] < min_words and sizes[-1] + words <= max_words:
             chunks[-1].append(piece)
             sizes[-1] += words
