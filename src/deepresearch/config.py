@@ -227,7 +227,10 @@ class Settings(BaseModel):
     fetch_allowlist: list[str] = Field(default_factory=list)
     """Hosts, addresses or CIDR ranges the SSRF guard lets through (comma-separated in the env twin)."""
     fetch_host_delay: float = 0.5
-    """Politeness: seconds between two requests to the same host."""
+    """Politeness: seconds between two requests to the same host, on average, beyond the burst."""
+    fetch_host_burst: int = Field(default=3, ge=1)
+    """Politeness: requests to one host that may start at once before ``fetch_host_delay`` paces the
+    rest (a token bucket refilled at that pace, kept for the whole run)."""
     fetch_cache: Path | None = None
     """SQLite cache of fetched pages; default ``$XDG_CACHE_HOME/deepresearch/fetch.sqlite``."""
     fetch_cache_ttl: float = 7 * 24 * 3600

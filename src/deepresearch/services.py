@@ -136,6 +136,7 @@ def open_fetcher(settings: Settings) -> HttpFetcher:
             allow_private=settings.allow_private_urls,
             allowlist=settings.fetch_allowlist,
             host_delay_s=settings.fetch_host_delay,
+            host_burst=settings.fetch_host_burst,
             cache_path=settings.fetch_cache or default_cache_dir() / "fetch.sqlite",
             cache_ttl_s=settings.fetch_cache_ttl,
         )

@@ -517,7 +517,7 @@ def test_config_validates_the_allowlist() -> None:
 
 
 def test_requests_to_one_host_are_spaced_by_the_delay(site: FakeWebSite, config: FetchConfig) -> None:
-    polite = config.model_copy(update={"host_delay_s": 0.25, "per_host_concurrency": 4})
+    polite = config.model_copy(update={"host_delay_s": 0.25, "per_host_concurrency": 4, "host_burst": 1})
     time = VirtualTime()
     sent = Stamped(time)
 
@@ -545,7 +545,7 @@ def test_requests_to_one_host_are_spaced_by_the_delay(site: FakeWebSite, config:
 
 
 def test_the_gap_counts_from_the_previous_start(site: FakeWebSite, config: FetchConfig) -> None:
-    polite = config.model_copy(update={"host_delay_s": 0.25})
+    polite = config.model_copy(update={"host_delay_s": 0.25, "host_burst": 1})
     time = VirtualTime()
 
     async def spread() -> None:
@@ -578,7 +578,7 @@ def test_a_zero_delay_never_waits(site: FakeWebSite, config: FetchConfig) -> Non
 def test_other_hosts_are_not_slowed_by_the_delay(site: FakeWebSite, config: FetchConfig) -> None:
     other = start_fake_web_server()
     try:
-        polite = config.model_copy(update={"host_delay_s": 1.0})
+        polite = config.model_copy(update={"host_delay_s": 1.0, "host_burst": 1})
         time = VirtualTime(held=True)  # a request that must wait its turn parks until released
         sent = Stamped(time)
 

@@ -135,7 +135,7 @@ async def run_benchmark(
     name: str,
     bench_dir: Path | None = None,
     concurrency: int = DEFAULT_CONCURRENCY,
-    executor: Literal["local", "ray"] = "local",
+    executor: Literal["local", "ray"] | Executor = "local",
     ray_address: str | None = None,
     limit: int | None = None,
     max_cost: float | None = None,
@@ -145,6 +145,8 @@ async def run_benchmark(
     """Run (or continue) the benchmark ``name`` over the tasks in ``tasks_path``; see the module doc.
 
     ``limit`` keeps the first N tasks of the file; ``retry_failed=False`` leaves failed tasks alone.
+    ``executor`` names where the runs happen, or is an ``Executor`` of the caller's (which keeps owning
+    it: the runner does not close it), so that the scheduling can be driven and measured on its own.
     """
     if concurrency < 1:
         raise ConfigError("concurrency must be at least 1")
@@ -152,7 +154,7 @@ async def run_benchmark(
         raise ConfigError("limit must be at least 1")
     if max_cost is not None and max_cost < 0:
         raise ConfigError("max cost must not be negative")
-    if executor not in ("local", "ray"):
+    if isinstance(executor, str) and executor not in ("local", "ray"):
         raise ConfigError(f"unknown executor {executor!r}; use local or ray")
     if executor == "ray":
         require_ray()  # before anything is written
@@ -178,6 +180,9 @@ async def run_benchmark(
                 f"no price is known for model {settings.model!r}: its spend counts as $0, so the max cost "
                 "cannot stop the benchmark (add the model under [prices] in deepresearch.toml)"
             )
+        if not isinstance(executor, str):
+            runner.record_meta(tasks_path, type(executor).__name__)
+            return await runner.run(lambda: executor, owned=False)
         runner.record_meta(tasks_path, executor)
         return await runner.run(
             lambda: make_executor(executor, concurrency=concurrency, ray_address=ray_address)
@@ -285,7 +290,9 @@ class _Runner:
 
     # --- the loop
 
-    async def run(self, make: Callable[[], Executor]) -> BenchSummary:
+    async def run(self, make: Callable[[], Executor], *, owned: bool = True) -> BenchSummary:
+        """Keep ``concurrency`` tasks in flight until the queue is empty: a task starts as soon as a
+        slot frees, in file order; ``owned``: close the executor at the end."""
         started = time.monotonic()
         self.plan()
         self.emit("plan")
@@ -305,7 +312,7 @@ class _Runner:
                     self.emit("tick")
         finally:
             await self.stop_running()
-            if executor is not None:
+            if executor is not None and owned:
                 await executor.aclose()
         self.summary.rows = [self.rows[task_id] for task_id in self.tasks]
         self.summary.spent_usd = self.spent()

@@ -6,7 +6,8 @@ reason), the body is read in a stream and abandoned at ``max_bytes`` *after* dec
 bomb stops at the cap, with memory bounded by it), each request runs under a per-read timeout and
 each fetch under an overall deadline, and concurrency is capped globally and per host so one step
 of many ``batch_open`` calls cannot hammer a single site; on top of that, successive requests to one
-host start at least ``host_delay_s`` apart (politeness), while other hosts are not slowed. httpx
+host are paced (politeness: a burst of ``host_burst`` at once, then one per ``host_delay_s`` on
+average, a token bucket per host that lasts the whole run), while other hosts are not slowed. httpx
 errors are translated into ``FetchError`` subclasses here, at the one boundary, with the URL and
 status in the message.
 
@@ -60,6 +61,7 @@ RETRY_STATUSES = frozenset({502, 503, 504})
 _ACCEPT_ENCODING = "gzip, deflate"
 _GZIP_MAGIC = b"\x1f\x8b"
 DEFAULT_HOST_DELAY_S = 0.5
+DEFAULT_HOST_BURST = 3
 DEFAULT_CACHE_TTL_S = 7 * 24 * 3600.0
 
 
@@ -91,8 +93,11 @@ class FetchConfig(BaseModel):
     retry_backoff_s: float = Field(default=0.5, ge=0)
     """Pause before the single retry after a connection error or a 502/503/504."""
     host_delay_s: float = Field(default=DEFAULT_HOST_DELAY_S, ge=0)
-    """Politeness: seconds between the starts of two requests to the same host (host and port);
-    0 turns it off. Requests to other hosts are not held back."""
+    """Politeness: on average, seconds between the starts of two requests to the same host (host and
+    port), beyond a burst of ``host_burst``; 0 turns it off. Requests to other hosts are not held back."""
+    host_burst: int = Field(default=DEFAULT_HOST_BURST, ge=1)
+    """Requests to one host that may start at once before ``host_delay_s`` paces the rest (a token
+    bucket refilled at one per ``host_delay_s``, carried across steps); 1 spaces every request."""
     cache_path: Path | None = None
     """SQLite file of extracted pages, created on the first successful fetch; ``None``: no cache."""
     cache_ttl_s: float = Field(default=DEFAULT_CACHE_TTL_S, ge=0)
@@ -158,7 +163,9 @@ class HttpFetcher:
         )
         self._slots = asyncio.Semaphore(self._config.max_concurrency)
         self._host_slots = _HostSlots(self._config.per_host_concurrency)
-        self._pacer = _HostPacer(self._config.host_delay_s, clock=clock, sleep=sleep)
+        self._pacer = _HostPacer(
+            self._config.host_delay_s, burst=self._config.host_burst, clock=clock, sleep=sleep
+        )
         self._allowlist = Allowlist.parse(self._config.allowlist)
         self._cache = (
             FetchCache(self._config.cache_path, ttl_s=self._config.cache_ttl_s)
@@ -522,22 +529,43 @@ class _HostSlots:
 
 
 class _HostPacer:
-    """Politeness: the starts of two requests to one host are at least ``delay`` apart.
+    """Politeness as a token bucket per host: a burst of ``burst`` requests may start at once, and
+    beyond it starts are paced so that no host sees more than ``burst + t / delay`` requests in any
+    ``t`` seconds — on average one per ``delay``, however long the run.
 
-    A request takes its host's turn (a per-host lock, held only while it waits to start), sleeps
-    until ``delay`` after the previous start, takes a global slot inside the turn, and its start is
-    recorded as it leaves the turn. Holding the turn while waiting for a global slot only delays
-    requests to the same host, which would have had to wait anyway; other hosts are not held back.
+    Why a bucket rather than a fixed gap: an agent step that opens three pages of one site would
+    otherwise wait two gaps for pages a browser would load together, every step; the bucket lets that
+    burst through and refills while the model thinks, so a run whose pages share a host is no slower
+    than one spread over many, as long as it asks for no more than the host's rate on average.
+
+    A request takes its host's turn (a per-host lock, held only while it waits to start, so requests
+    to one host start in arrival order), sleeps until the bucket holds a whole token, takes a global
+    slot inside the turn, and spends the token as it leaves the turn. Holding the turn while waiting
+    for a global slot only delays requests to the same host, which would have had to wait anyway;
+    other hosts are not held back. The fetcher lives for the whole run, so a host's bucket carries
+    over from one step to the next.
     """
 
     def __init__(
-        self, delay: float, *, clock: Callable[[], float], sleep: Callable[[float], Awaitable[None]]
+        self,
+        delay: float,
+        *,
+        burst: int = 1,
+        clock: Callable[[], float],
+        sleep: Callable[[float], Awaitable[None]],
     ) -> None:
         self._delay = delay
+        self._burst = max(1, burst)
         self._clock = clock
         self._sleep = sleep
         self._locks: dict[str, asyncio.Lock] = {}
-        self._last_start: dict[str, float] = {}
+        self._buckets: dict[str, tuple[float, float]] = {}
+        """host → (tokens, clock reading they were counted at); a host not here has a full bucket."""
+
+    def _tokens(self, host: str, now: float) -> float:
+        """The host's tokens at ``now``: what was left plus one per ``delay`` since, at most ``burst``."""
+        tokens, counted_at = self._buckets.get(host, (float(self._burst), now))
+        return min(float(self._burst), tokens + max(0.0, now - counted_at) / self._delay)
 
     @contextlib.asynccontextmanager
     async def turn(self, host: str) -> AsyncIterator[None]:
@@ -546,18 +574,21 @@ class _HostPacer:
             return
         lock = self._locks.setdefault(host, asyncio.Lock())
         async with lock:
-            wait = self._last_start.get(host, float("-inf")) + self._delay - self._clock()
+            wait = (1.0 - self._tokens(host, self._clock())) * self._delay
             if wait > 0:
                 logger.debug("waiting %.2fs before the next request to %s", wait, host)
                 await self._sleep(wait)
             yield
-            self._last_start[host] = self._clock()
+            now = self._clock()
+            # at least one token is there: the wait above covered the shortfall, and time only adds
+            self._buckets[host] = (max(0.0, self._tokens(host, now) - 1.0), now)
         if len(self._locks) > 256:
             self._forget_idle_hosts()
 
     def _forget_idle_hosts(self) -> None:
+        """Drop hosts whose bucket is full again: forgetting them changes nothing."""
         now = self._clock()
         for host, lock in list(self._locks.items()):
-            if not lock.locked() and self._last_start.get(host, float("-inf")) + self._delay < now:
+            if not lock.locked() and self._tokens(host, now) >= self._burst:
                 del self._locks[host]
-                self._last_start.pop(host, None)
+                self._buckets.pop(host, None)
