@@ -1,385 +1,582 @@
-"""How much time does the agent itself add per step, and does it grow as the run grows?
+"""What does the agent cost per step over the least any client could spend on the same work?
 
-A 30-step scripted run against the fake OpenAI server (its own process, zero model latency, SSE
-streaming). Each step the model calls a cheap tool that returns ~18k characters, so the context
-passes the 80k-token compaction limit around step 25 — where the reference agent slowed from
-~0.4 s to 0.9–2.1 s per step. The baseline is a bare OpenAI-SDK loop that sends the same growing
-conversation to the same server, in the same benchmark run. Each side runs in its own subprocess so
-that peak RSS and CPU time are its own.
+Three systems, each a fresh subprocess timed from spawn to exit (start-up, first-use warm-up and
+interpreter teardown counted), against the same fakes on loopback, each fake in its own process:
 
-    .venv/bin/python benchmarks/agent_overhead.py [--steps 30] [--repeat 3]
+- ``agent``: the real ``deepresearch research`` with its real tools — ``batch_web_surfer``
+  ``batch_search`` against a fake Tavily answering ~20 KB of JSON per query, and ``batch_open``
+  against a fake site serving ~5 KB HTML pages on two hosts (two of the three pages a step opens are
+  on one host) — driven by a scripted fake model (every step searches or opens, then it answers);
+- ``floor1``: a bare OpenAI-SDK loop sending the agent's own request bodies, as the fake model
+  recorded them during the agent's run, in order, reading each stream to its end: model I/O only;
+- ``floor2``: floor 1 plus the same network I/O after each reply (the recorded search requests, a
+  GET of every page the agent opened, through the HTTP library the SDK already loaded — httpx2 for
+  openai 3.x — bodies read and dropped, no extraction).
 
-Prints per-step wall and CPU time (CPU = the process's own work, excluding waits for the server),
-early (steps 1-5) vs late (steps 25-30), startup time to the first model request, peak RSS, and the
-ratios against the SDK floor.
+They run interleaved (agent, floor1, floor2, agent, …; each floor replays the agent run just before
+it), ``--repeat`` times at each ``--steps`` count. CPU is the child's user+sys from ``os.wait4``,
+peak RSS its ``ru_maxrss``, bytes written its ``wchar`` (run directory, fetch cache and console; read
+from ``/proc`` between its exit and ``wait4``). A hook that a ``python -c`` wrapper installs first
+(``overhead_hooks.py``; nothing in ``src/`` changes) marks each model request and reply with the
+process CPU and counts generation-2 collections, so the table also has the CPU before the first
+request and after the last reply, the per-step CPU series (``late_early``: the median of the last 6
+steps over that of steps 3-8) and the CPU spike of the first ``batch_open`` (that step minus the
+median of the later open steps).
+
+    .venv/bin/python benchmarks/agent_overhead.py            # 30 and 50 steps, 3 repeats (~2.5 min)
+    .venv/bin/python benchmarks/agent_overhead.py --quick    # 10 steps, once (< 1 min)
+
+The last two lines are ``cpu_ratio_vs_floor=X`` (agent / floor 2, CPU per step, median, at the
+largest step count) and ``late_early=Y`` (the agent's, at that count).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import hashlib
 import itertools
 import json
 import os
-import resource
+import re
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-STEPS = 30
-WORDS = [
-    "retrieval",
-    "ranking",
-    "evidence",
-    "source",
-    "citation",
-    "analysis",
-    "energy",
-    "density",
-    "battery",
-    "cathode",
-    "policy",
-    "market",
-    "growth",
-    "regulation",
-    "2024",
-    "percent",
-    "index",
-    "passage",
-    "report",
-    "研究",
-    "数据",
-]
+BENCH = Path(__file__).resolve().parent
+SYSTEMS = ("agent", "floor1", "floor2")
+SEARCH_KEY = "tvly-bench-key"
+QUESTION = (
+    "How have lithium-ion cathode chemistries changed energy density and cost? (benchmark: {steps} steps)"
+)
+_VOCABULARY = (
+    "cathode anode electrolyte lithium nickel manganese cobalt iron phosphate density cycle capacity "
+    "voltage thermal runaway separator graphite silicon solid-state sodium cost kilowatt-hour supply "
+    "chain recycling mining refinery grid storage vehicle range charging degradation warranty policy "
+    "subsidy tariff market share production gigafactory chemistry laboratory measurement percent"
+)
+_WORDS = _VOCABULARY.split()
 
 
-def bulk_text(step: int, chars: int = 18_000) -> str:
-    """Deterministic, varied text (so tokenising it is realistic work)."""
-    out, i, size = [], step * 7919, 0
-    while size < chars:
-        i = (i * 1103515245 + 12345) % 2**31
-        word = WORDS[i % len(WORDS)] + ("." if i % 13 == 0 else "")
-        out.append(word)
-        size += len(word) + 1
+def words(seed: str, count: int) -> str:
+    """Deterministic, varied prose (so parsing, extracting and token counting are realistic work)."""
+    state = int.from_bytes(hashlib.sha256(seed.encode()).digest()[:8], "big")
+    out = []
+    for i in range(count):
+        state = (state * 6364136223846793005 + 1442695040888963407) % 2**64
+        word = _WORDS[(state >> 33) % len(_WORDS)]
+        out.append(word.capitalize() if i % 14 == 0 else word)
+        if i % 14 == 13:
+            out[-1] += "."
     return " ".join(out)
 
 
+# --- the fake model (runs inside tests.fakes.openai_server's process) ---------------------------------
+
+_URL = re.compile(r"<url>(https?://[^<]+)</url>")
+
+
 def script(request: dict[str, Any]) -> Any:
-    """The fake model: call `bulk` until step STEPS, then answer."""
+    """Even turns search (two queries), odd turns open three URLs of the last results (two on one
+    host), and once the question's step count is reached the model answers citing two sources.
+    Every request body is appended to ``BENCH_MODEL_LOG`` for the floors to replay."""
+    from tests.agent.scripts import cited_keys, question
     from tests.fakes.openai_server import Reply
 
-    steps = int(os.environ.get("BENCH_STEPS", STEPS))
-    turn = sum(1 for m in request["messages"] if m.get("role") == "assistant")
-    if turn < steps:
-        return Reply(content=f"Step {turn}: reading more.", tool_calls=[("bulk", {"n": turn})])
-    return Reply(content="<answer>Done.</answer>")
+    with open(os.environ["BENCH_MODEL_LOG"], "a", encoding="utf-8") as log:
+        log.write(json.dumps(request, ensure_ascii=False) + "\n")
+    n = _turn(request)
+    steps = int(re.findall(r"benchmark: (\d+) steps", question(request))[0])
+    if n >= steps:
+        keys = list(cited_keys(request).values())[:2]
+        cites = "".join(f" \\cite{{{key}}}" for key in keys)
+        body = (
+            f"# Cathodes\n\nLFP traded density for cost and cycle life{cites}.\n\n"
+            "Nickel-rich cells lead on range."
+        )
+        return Reply(content=f"<answer>\n{body}\n</answer>")
+    if n % 2 == 0:
+        queries = [f"cathode energy density step {n} part {i}" for i in range(2)]
+        action = {"action": "batch_search", "queries": queries, "topk": 20}
+        return Reply(content=f"Step {n}: searching.", tool_calls=[("batch_web_surfer", action)])
+    return Reply(
+        content=f"Step {n}: reading three sources.",
+        tool_calls=[("batch_web_surfer", {"action": "batch_open", "urls": _pick_urls(request)})],
+    )
 
 
-# --- the agent side -----------------------------------------------------------------------------
+_STEP = re.compile(r"^Step (\d+):")
 
 
-def run_agent(base_url: str, steps: int, out: Path) -> dict[str, Any]:
-    started_cpu = time.process_time()
-    from pydantic import BaseModel
+def _turn(request: dict[str, Any]) -> int:
+    """The step after the latest ``Step N:`` reply. Counting assistant messages would not do: the
+    agent's context compaction drops old turns, and the script would lose its place."""
+    for message in reversed(request["messages"]):
+        found = _STEP.match(str(message.get("content") or "")) if message.get("role") == "assistant" else None
+        if found:
+            return int(found.group(1)) + 1
+    return 0
 
-    from deepresearch.config import load_settings
-    from deepresearch.events import LLMCall
-    from deepresearch.research import research
-    from deepresearch.tools.base import Tool, ToolResult
-    from deepresearch.tools.registry import default_tools, register
 
-    class BulkArgs(BaseModel):
-        n: int
+def _pick_urls(request: dict[str, Any]) -> list[str]:
+    """The first two URLs of the first host and the first of another, from the latest search result."""
+    tool = next(
+        m
+        for m in reversed(request["messages"])
+        if m.get("role") == "tool" and "<batch_search_results" in str(m.get("content"))
+    )
+    urls = list(dict.fromkeys(_URL.findall(tool.get("content") or "")))
+    hosts = list(dict.fromkeys(url.split("/")[2] for url in urls))
+    first = [url for url in urls if url.split("/")[2] == hosts[0]][:2]
+    other = [url for url in urls if len(hosts) > 1 and url.split("/")[2] == hosts[1]][:1]
+    return first + other
 
-    async def bulk(args: BulkArgs, ctx: Any) -> ToolResult:
-        text = bulk_text(args.n)
-        return ToolResult(text=text, compact=text[:500])
 
-    tools = default_tools()
-    register(tools, Tool(name="bulk", args=BulkArgs, run=bulk, description="Return a long text."))
-    marks: list[tuple[float, float]] = []
+# --- the fake search provider and the fake site (each in its own process) -----------------------------
 
-    def on_event(event: Any) -> None:
-        if isinstance(event, LLMCall):
-            marks.append((time.perf_counter(), time.process_time()))
 
-    settings = load_settings(
+def _log(path_var: str, record: dict[str, Any]) -> None:
+    with open(os.environ[path_var], "a", encoding="utf-8") as log:
+        log.write(json.dumps(record) + "\n")
+
+
+async def _body(receive: Any) -> bytes:
+    data: bytes = b""
+    while True:
+        message = await receive()
+        data += message.get("body", b"")
+        if not message.get("more_body"):
+            return data
+
+
+async def _respond(send: Any, status: int, body: bytes, content_type: str) -> None:
+    headers = [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def search_results(query: str, limit: int, hosts: list[str]) -> dict[str, Any]:
+    """A Tavily answer: up to 10 hits of ~2 KB each (title, URL on the fake site, extract, page text)."""
+    slug = re.sub(r"\W+", "-", query.lower()).strip("-")
+    results = [
         {
-            "base_url": base_url,
-            "model": "fake-model",
-            "out": out,
-            "max_steps": steps + 5,
-            "index": tiny_index(out.parent),
-        },
-        env={},
+            "title": words(f"{query}/{i}/title", 8),
+            "url": f"{hosts[i % 2]}/{slug}/{i}.html",
+            "content": words(f"{query}/{i}/snippet", 40),
+            "raw_content": words(f"{query}/{i}/raw", 175),
+            "score": round(0.95 - i * 0.03, 2),
+            "published_date": None,
+        }
+        for i in range(min(limit, 10))
+    ]
+    return {"query": query, "answer": None, "results": results, "response_time": 0.61}
+
+
+async def search_app(scope: Any, receive: Any, send: Any) -> None:
+    """POST /search, Tavily's shape; each request is logged (body and headers) for floor 2."""
+    if scope["type"] != "http":
+        return
+    raw = await _body(receive)
+    headers = {k.decode(): v.decode() for k, v in scope["headers"]}
+    kept = {k: headers[k] for k in ("authorization", "content-type") if k in headers}
+    _log("BENCH_SEARCH_LOG", {"body": raw.decode(), "headers": kept})
+    request = json.loads(raw or b"{}")
+    hosts = os.environ["BENCH_WEB_HOSTS"].split(",")
+    answer = search_results(str(request.get("query", "")), int(request.get("max_results", 10)), hosts)
+    await _respond(send, 200, json.dumps(answer).encode(), "application/json")
+
+
+def page_html(path: str) -> str:
+    """A ~5 KB article page with navigation, sidebar and footer boilerplate around five paragraphs."""
+    title = words(path + "/title", 7)
+    paragraphs = "\n".join(
+        f"<h2>{words(f'{path}/h/{i}', 4)}</h2>\n<p>{words(f'{path}/p/{i}', 95)}</p>" for i in range(5)
     )
-    import_done = time.perf_counter()
-    start = time.perf_counter()
-    asyncio.run(
-        research("Benchmark question about battery energy density?", settings, on_event=on_event, tools=tools)
+    nav = " ".join(f'<a href="/section/{i}">{w}</a>' for i, w in enumerate(_WORDS[:12]))
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
+        "<script>window.analytics = {enabled: true};</script><style>nav a {margin: 0 4px}</style>"
+        f"</head><body><header><nav>{nav}</nav></header><main><article><h1>{title}</h1>\n"
+        f"{paragraphs}\n</article><aside>Related: {words(path + '/aside', 20)}</aside></main>"
+        "<footer>Copyright 2025 Battery Notes. Privacy. Terms. Newsletter.</footer></body></html>"
     )
-    compactions = sum(
-        1 for line in (out / "events.jsonl").read_text().splitlines() if '"context_compacted"' in line
-    )
-    return {
-        "marks": [(w - start, c - started_cpu) for w, c in marks],
-        "compactions": compactions,
-        "import_s": import_done - _PROCESS_START,
+
+
+async def web_app(scope: Any, receive: Any, send: Any) -> None:
+    """Any ``*.html`` path is an article page; anything else is 404. Each request is logged."""
+    if scope["type"] != "http":
+        return
+    await _body(receive)
+    _log("BENCH_WEB_LOG", {"method": scope["method"], "path": scope["path"], "port": scope["server"][1]})
+    if scope["path"].endswith(".html"):
+        await _respond(send, 200, page_html(scope["path"]).encode(), "text/html; charset=utf-8")
+    else:
+        await _respond(send, 404, b"<html><body>Not found</body></html>", "text/html")
+
+
+def serve(kind: str) -> None:
+    """Run one fake until SIGTERM; print ``listening on URL`` per port."""
+    import signal
+    import threading
+
+    from tests.fakes.serve import ThreadedServer
+
+    servers = [ThreadedServer(search_app, "bench-search")]
+    if kind == "web":
+        servers = [ThreadedServer(web_app, f"bench-web-{i}") for i in range(2)]
+    for server in servers:
+        print(f"listening on http://127.0.0.1:{server.start(0)}", flush=True)
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    stopped.wait()
+    for server in servers:
+        server.stop()
+
+
+# --- the driver -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Fakes:
+    """The three fake processes and where they log."""
+
+    logs: Path
+    processes: list[subprocess.Popen[str]] = field(default_factory=list)
+    model_url: str = ""
+    search_url: str = ""
+    web_hosts: list[str] = field(default_factory=list)
+
+    def _start(self, args: list[str], env: dict[str, str], ports: int) -> list[str]:
+        process = subprocess.Popen(
+            [sys.executable, *args], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True
+        )
+        self.processes.append(process)
+        assert process.stdout is not None
+        return [process.stdout.readline().split()[-1] for _ in range(ports)]
+
+    def start(self) -> None:
+        env = _base_env(self.logs / "home") | {
+            "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'src'}",
+            "BENCH_MODEL_LOG": str(self.logs / "model.jsonl"),
+            "BENCH_SEARCH_LOG": str(self.logs / "search.jsonl"),
+            "BENCH_WEB_LOG": str(self.logs / "web.jsonl"),
+        }
+        self.web_hosts = self._start([__file__, "--serve", "web"], env, 2)
+        env["BENCH_WEB_HOSTS"] = ",".join(self.web_hosts)
+        self.search_url = self._start([__file__, "--serve", "search"], env, 1)[0]
+        script_ref = "benchmarks.agent_overhead:script"
+        self.model_url = self._start(["-m", "tests.fakes.openai_server", "--script", script_ref], env, 1)[0]
+
+    def take_logs(self, into: Path) -> None:
+        """Move what the fakes logged so far into ``into`` (they reopen their logs per request)."""
+        into.mkdir(parents=True, exist_ok=True)
+        for name in ("model.jsonl", "search.jsonl", "web.jsonl"):
+            source = self.logs / name
+            if source.exists():
+                source.rename(into / name)
+            else:
+                (into / name).touch()
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.terminate()
+        for process in self.processes:
+            process.wait(timeout=15)
+
+
+def _base_env(home: Path) -> dict[str, str]:
+    """The parent's environment without any deepresearch or OpenAI setting, with its own home dirs
+    (no user config, cache or data leaks into a run)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DEEPRESEARCH_", "OPENAI_"))}
+    for name in ("HOME", "XDG_CONFIG_HOME", "XDG_CACHE_HOME", "XDG_DATA_HOME"):
+        env[name] = str(home / name.lower())
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env | {"HF_HUB_OFFLINE": "1"}
+
+
+def _child_command(system: str, run: Path, steps: int) -> list[str]:
+    prelude = f"import sys; sys.path.insert(0, {str(BENCH)!r}); import overhead_hooks as h; "
+    if system == "agent":
+        question = QUESTION.format(steps=steps)
+        argv = [question, "--quiet", "--out", str(run / "run"), "--max-steps", str(steps + 5)]
+        return [sys.executable, "-c", prelude + "h.run_cli(sys.argv[1:])", "research", *argv]
+    return [sys.executable, "-c", prelude + f"h.run_floor({system == 'floor2'})"]
+
+
+SOURCE = ROOT / "src"
+"""The ``deepresearch`` the agent side runs: this checkout's (``--src`` picks another tree, e.g. an
+exported commit, so "before" and "after" can be measured side by side without switching branches)."""
+
+
+def _child_env(system: str, run: Path, fakes: Fakes, recorded: Path) -> dict[str, str]:
+    env = _base_env(run / "home") | {"PYTHONPATH": str(SOURCE), "BENCH_MARKS": str(run / "marks.jsonl")}
+    if system == "agent":
+        return env | {
+            "DEEPRESEARCH_BASE_URL": fakes.model_url,
+            "DEEPRESEARCH_MODEL": "fake-model",
+            "DEEPRESEARCH_API_KEY": "sk-bench",
+            "DEEPRESEARCH_SEARCH": "tavily",
+            "DEEPRESEARCH_TAVILY_API_KEY": SEARCH_KEY,
+            "DEEPRESEARCH_SEARCH_ENDPOINT": fakes.search_url,
+            "DEEPRESEARCH_ALLOW_PRIVATE_URLS": "1",
+            "DEEPRESEARCH_FETCH_CACHE": str(run / "fetch-cache.sqlite"),
+        }
+    return env | {
+        "BENCH_BASE_URL": fakes.model_url,
+        "BENCH_SEARCH_URL": f"{fakes.search_url}/search",
+        "BENCH_MODEL_REQUESTS": str(recorded / "model.jsonl"),
+        "BENCH_SEARCH_REQUESTS": str(recorded / "search.jsonl"),
     }
 
 
-# --- the SDK side ---------------------------------------------------------------------------------
+@dataclass
+class Run:
+    """One child's measurements (seconds, MB, bytes)."""
+
+    system: str
+    steps: int
+    wall: float
+    cpu: float
+    rss_mb: float
+    cpu_first: float
+    wall_first: float
+    cpu_after_last: float
+    wall_after_last: float
+    wchar: int
+    dir_bytes: int
+    gc2: int
+    gc2_run: int
+    gc2_pause_ms: float
+    series: list[float]
+    searches: int
+    pages: int
+
+    @property
+    def cpu_per_step(self) -> float:
+        return self.cpu / self.steps
+
+    @property
+    def early_step(self) -> float:
+        """Median CPU of steps 3-8 (one step: from a model request to the next)."""
+        return statistics.median(self.series[2:8])
+
+    @property
+    def late_step(self) -> float:
+        """Median CPU of the last 6 steps."""
+        return statistics.median(self.series[-6:])
+
+    @property
+    def late_early(self) -> float:
+        return self.late_step / self.early_step
+
+    @property
+    def first_open_spike(self) -> float:
+        """CPU of the step after the first ``batch_open`` reply minus the median of the later ones."""
+        return self.series[1] - statistics.median(self.series[3::2])
 
 
-def run_sdk(base_url: str, steps: int) -> dict[str, Any]:
-    started_cpu = time.process_time()
-    import openai
-
-    client = openai.AsyncOpenAI(base_url=base_url, api_key="sk-bench", max_retries=0)
-    tools = [
-        {
-            "type": "function",
-            "function": {
-                "name": "bulk",
-                "description": "Return a long text.",
-                "parameters": {"type": "object", "properties": {"n": {"type": "integer"}}},
-            },
-        }
-    ]
-    messages: list[dict[str, Any]] = [
-        {"role": "system", "content": "You are a research agent. " * 200},
-        {"role": "user", "content": "Benchmark question about battery energy density?"},
-    ]
-    marks: list[tuple[float, float]] = []
-    import_done = time.perf_counter()
-
-    async def loop() -> None:
-        start = time.perf_counter()
-        for _ in range(steps + 1):
-            stream = await client.chat.completions.create(
-                model="fake-model",
-                messages=messages,
-                tools=tools,
-                stream=True,  # type: ignore[arg-type]
-                stream_options={"include_usage": True},
-            )
-            content, calls = "", {}
-            async for chunk in stream:
-                for choice in chunk.choices:
-                    content += choice.delta.content or ""
-                    for call in choice.delta.tool_calls or []:
-                        slot = calls.setdefault(call.index, {"id": "", "name": "", "arguments": ""})
-                        slot["id"] = call.id or slot["id"]
-                        if call.function:
-                            slot["name"] = call.function.name or slot["name"]
-                            slot["arguments"] += call.function.arguments or ""
-            marks.append((time.perf_counter() - start, time.process_time() - started_cpu))
-            if not calls:
-                break
-            messages.append(
-                {
-                    "role": "assistant",
-                    "content": content,
-                    "tool_calls": [
-                        {
-                            "id": c["id"],
-                            "type": "function",
-                            "function": {"name": c["name"], "arguments": c["arguments"]},
-                        }
-                        for c in calls.values()
-                    ],
-                }
-            )
-            for c in calls.values():
-                n = json.loads(c["arguments"])["n"]
-                messages.append({"role": "tool", "tool_call_id": c["id"], "content": bulk_text(n)})
-        await client.close()
-
-    asyncio.run(loop())
-    return {"marks": marks, "compactions": 0, "import_s": import_done - _PROCESS_START}
+def _written(pid: int) -> int:
+    """Bytes the process passed to write() in its whole life (``wchar``: files and pipes, not socket
+    sends), read while it is a zombie; -1 where ``/proc`` has no I/O accounting."""
+    try:
+        for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+            if line.startswith("wchar:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return -1
 
 
-_PROCESS_START = time.perf_counter()
+def _folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder.exists() else 0
 
 
-def child(side: str, base_url: str, steps: int, out: Path) -> None:
-    result = run_agent(base_url, steps, out) if side == "agent" else run_sdk(base_url, steps)
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps(result))
-
-
-# --- the driver -----------------------------------------------------------------------------------
-
-
-def per_step(marks: list[list[float]]) -> tuple[list[float], list[float]]:
-    """Wall and CPU time between consecutive model replies (step k = reply k-1 → reply k)."""
-    walls = [b[0] - a[0] for a, b in itertools.pairwise(marks)]
-    cpus = [b[1] - a[1] for a, b in itertools.pairwise(marks)]
-    return walls, cpus
-
-
-def tiny_index(folder: Path) -> Path:
-    """A one-document local index in ``folder`` (a run refuses a missing or empty index)."""
-    from deepresearch.search.local import LocalIndex
-
-    path = folder / "tiny-index.sqlite"
-    if not path.exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        document = folder / "tiny-doc" / "battery.md"
-        document.parent.mkdir(exist_ok=True)
-        document.write_text("# Batteries\n\nLithium-ion cells store about 250 Wh per kilogram.\n")
-        with LocalIndex(path) as index:
-            index.add_paths([document.parent])
-    return path
-
-
-def startup_seconds(base_url: str, tmp: Path) -> float:
-    """Spawn `deepresearch research` and time until its first model reply is recorded."""
-    env = dict(os.environ)
-    begin = time.perf_counter()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "deepresearch",
-            "research",
-            "startup probe",
-            "--base-url",
-            base_url,
-            "--model",
-            "fake-model",
-            "--out",
-            str(tmp / "startup"),
-            "--quiet",
-            "--max-steps",
-            "1",
-            "--index",
-            str(tiny_index(tmp)),
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+def measure(system: str, steps: int, run: Path, fakes: Fakes, recorded: Path) -> Run:
+    """Spawn one child, wait for it with ``wait4`` and read its marks and the fakes' logs."""
+    run.mkdir(parents=True)
+    out, err = (run / "stdout").open("w"), (run / "stderr").open("w")
+    fakes.take_logs(run / "before")  # anything stray is not this run's
+    began = time.monotonic()
+    process = subprocess.Popen(
+        _child_command(system, run, steps),
+        env=_child_env(system, run, fakes, recorded),
+        cwd=run,
+        stdout=out,
+        stderr=err,
     )
-    marker = tmp / "startup" / "events.jsonl"
-    while proc.poll() is None and not (marker.exists() and '"llm_call"' in marker.read_text()):
-        time.sleep(0.005)
-    elapsed = time.perf_counter() - begin
-    proc.kill()
-    proc.communicate()
-    return elapsed
+    os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOWAIT)  # exited, not yet reaped: its
+    ended = time.monotonic()  # /proc entry still holds the whole life's I/O counters
+    written = _written(process.pid)
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    out.close()
+    err.close()
+    fakes.take_logs(run / "fakes")
+    if process.returncode != 0:
+        tail = (run / "stderr").read_text()[-3000:]
+        raise SystemExit(f"{system} exited with {process.returncode}:\n{tail}")
+    marks = [json.loads(line) for line in (run / "marks.jsonl").read_text().splitlines()]
+    requests = [m for m in marks if m["kind"] == "request"]
+    replies = [m for m in marks if m["kind"] == "reply"]
+    if len(requests) != steps + 1:
+        raise SystemExit(f"{system}: {len(requests)} model requests for {steps} steps (see {run})")
+    cpu = usage.ru_utime + usage.ru_stime
+    last = replies[-1] if replies else requests[-1]
+    gc2 = [m for m in marks if m["kind"] == "gc2"]
+    web = (run / "fakes" / "web.jsonl").read_text().splitlines()
+    return Run(
+        system=system,
+        steps=steps,
+        wall=ended - began,
+        cpu=cpu,
+        rss_mb=usage.ru_maxrss / 1024,
+        cpu_first=requests[0]["cpu"],
+        wall_first=requests[0]["t"] - began,
+        cpu_after_last=cpu - last["cpu"],
+        wall_after_last=ended - last["t"],
+        wchar=written,
+        dir_bytes=_folder_bytes(run / "run"),
+        gc2=len(gc2),
+        gc2_run=sum(1 for m in gc2 if m["t"] > requests[0]["t"]),
+        gc2_pause_ms=1000 * sum(m["pause"] for m in gc2),
+        series=[b["cpu"] - a["cpu"] for a, b in itertools.pairwise(requests)],
+        searches=len((run / "fakes" / "search.jsonl").read_text().splitlines()),
+        pages=sum(1 for line in web if '.html"' in line),
+    )
+
+
+def rounds(step_counts: list[int], repeat: int) -> Iterator[tuple[int, int, str]]:
+    """(steps, repeat, system) in the interleaved order: agent, floor1, floor2, agent, …"""
+    for steps in step_counts:
+        for r in range(repeat):
+            for system in SYSTEMS:
+                yield steps, r, system
+
+
+def run_all(step_counts: list[int], repeat: int, keep: Path | None) -> dict[int, dict[str, list[Run]]]:
+    tmp = Path(tempfile.mkdtemp(prefix="agent-overhead-"))
+    fakes = Fakes(tmp / "fakes")
+    fakes.logs.mkdir(parents=True)
+    results: dict[int, dict[str, list[Run]]] = {s: {name: [] for name in SYSTEMS} for s in step_counts}
+    # bytecode up to date first, as in any installed copy: no measured run pays for compiling
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(SOURCE), str(BENCH)], check=True)
+    try:
+        fakes.start()
+        for steps, r, system in rounds(step_counts, repeat):
+            recorded = tmp / f"{steps}-{r}-agent" / "fakes"
+            started = time.monotonic()
+            done = measure(system, steps, tmp / f"{steps}-{r}-{system}", fakes, recorded)
+            results[steps][system].append(done)
+            print(
+                f"  {steps} steps #{r + 1} {system:7} wall {done.wall:6.2f} s  cpu {done.cpu:5.2f} s  "
+                f"({time.monotonic() - started:.1f} s)",
+                file=sys.stderr,
+                flush=True,
+            )
+    finally:
+        fakes.stop()
+        if keep is not None:
+            shutil.copytree(tmp, keep, dirs_exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return results
+
+
+# --- the report -------------------------------------------------------------------------------------
+
+ROWS: list[tuple[str, str, float]] = [
+    ("cpu_per_step", "CPU per step (ms)", 1000),
+    ("cpu", "CPU total (s)", 1),
+    ("wall", "wall, spawn to exit (s)", 1),
+    ("cpu_first", "CPU before 1st request (s)", 1),
+    ("wall_first", "wall before 1st request (s)", 1),
+    ("cpu_after_last", "CPU after last reply (s)", 1),
+    ("wall_after_last", "wall after last reply (s)", 1),
+    ("rss_mb", "peak RSS (MB)", 1),
+    ("wchar", "bytes written, all files (MB)", 1 / 2**20),
+    ("dir_bytes", "run directory at exit (MB)", 1 / 2**20),
+    ("gc2", "gen-2 collections, all", 1),
+    ("gc2_run", "gen-2 after 1st request", 1),
+    ("gc2_pause_ms", "gen-2 pauses, total (ms)", 1),
+    ("early_step", "CPU per step, steps 3-8 (ms)", 1000),
+    ("late_step", "CPU per step, last 6 (ms)", 1000),
+    ("late_early", "late/early CPU per step", 1),
+    ("first_open_spike", "1st batch_open spike (ms)", 1000),
+]
+
+
+def spread(values: list[float]) -> str:
+    """``median (min–max)``, or just the value for a single run."""
+    med = statistics.median(values)
+    digits = 0 if abs(med) >= 100 else 2 if abs(med) < 10 else 1
+    if len(values) == 1:
+        return f"{med:.{digits}f}"
+    return f"{med:.{digits}f} ({min(values):.{digits}f}–{max(values):.{digits}f})"
+
+
+def report(results: dict[int, dict[str, list[Run]]], elapsed: float) -> tuple[float, float]:
+    """Print one table per step count; return (cpu ratio vs floor 2, late_early) at the largest."""
+    print(
+        "Medians of interleaved runs (agent, floor1, floor2, …), min–max in brackets; each system is a "
+        "fresh process\ntimed from spawn to exit. A loaded machine inflates every figure (CPU included: "
+        "caches, frequency);\ncompare within one run of this benchmark, not across machines or days.\n"
+        "floor1 = bare OpenAI-SDK loop replaying the agent's requests; floor2 = floor1 + the same search "
+        "and page I/O.\n"
+    )
+    ratio = late = float("nan")
+    for steps, by_system in results.items():
+        runs = by_system["agent"]
+        print(f"{steps} steps, {len(runs)} run(s) each")
+        print(f"{'':30}" + "".join(f"{name:>22}" for name in SYSTEMS))
+        for key, label, scale in ROWS:
+            cells = [spread([scale * getattr(run, key) for run in by_system[name]]) for name in SYSTEMS]
+            print(f"{label:30}" + "".join(f"{cell:>22}" for cell in cells))
+        agent, f1, f2 = (statistics.median(r.cpu_per_step for r in by_system[n]) for n in SYSTEMS)
+        late = statistics.median(run.late_early for run in runs)
+        ratio = agent / f2
+        io = {n: (by_system[n][0].searches, by_system[n][0].pages) for n in ("agent", "floor2")}
+        print(f"agent CPU per step / floor1 {agent / f1:.2f}, / floor2 {ratio:.2f}")
+        print(
+            f"I/O per run (search requests, page GETs): agent {io['agent']}, floor2 {io['floor2']}"
+            + ("" if io["agent"] == io["floor2"] else "  <-- MISMATCH: floor 2 did not do the same I/O")
+        )
+        print()
+    print(f"benchmark wall time: {elapsed:.0f} s")
+    return ratio, late
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--steps", type=int, default=STEPS)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--child", choices=["agent", "sdk"])
-    parser.add_argument("--base-url")
-    parser.add_argument("--out", type=Path)
+    parser.add_argument("--steps", type=int, nargs="+", default=[30, 50], help="step counts (30 50)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each system per step count (3)")
+    parser.add_argument("--quick", action="store_true", help="10 steps, once: a smoke run under a minute")
+    parser.add_argument("--keep", type=Path, help="copy the run directories, marks and fake logs here")
+    parser.add_argument("--src", type=Path, help="the src/ tree the agent runs (default: this checkout's)")
+    parser.add_argument("--serve", choices=["search", "web"], help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.child:
-        child(args.child, args.base_url, args.steps, args.out)
+    if args.serve:
+        serve(args.serve)
         return
-
-    import tempfile
-
-    # this checkout's code, not whatever is installed (so a worktree of another commit measures itself)
-    env = dict(os.environ, BENCH_STEPS=str(args.steps), PYTHONPATH=f"{ROOT / 'src'}{os.pathsep}{ROOT}")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakes.openai_server", "--script", "benchmarks.agent_overhead:script"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        line = server.stdout.readline()  # type: ignore[union-attr]
-        base_url = line.strip().split()[-1]
-        results: dict[str, list[dict[str, Any]]] = {"agent": [], "sdk": []}
-        with tempfile.TemporaryDirectory() as tmp:
-            for r in range(args.repeat):
-                for side in ("sdk", "agent"):
-                    out = Path(tmp) / f"{side}-{r}"
-                    done = subprocess.run(
-                        [
-                            sys.executable,
-                            __file__,
-                            "--child",
-                            side,
-                            "--base-url",
-                            base_url,
-                            "--steps",
-                            str(args.steps),
-                            "--out",
-                            str(out),
-                        ],
-                        env=env,
-                        cwd=ROOT,
-                        capture_output=True,
-                        text=True,
-                        check=True,
-                    )
-                    results[side].append(json.loads(done.stdout.strip().splitlines()[-1]))
-            startups = [startup_seconds(base_url, Path(tmp) / f"s{i}") for i in range(args.repeat)]
-        report(results, startups, args.steps)
-    finally:
-        server.terminate()
-        server.communicate()
-
-
-def report(results: dict[str, list[dict[str, Any]]], startups: list[float], steps: int) -> None:
-    summary: dict[str, dict[str, float]] = {}
-    for side, runs in results.items():
-        walls, cpus, early_cpu, late_cpu, early_wall, late_wall = [], [], [], [], [], []
-        for run in runs:
-            w, c = per_step(run["marks"])
-            walls += w
-            cpus += c
-            early_wall += w[:5]
-            early_cpu += c[:5]
-            late_wall += w[-6:]
-            late_cpu += c[-6:]
-        summary[side] = {
-            "wall_ms": 1000 * statistics.median(walls),
-            "cpu_ms": 1000 * statistics.median(cpus),
-            "early_wall_ms": 1000 * statistics.median(early_wall),
-            "late_wall_ms": 1000 * statistics.median(late_wall),
-            "early_cpu_ms": 1000 * statistics.median(early_cpu),
-            "late_cpu_ms": 1000 * statistics.median(late_cpu),
-            "rss_mb": max(r["peak_rss_mb"] for r in runs),
-            "import_s": statistics.median(r["import_s"] for r in runs),
-            "compactions": statistics.median(r["compactions"] for r in runs),
-        }
-    a, s = summary["agent"], summary["sdk"]
-    print(f"{steps}-step run, median over {len(results['agent'])} runs each (ms per step)")
-    print(f"{'':24}{'agent':>10}{'sdk':>10}{'ratio':>8}")
-    for key, label in (
-        ("wall_ms", "wall per step"),
-        ("cpu_ms", "cpu per step"),
-        ("early_wall_ms", "wall steps 1-5"),
-        ("late_wall_ms", "wall steps 25-30"),
-        ("early_cpu_ms", "cpu steps 1-5"),
-        ("late_cpu_ms", "cpu steps 25-30"),
-    ):
-        print(f"{label:24}{a[key]:>10.1f}{s[key]:>10.1f}{a[key] / s[key]:>8.2f}")
-    print(
-        f"late/early cpu: agent {a['late_cpu_ms'] / a['early_cpu_ms']:.2f}, "
-        f"sdk {s['late_cpu_ms'] / s['early_cpu_ms']:.2f}; "
-        f"late/early wall: agent {a['late_wall_ms'] / a['early_wall_ms']:.2f}, "
-        f"sdk {s['late_wall_ms'] / s['early_wall_ms']:.2f}"
-    )
-    print(
-        f"peak RSS: agent {a['rss_mb']:.0f} MB, sdk {s['rss_mb']:.0f} MB; "
-        f"import: agent {a['import_s']:.2f} s, sdk {s['import_s']:.2f} s; "
-        f"compactions per agent run: {a['compactions']:.0f}"
-    )
-    print(f"startup (spawn → first model reply recorded): median {statistics.median(startups):.2f} s")
+    if args.src is not None:
+        global SOURCE
+        SOURCE = args.src.resolve()
+    print(f"agent code: {SOURCE}", file=sys.stderr)
+    steps, repeat = ([10], 1) if args.quick else (sorted(args.steps), args.repeat)
+    if min(steps) < 10:
+        parser.error("--steps below 10 leave no late steps to compare with steps 3-8")
+    started = time.monotonic()
+    results = run_all(steps, repeat, args.keep)
+    ratio, late = report(results, time.monotonic() - started)
+    print(f"cpu_ratio_vs_floor={ratio:.2f}")
+    print(f"late_early={late:.2f}")
 
 
 if __name__ == "__main__":
