@@ -295,8 +295,9 @@ def _base_env(home: Path) -> dict[str, str]:
     """The parent's environment without any deepresearch or OpenAI setting, with its own home dirs
     (no user config, cache or data leaks into a run)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DEEPRESEARCH_", "OPENAI_"))}
-    for name in ("HOME", "XDG_CONFIG_HOME", "XDG_CACHE_HOME", "XDG_DATA_HOME"):
+    for name in ("HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME"):
         env[name] = str(home / name.lower())
+    env["XDG_CACHE_HOME"] = str(home.parents[1] / USER_CACHE)  # shared: what one user's runs share
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     return env | {"HF_HUB_OFFLINE": "1"}
 
@@ -310,6 +311,8 @@ def _child_command(system: str, run: Path, steps: int) -> list[str]:
     return [sys.executable, "-c", prelude + f"h.run_floor({system == 'floor2'})"]
 
 
+USER_CACHE = "user-cache"
+"""The XDG cache folder every run of the benchmark shares, as one user's runs do."""
 SOURCE = ROOT / "src"
 """The ``deepresearch`` the agent side runs: this checkout's (``--src`` picks another tree, e.g. an
 exported commit, so "before" and "after" can be measured side by side without switching branches)."""
@@ -465,8 +468,16 @@ def run_all(step_counts: list[int], repeat: int, keep: Path | None) -> dict[int,
     fakes = Fakes(tmp / "fakes")
     fakes.logs.mkdir(parents=True)
     results: dict[int, dict[str, list[Run]]] = {s: {name: [] for name in SYSTEMS} for s in step_counts}
-    # bytecode up to date first, as in any installed copy: no measured run pays for compiling
+    # bytecode up to date first, as in any installed copy: no measured run pays for compiling; and the
+    # user cache as after a first run (the token ranks' decoded copy): every agent run finds it there
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(SOURCE), str(BENCH)], check=True)
+    prepare = "import sys; from pathlib import Path; from deepresearch.llm.tokens import cached_ranks; "
+    prepare += "cached_ranks(Path(sys.argv[1]))"
+    subprocess.run(
+        [sys.executable, "-c", prepare, str(tmp / USER_CACHE / "deepresearch")],
+        env=os.environ | {"PYTHONPATH": str(SOURCE)},
+        check=False,  # an older tree without the copy: its runs decode the shipped file, as they did
+    )
     try:
         fakes.start()
         for steps, r, system in rounds(step_counts, repeat):

@@ -147,6 +147,22 @@ def run_cli(argv: list[str]) -> None:
     """``deepresearch ARGV`` in this process, with the marks on (the agent side of the benchmark)."""
     install()
     sys.argv = ["deepresearch", *argv]
+    profile_to = os.environ.get("BENCH_PROFILE")
+    if profile_to:  # --profile: cProfile the whole agent process, dumped before its fast exit
+        import cProfile
+
+        import deepresearch.lifecycle as lifecycle
+
+        profiler = cProfile.Profile()
+        leave = lifecycle.exit_now
+
+        def dump_then_leave(code: int) -> None:
+            profiler.disable()
+            profiler.dump_stats(profile_to)
+            leave(code)
+
+        lifecycle.exit_now = dump_then_leave  # type: ignore[assignment]
+        profiler.enable()
     from deepresearch.cli import main
 
     main()

@@ -264,7 +264,8 @@ class Services:
             policy=ContextPolicy(
                 upper=settings.context_upper,
                 lower=settings.context_lower,
-                fixed_tokens=self.count_tokens(json.dumps([t.schema() for t in tools.values()])),
+                fixed_text=json.dumps([t.schema() for t in tools.values()]),
+                count=self.count_tokens,
             ),
             tool_result_max_chars=settings.tool_result_max_chars,
             encoded_messages=settings.effective_tool_mode == "native",

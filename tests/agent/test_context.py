@@ -122,4 +122,39 @@ def test_oversized_arguments_recorded_by_an_old_run_are_not_sent_or_counted_agai
     sent = history.view()[0]
     assert len(sent) < 1000
     assert '{\\"updates\\": {}}' in sent and "arguments_omitted" in sent
-    assert max(counted) < 1000 and history.view_tokens < 100
+    assert history.view_tokens < 100 and max(counted) < 1000  # counted when read, and only what is sent
+
+
+def test_nothing_is_counted_while_the_bound_is_under_the_limit_and_the_count_is_exact_after():
+    counted: list[str] = []
+
+    def count(text: str) -> int:
+        counted.append(text)
+        return tokens(text)
+
+    history = History(count)
+    history.append({"role": "system", "content": "You are careful. " * 20})
+    history.append({"role": "user", "content": "Which passages rank first, and why? 研究"})
+    policy = ContextPolicy(upper=10_000, lower=5_000, fixed_text='[{"name": "search"}]', count=count)
+    assert policy.fit(history, protected_from=len(history)) is None
+    assert counted == []  # the first request can go out before any tokenizer is loaded
+    assert (
+        history.view_bound()
+        >= history.view_tokens
+        == sum(tokens(m) + 4 for m in ("You are careful. " * 20, "Which passages rank first, and why? 研究"))
+    )
+    assert len(counted) == 2  # counted once, when read
+    history.view_tokens  # noqa: B018 - reading again counts nothing new
+    assert len(counted) == 2
+
+    # where the bound passes the limit, the decision is taken on exact counts, as before
+    exact = history.view_tokens
+    fresh = History(count)
+    fresh.append({"role": "system", "content": "You are careful. " * 20})
+    fresh.append({"role": "user", "content": "Which passages rank first, and why? 研究"})
+    tight = ContextPolicy(upper=exact + 1, lower=10, fixed_text="[]", count=count)
+    assert fresh.view_bound() > tight.upper
+    assert tight.fit(fresh, protected_from=len(fresh)) is None  # the exact count is under the limit
+    assert len(counted) == 5 and tight.fixed == tokens("[]") == 1
+    over = ContextPolicy(upper=exact, lower=10, fixed_text="[]", count=count)
+    assert over.fit(fresh, protected_from=len(fresh)) is not None

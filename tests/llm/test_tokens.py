@@ -129,13 +129,20 @@ def test_the_rank_file_is_package_data_and_needs_no_bpe_openai():
     assert "estimating" not in done.stderr
 
 
+def same_ranks(table, shipped) -> bool:
+    """Every shipped token has its rank in ``table``, and nothing else is there."""
+    return len(table) == len(shipped) and all(table.get(token) == rank for token, rank in shipped.items())
+
+
 def test_the_rank_copy_is_written_reused_and_a_damaged_one_replaced(tmp_path: Path) -> None:
-    from deepresearch.llm.tokens import RANK_CACHE_PREFIX, _rank_file, cached_ranks, load_ranks
+    from deepresearch.llm.tokens import RANK_CACHE_PREFIX, RankTable, _rank_file, cached_ranks, load_ranks
 
     shipped = load_ranks(_rank_file())
-    assert cached_ranks(tmp_path) == shipped  # decoded from the shipped file, copy written
+    built = cached_ranks(tmp_path)  # decoded from the shipped file, copy written
+    assert isinstance(built, RankTable) and same_ranks(built, shipped)
+    assert built.get(b"\xff\xfe not a token") == -1 and b"hello" in built and "hello" not in built
     [copy] = tmp_path.glob(f"{RANK_CACHE_PREFIX}*.bin")
-    assert cached_ranks(tmp_path) == shipped  # read back from the copy
+    assert same_ranks(cached_ranks(tmp_path), shipped)  # read back from the copy
     assert list(tmp_path.glob(f"{RANK_CACHE_PREFIX}*.bin")) == [copy]
 
     damaged = bytearray(copy.read_bytes())
@@ -143,10 +150,30 @@ def test_the_rank_copy_is_written_reused_and_a_damaged_one_replaced(tmp_path: Pa
     copy.write_bytes(bytes(damaged))
     forged = tmp_path / f"{RANK_CACHE_PREFIX}{'0' * 64}.bin"
     forged.write_bytes(b"\x01\x00a")
-    assert cached_ranks(tmp_path) == shipped
+    assert same_ranks(cached_ranks(tmp_path), shipped)
     assert not forged.exists()
     [fresh] = tmp_path.glob(f"{RANK_CACHE_PREFIX}*.bin")
     assert fresh.read_bytes() != bytes(damaged)
+
+
+def test_a_copy_that_hashes_right_but_does_not_hold_together_is_refused() -> None:
+    from deepresearch.llm.tokens import RankTable
+
+    assert RankTable.from_bytes(b"") is None
+    assert RankTable.from_bytes(b"\x00" * 64) is None  # no ranks
+    small = RankTable.build({b"a": 0, b"b": 1, b"ab": 2})
+    assert small is not None and small.get(b"ab") == 2 and small.get(b"ba") == -1
+    assert RankTable.build({b"a": 0, b"b": 5}) is None  # ranks with gaps: not the layout
+
+
+def test_counts_from_the_table_equal_counts_from_the_dict() -> None:
+    from deepresearch.llm.tokens import O200kCounter, RankTable, _rank_file, load_ranks
+
+    shipped = load_ranks(_rank_file())
+    table = RankTable.build(shipped)
+    assert table is not None
+    text = "Retrieval ranks passages 研究数据 😀 Ünïcödé supercalifragilistic 1234567 \t\n" * 20
+    assert O200kCounter(table)(text) == O200kCounter(shipped)(text)
 
 
 def test_an_unwritable_cache_folder_still_counts(tmp_path: Path) -> None:
@@ -154,4 +181,4 @@ def test_an_unwritable_cache_folder_still_counts(tmp_path: Path) -> None:
 
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    assert cached_ranks(blocker / "sub") == load_ranks(_rank_file())
+    assert same_ranks(cached_ranks(blocker / "sub"), load_ranks(_rank_file()))

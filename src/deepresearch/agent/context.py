@@ -14,7 +14,9 @@ is recorded as a ``context_compacted`` event that resume replays.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from deepresearch.agent.history import History
 
@@ -33,19 +35,32 @@ class ContextPolicy:
     upper: int = 80_000
     lower: int = 60_000
     fixed_tokens: int = 0
-    """Tokens sent with every call outside the messages (the tool schemas)."""
+    """Tokens sent with every call outside the messages, when already known."""
+    fixed_text: str = ""
+    """Text sent with every call outside the messages (the tool schemas), counted with ``count``
+    only when the view's bound says the limit may be near (``History``)."""
+    count: Callable[[str], int] | None = None
+
+    @cached_property
+    def fixed(self) -> int:
+        """All the tokens sent outside the messages."""
+        counted = self.count(self.fixed_text) if self.count is not None and self.fixed_text else 0
+        return self.fixed_tokens + counted
 
     def fit(self, history: History, *, protected_from: int) -> Compaction | None:
         """Compact ``history``'s view if it is over ``upper``; entries at or after ``protected_from``
         (the newest cycle) and the first two (system prompt, question) are left alone."""
-        if history.view_tokens + self.fixed_tokens <= self.upper:
+        if history.view_bound() + self.fixed_tokens + len(self.fixed_text.encode()) <= self.upper:
+            return None  # under the limit for certain, with nothing counted
+        fixed = self.fixed
+        if history.view_tokens + fixed <= self.upper:
             return None
-        result = Compaction(tokens_before=history.view_tokens + self.fixed_tokens)
+        result = Compaction(tokens_before=history.view_tokens + fixed)
         entries = history.entries
         candidates = range(2, protected_from)
 
         def over(limit: int) -> bool:
-            return history.view_tokens + self.fixed_tokens > limit
+            return history.view_tokens + fixed > limit
 
         for i in candidates:  # 1. compact forms, oldest first
             if not over(self.lower):
@@ -68,7 +83,7 @@ class ContextPolicy:
                     break
                 if entries[i].message["role"] == "assistant" and not entries[i].dropped:
                     self._drop(history, history.cycle_members(i), result)
-        result.tokens_after = history.view_tokens + self.fixed_tokens
+        result.tokens_after = history.view_tokens + fixed
         return result
 
     @staticmethod

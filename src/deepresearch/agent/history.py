@@ -26,6 +26,17 @@ def _encode(message: Message) -> str:
     return json.dumps(message, ensure_ascii=False, separators=(",", ":"))
 
 
+def _byte_bound(message: Message) -> int:
+    """At least ``History.count_message(message)``, for any tokenizer: bytes, plus the overheads."""
+    content = message.get("content") or ""
+    text = content if isinstance(content, str) else json.dumps(content)
+    total = len(text.encode()) + len((message.get("reasoning_content") or "").encode())
+    for call in message.get("tool_calls") or ():
+        function = call.get("function", {})
+        total += len(function.get("name", "").encode()) + len((function.get("arguments") or "").encode()) + 3
+    return total + MESSAGE_OVERHEAD_TOKENS
+
+
 def _with_arguments_omitted(call: dict[str, Any]) -> dict[str, Any]:
     function = call.get("function", {})
     arguments = omit_oversized_arguments(function.get("arguments") or "")
@@ -40,6 +51,7 @@ class Entry:
     wire: Encoded
     """JSON sent to the model."""
     tokens: int
+    """Its tokens as sent; ``-1`` until counted (``History`` counts when a decision needs it)."""
     cycle: int
     """Index of the assistant message whose tool calls this entry answers (its own index for that message)."""
     compact: Message | None = None
@@ -56,13 +68,23 @@ class Entry:
 
 
 class History:
-    """Append-only messages plus the view the model gets."""
+    """Append-only messages plus the view the model gets.
+
+    Counting is deferred until a decision needs it: an appended message is only measured in UTF-8
+    bytes, a bound no tokenizer can exceed (every token is at least one byte). While the view's
+    bound is under the context limit nothing has to be counted, so the first request goes out before
+    the tokenizer's ranks are even loaded; ``view_tokens`` counts what is pending, exactly, when it is
+    read (after the reply, for the record, or when the bound says the limit may be near)."""
 
     def __init__(self, count_tokens: Callable[[str], int], *, replay_reasoning: bool = False) -> None:
         self._count = count_tokens
         self._replay_reasoning = replay_reasoning
         self.entries: list[Entry] = []
-        self.view_tokens = 0
+        self._counted = 0
+        """Tokens of the visible view's counted entries."""
+        self._pending: list[int] = []
+        """Entries appended and not yet counted (all visible: nothing hides an uncounted entry)."""
+        self._pending_bound = 0
         self._last_assistant = -1
 
     def __len__(self) -> int:
@@ -83,15 +105,34 @@ class History:
             message=message,
             record=record,
             wire=Encoded(record if wire_message is message else _encode(wire_message)),
-            tokens=self.count_message(wire_message),
+            tokens=-1,
             cycle=cycle,
         )
         if compact is not None and message["role"] == "tool":
             # encoded and counted when the policy compresses it: most never are
             entry.compact = {**message, "content": compact}
         self.entries.append(entry)
-        self.view_tokens += entry.tokens
+        self._pending.append(index)
+        self._pending_bound += _byte_bound(wire_message)
         return index
+
+    @property
+    def view_tokens(self) -> int:
+        """Tokens of the view the model gets (counts what is pending first)."""
+        self._settle()
+        return self._counted
+
+    def view_bound(self) -> int:
+        """An upper bound on ``view_tokens`` that counts nothing."""
+        return self._counted + self._pending_bound
+
+    def _settle(self) -> None:
+        for index in self._pending:
+            entry = self.entries[index]
+            entry.tokens = self.count_message(self._wire(entry.message))
+            self._counted += entry.tokens
+        self._pending.clear()
+        self._pending_bound = 0
 
     def _wire(self, message: Message) -> Message:
         if message["role"] != "assistant":
@@ -120,15 +161,17 @@ class History:
         entry = self.entries[index]
         if entry.compact is None or entry.compressed or entry.dropped:
             return
+        self._settle()
         entry.compact_wire = Encoded(_encode(entry.compact))
         entry.compact_tokens = self.count_message(entry.compact)
-        self.view_tokens += entry.compact_tokens - entry.tokens
+        self._counted += entry.compact_tokens - entry.tokens
         entry.compressed = True
 
     def drop(self, index: int) -> None:
         entry = self.entries[index]
         if not entry.dropped:
-            self.view_tokens -= entry.visible_tokens
+            self._settle()
+            self._counted -= entry.visible_tokens
             entry.dropped = True
 
     def cycle_members(self, assistant_index: int) -> list[int]:

@@ -200,7 +200,7 @@ class Agent:
             usage=completion.usage.to_dict(),
             finish_reason=completion.finish_reason,
             duration_s=round(time.monotonic() - started, 3),
-            context_tokens=history.view_tokens + self.config.policy.fixed_tokens,
+            context_tokens=history.view_tokens + self.config.policy.fixed,
         )
         if ignored:
             event.ignored_tool_calls = ignored  # type: ignore[attr-defined]

@@ -296,11 +296,19 @@ def _text_title(text: str, *, markdown: bool) -> str:
     return ""
 
 
-_WARM_PAGE = (
-    "<html><head><title>Warm-up</title><meta name='date' content='2024-01-02'></head><body><article>"
-    "<h1>Warm-up</h1><p>A short paragraph, long enough for the extractor to keep it as the main text of "
-    "this page.</p><table><tr><td>a</td><td>b</td></tr></table></article></body></html>"
+_WARM_PARAGRAPH = (
+    "<p>Retrieval systems rank passages by how well their terms match the question, and they weigh "
+    "rare terms more than common ones, so that a passage naming the subject itself comes first.</p>"
 )
+_WARM_PAGE = (
+    "<html><head><title>Warm-up</title><meta property='article:published_time' content='2024-01-02'>"
+    "</head><body><nav><a href='/'>Home</a> <a href='/docs'>Docs</a></nav><article><h1>Warm-up</h1>"
+    + "".join(_WARM_PARAGRAPH.replace("Retrieval", f"Retrieval ({n})") for n in range(6))
+    + "<table><tr><th>term</th><th>weight</th></tr><tr><td>rare</td><td>high</td></tr></table>"
+    "</article><footer>About</footer></body></html>"
+)
+"""An ordinary article page (dated, with a table): long enough that trafilatura keeps its own result
+and never builds jusText's stoplist of every language (~35 MB) for it, as a real page would not."""
 _warming: threading.Thread | None = None
 _warm_lock = threading.Lock()
 
