@@ -50,8 +50,26 @@ def mark(kind: str, **extra: Any) -> None:
     """Append one mark (kind, monotonic seconds, process CPU seconds) to the marks file."""
     if _FD < 0:
         return
-    record = {"kind": kind, "t": time.monotonic(), "cpu": time.process_time(), **extra}
+    record = {"kind": kind, "t": time.monotonic(), "cpu": time.process_time(), "rss_mb": _rss_mb(), **extra}
     os.write(_FD, (json.dumps(record) + "\n").encode())
+
+
+def _rss_mb() -> float:
+    """Resident memory now (``/proc/self/statm``), to see where the peak falls."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return round(int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def _rss_mb() -> float:
+    """Resident memory now (``/proc/self/statm``): where in a run the peak falls."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return round(int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
 def _is_model_request(request: Any) -> bool:

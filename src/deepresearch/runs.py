@@ -267,12 +267,16 @@ class RunStore:
     def write_json(self, name: str, data: Any) -> None:
         self.write_text(name, json_text(data))
 
-    def write_text(self, name: str, text: str) -> None:
-        """Replace ``name`` whole (a temporary file moved into place); on failure the old file stays."""
+    def write_text(self, name: str, text: str | list[str]) -> None:
+        """Replace ``name`` whole (a temporary file moved into place); on failure the old file stays.
+
+        ``text`` may come in pieces, written one after the other: the conversation (megabytes by the
+        end of a long run) is never joined into one string, nor encoded into one bytes object."""
         target = self.path / name
         tmp = target.with_name(f".{target.name}.tmp")
         try:
-            tmp.write_text(text, encoding="utf-8")
+            with tmp.open("w", encoding="utf-8") as handle:
+                handle.writelines([text] if isinstance(text, str) else text)
             os.replace(tmp, target)
         except OSError as exc:
             with contextlib.suppress(OSError):
@@ -489,14 +493,14 @@ class Recorder:
 
     def _snapshot(
         self, state: RunSnapshot, sources: list[dict[str, Any]] | None = None, *, full: bool = True
-    ) -> dict[str, str]:
+    ) -> dict[str, str | list[str]]:
         """The derived files' text (only ``run.json`` unless ``full``), built on the loop's thread
         while nothing else changes ``state``."""
-        files: dict[str, str] = {}
+        files: dict[str, str | list[str]] = {}
         if full:
             if sources is None:
                 sources = [s.to_dict() | {"n": None} for s in state.sources]
-            files[MESSAGES] = "[\n" + ",\n".join(state.history.records()) + "\n]"  # already encoded
+            files[MESSAGES] = _json_array(state.history.records())  # already encoded, in pieces
             files[SOURCES] = json_text(sources)
             if "todo" in state.tool_state:
                 files[TODO] = json_text(state.tool_state["todo"])
@@ -524,11 +528,22 @@ class Recorder:
             except RunStoreError as exc:
                 logger.info("could not record the end of the run: %s", exc)
 
-    def write(self, files: dict[str, str]) -> None:
+    def write(self, files: dict[str, str | list[str]]) -> None:
         """Write whole files (atomically, each), then fsync the event log."""
         for name, text in files.items():
             self.store.write_text(name, text)
         self.store.sync()
+
+
+def _json_array(items: list[str]) -> list[str]:
+    """The pieces of a JSON array of already-encoded ``items``, one per line."""
+    if not items:
+        return ["[\n\n]"]
+    pieces = ["[\n"]
+    for item in items:
+        pieces += (item, ",\n")
+    pieces[-1] = "\n]"
+    return pieces
 
 
 @dataclass(frozen=True)
