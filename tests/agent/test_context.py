@@ -158,3 +158,22 @@ def test_nothing_is_counted_while_the_bound_is_under_the_limit_and_the_count_is_
     assert len(counted) == 5 and tight.fixed == tokens("[]") == 1
     over = ContextPolicy(upper=exact, lower=10, fixed_text="[]", count=count)
     assert over.fit(fresh, protected_from=len(fresh)) is not None
+
+
+def test_a_compact_form_is_counted_by_scaling_the_full_result_not_tokenised_again():
+    counted: list[str] = []
+
+    def count(text: str) -> int:
+        counted.append(text)
+        return tokens(text)
+
+    history = History(count)
+    full = words(400, "full")
+    history.append({"role": "tool", "tool_call_id": "c1", "content": full}, compact=words(100, "head"))
+    assert history.view_tokens == 404
+    before = list(counted)
+    history.compress(0)
+    assert counted == before  # nothing tokenised at compaction
+    compact_chars, full_chars = len(words(100, "head")), len(full)
+    assert history.view_tokens == -(-400 * compact_chars // full_chars) + 4
+    assert history.entries[0].compact_tokens <= history.entries[0].tokens

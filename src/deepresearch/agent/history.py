@@ -2,9 +2,9 @@
 
 The full history is never edited (it is the trajectory in ``messages.json``). What the model is sent
 is a *view* of it in which the context policy has swapped some tool results for their compact form
-or hidden whole search cycles. Each entry caches its JSON encodings and its token count when it is
-appended (a compact form's, when the policy first uses it), so building a step's request and checking
-the context limit cost O(new messages) work, not a re-encode and re-tokenise of the whole conversation
+or hidden whole search cycles. Each entry caches its JSON encodings and its token count (a compact
+form's is scaled from it when the policy first uses it), so building a step's request and checking the
+context limit cost O(new messages) work, not a re-encode and re-tokenise of the whole conversation
 (what made the reference agent slow down as runs grew).
 """
 
@@ -35,6 +35,18 @@ def _byte_bound(message: Message) -> int:
         function = call.get("function", {})
         total += len(function.get("name", "").encode()) + len((function.get("arguments") or "").encode()) + 3
     return total + MESSAGE_OVERHEAD_TOKENS
+
+
+def _scaled_count(tokens: int, full: Message, compact: Message) -> int:
+    """The compact form's tokens, scaled from the full result's by length: the compact form is the
+    same kind of text with parts left out (page contents, long passages), so the ratio holds to a few
+    percent, well inside the context limits' headroom, and compaction, which compresses many results
+    at once, does not tokenise them all again."""
+    whole = len(str(full.get("content") or ""))
+    part = len(str(compact.get("content") or ""))
+    text_tokens = max(0, tokens - MESSAGE_OVERHEAD_TOKENS)
+    scaled = -(-text_tokens * part // whole) if whole else 0
+    return min(tokens, scaled + MESSAGE_OVERHEAD_TOKENS)
 
 
 def _with_arguments_omitted(call: dict[str, Any]) -> dict[str, Any]:
@@ -163,7 +175,7 @@ class History:
             return
         self._settle()
         entry.compact_wire = Encoded(_encode(entry.compact))
-        entry.compact_tokens = self.count_message(entry.compact)
+        entry.compact_tokens = _scaled_count(entry.tokens, entry.message, entry.compact)
         self._counted += entry.compact_tokens - entry.tokens
         entry.compressed = True
 

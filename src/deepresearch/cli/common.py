@@ -75,9 +75,9 @@ def needs_extra(extra: str, command: str) -> Iterator[None]:
 def research_view(max_steps: int, quiet: bool, run_dir: Path | None = None) -> Any:
     """The live panel on a terminal, else one line per step; ``None`` with ``--quiet``. The view is
     the event callback, and its ``prompt_progress`` the local model's prompt-loading callback."""
+    if quiet:
+        return None  # and rich, which only the views use, is never imported
     from deepresearch.display import LineView, LiveView, Progress
 
-    if quiet:
-        return None
     progress = Progress(max_steps, run_dir=run_dir or "")
     return LiveView(progress) if sys.stderr.isatty() else LineView(progress)
