@@ -167,7 +167,7 @@ def render(tokenizer: Any, messages: Sequence[Mapping[str, Any]], tools: Sequenc
     """
     converted = template_messages(messages)
     schemas = list(tools) if tools else None
-    text = _chat_text(tokenizer, converted, schemas, generation=False)
+    text = chat_text(tokenizer, converted, schemas, generation=False)
     encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     full = list(encoded["input_ids"])
     boundaries = _token_boundaries(encoded["offset_mapping"], len(text))
@@ -176,7 +176,7 @@ def render(tokenizer: Any, messages: Sequence[Mapping[str, Any]], tools: Sequenc
     previous = 0
     for index, message in enumerate(converted):
         prefix = (
-            text if index + 1 == len(converted) else _chat_text(tokenizer, converted[: index + 1], schemas)
+            text if index + 1 == len(converted) else chat_text(tokenizer, converted[: index + 1], schemas)
         )
         upto = _boundary(text, prefix, boundaries)
         if upto is None:
@@ -188,7 +188,7 @@ def render(tokenizer: Any, messages: Sequence[Mapping[str, Any]], tools: Sequenc
         if message.get("role") == "assistant":
             start = previous
             if index:
-                prompt = _chat_text(tokenizer, converted[:index], schemas, generation=True)
+                prompt = chat_text(tokenizer, converted[:index], schemas, generation=True)
                 header = _boundary(text, prompt, boundaries)
                 if header is not None and previous <= header <= upto:
                     start = header
@@ -208,7 +208,7 @@ def render_text(tokenizer: Any, text: str) -> Rendered:
     return Rendered(input_ids=ids, labels=list(ids))
 
 
-def _chat_text(
+def chat_text(
     tokenizer: Any, messages: list[dict[str, Any]], tools: list[Any] | None, *, generation: bool = False
 ) -> str:
     try:

@@ -26,37 +26,26 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from deepresearch.errors import ConfigError
 from deepresearch.judge.agreement import LABELS
 from deepresearch.judge.records import Verdict
 from deepresearch.judge.verdicts import InvalidJudgeOutput, parse_verdict
 from deepresearch.train.format import load_tokenizer
-from deepresearch.train.sft import (
-    LoraSettings,
-    _lora_config,
-    _metrics_callback,
-    load_model,
-    read_metrics,
-    read_recipe,
-)
+from deepresearch.train.recipe import TrainRecipe, read_recipe
 from deepresearch.train.tiny import resolve_model
+from deepresearch.train.trainer import load_model, lora_config, metrics_callback, read_metrics
 
 RewardFunction = Callable[..., list[float]]
 
 
-class JudgeRlRecipe(BaseModel):
+class JudgeRlRecipe(TrainRecipe):
     """What `train judge-rl` trains, on what, and how; one TOML file, unknown keys refused."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    model: Path
-    tokenizer: Path | None = None
     data: Path
-    output_dir: Path
     learning_rate: float = Field(default=1e-6, gt=0.0)
     epochs: float = Field(default=1.0, gt=0.0)
     max_steps: int | None = Field(default=None, ge=1)
@@ -69,18 +58,6 @@ class JudgeRlRecipe(BaseModel):
     valid_weight: float = Field(default=1.0, ge=0.0)
     agreement_weight: float = Field(default=1.0, ge=0.0)
     adjacent_credit: float = Field(default=0.5, ge=0.0, le=1.0)
-    lora: LoraSettings | None = None
-    seed: int = 0
-    logging_steps: int = Field(default=1, ge=1)
-    save: bool = True
-    bf16: bool = False
-    activation_checkpointing: bool = False
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    """The dtype the weights are loaded in (``auto``: as saved)."""
-
-    @property
-    def tokenizer_path(self) -> Path:
-        return self.tokenizer or self.model
 
 
 def load_recipe(path: Path, overrides: dict[str, Any] | None = None) -> JudgeRlRecipe:
@@ -227,8 +204,8 @@ def run_judge_rl(recipe: JudgeRlRecipe, *, console: bool = True) -> JudgeRlResul
         args=args,
         train_dataset=datasets.Dataset.from_list(rows),
         processing_class=tokenizer,
-        peft_config=_lora_config(recipe.lora),
-        callbacks=[_metrics_callback(metrics_path, console)],
+        peft_config=lora_config(recipe.lora),
+        callbacks=[metrics_callback(metrics_path, console)],
     )
     trainer.remove_callback(PrinterCallback)
     trainer.train()

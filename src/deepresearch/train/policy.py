@@ -34,7 +34,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from deepresearch.llm.textmode import parse_tool_calls
-from deepresearch.train.format import FormatError, _chat_text, template_messages
+from deepresearch.train.format import FormatError, chat_text, template_messages
 
 Generate = Callable[[list[int], int], list[int]]
 """``(prompt token ids, most new tokens) -> the new token ids`` (ending with EOS when the policy ended
@@ -202,7 +202,7 @@ class PolicyServer:
     def _complete(self, session: _Session, body: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, int]]:
         messages = _for_template(body["messages"])
         tools = body.get("tools") or None
-        text = _chat_text(self.tokenizer, messages, tools, generation=True)
+        text = chat_text(self.tokenizer, messages, tools, generation=True)
         if session.last_text is not None and text.startswith(session.last_text):
             close = self._turn_end(session)
             added = close + self._encode(text[len(session.last_text) :])
@@ -239,7 +239,7 @@ class PolicyServer:
                 }
                 for call in calls
             ]
-        session.last_text = _chat_text(self.tokenizer, [*messages, *_for_template([reply])], tools)
+        session.last_text = chat_text(self.tokenizer, [*messages, *_for_template([reply])], tools)
         finish = "tool_calls" if calls else ("stop" if session.ended else "length")
         usage = {
             "prompt_tokens": len(session.ids) - len(new),

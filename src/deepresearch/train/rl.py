@@ -28,37 +28,26 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import Field, SecretStr
 
 from deepresearch.config import Settings
 from deepresearch.errors import ConfigError
 from deepresearch.judge.rubrics import Task
 from deepresearch.train.advantages import group_advantages
-from deepresearch.train.sft import (
-    LoraSettings,
-    _lora_config,
-    _metrics_callback,
-    load_model,
-    read_metrics,
-    read_recipe,
-)
+from deepresearch.train.recipe import TrainRecipe, read_recipe
 from deepresearch.train.tiny import resolve_model
+from deepresearch.train.trainer import load_model, lora_config, metrics_callback, read_metrics
 
 logger = logging.getLogger(__name__)
 
 
-class RlRecipe(BaseModel):
+class RlRecipe(TrainRecipe):
     """What `train rl` trains, on which tasks, with which rollouts; one TOML file, unknown keys refused."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    model: Path
-    tokenizer: Path | None = None
     tasks: Path
     """Rubric tasks (JSONL, as `judge grade` reads them): each task's prompt is the rollout's question."""
-    output_dir: Path
     index: Path | None = None
     """The local index the rollouts search (default: the configured one)."""
     search: str | None = None
@@ -81,17 +70,6 @@ class RlRecipe(BaseModel):
     """The agent's token budget for a rollout (all calls); unset: only ``max_length`` bounds it."""
     concurrency: int = Field(default=4, ge=1)
     """Rollouts run at once (their tool calls overlap; generation is one at a time)."""
-    lora: LoraSettings | None = None
-    seed: int = 0
-    logging_steps: int = Field(default=1, ge=1)
-    save: bool = True
-    bf16: bool = False
-    activation_checkpointing: bool = False
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-
-    @property
-    def tokenizer_path(self) -> Path:
-        return self.tokenizer or self.model
 
 
 def load_rl_recipe(path: Path, overrides: dict[str, Any] | None = None) -> RlRecipe:
@@ -379,9 +357,9 @@ def run_rl(recipe: RlRecipe, settings: Settings, *, console: bool = True) -> RlR
                 args=args,
                 train_dataset=dataset,
                 processing_class=tokenizer,
-                peft_config=_lora_config(recipe.lora),
+                peft_config=lora_config(recipe.lora),
                 rollout_func=rollouts,
-                callbacks=[_metrics_callback(metrics_path, console)],
+                callbacks=[metrics_callback(metrics_path, console)],
             )
         # the policy being trained (PEFT-wrapped when LoRA is on) is what the server samples from
         server.generate = model_generator(
