@@ -37,7 +37,13 @@ from deepresearch.judge.verdicts import InvalidJudgeOutput, parse_verdict
 from deepresearch.train.format import load_tokenizer
 from deepresearch.train.recipe import TrainRecipe, read_recipe
 from deepresearch.train.tiny import resolve_model
-from deepresearch.train.trainer import load_model, lora_config, metrics_callback, read_metrics
+from deepresearch.train.trainer import (
+    load_model,
+    lora_config,
+    metrics_callback,
+    read_metrics,
+    trainer_arguments,
+)
 
 RewardFunction = Callable[..., list[float]]
 
@@ -161,7 +167,6 @@ def run_judge_rl(recipe: JudgeRlRecipe, *, console: bool = True) -> JudgeRlResul
     """Train ``recipe`` with TRL's GRPOTrainer on the verifiable rewards and save the model (or LoRA
     adapter) with its tokenizer to ``recipe.output_dir``; metrics go to ``metrics.jsonl`` there."""
     import datasets
-    import torch
     from transformers import PrinterCallback
     from trl.trainer.grpo_config import GRPOConfig
     from trl.trainer.grpo_trainer import GRPOTrainer
@@ -177,7 +182,7 @@ def run_judge_rl(recipe: JudgeRlRecipe, *, console: bool = True) -> JudgeRlResul
     model = load_model(recipe.model, dtype=recipe.dtype)
     rewards: list[Any] = reward_functions(recipe.adjacent_credit)  # TRL types them list[float | None]
     args = GRPOConfig(
-        output_dir=str(output_dir),
+        **trainer_arguments(recipe, output_dir),
         learning_rate=recipe.learning_rate,
         num_train_epochs=recipe.epochs,
         max_steps=recipe.max_steps or -1,
@@ -188,15 +193,6 @@ def run_judge_rl(recipe: JudgeRlRecipe, *, console: bool = True) -> JudgeRlResul
         temperature=recipe.temperature,
         beta=recipe.beta,
         reward_weights=[recipe.valid_weight, recipe.agreement_weight],
-        seed=recipe.seed,
-        logging_steps=recipe.logging_steps,
-        save_strategy="no",
-        report_to="none",
-        bf16=recipe.bf16,
-        fp16=False,
-        activation_checkpointing=recipe.activation_checkpointing,
-        disable_tqdm=True,
-        dataloader_pin_memory=torch.accelerator.is_available(),
     )
     trainer = GRPOTrainer(
         model=model,

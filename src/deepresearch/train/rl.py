@@ -38,7 +38,13 @@ from deepresearch.judge.rubrics import Task
 from deepresearch.train.advantages import group_advantages
 from deepresearch.train.recipe import TrainRecipe, read_recipe
 from deepresearch.train.tiny import resolve_model
-from deepresearch.train.trainer import load_model, lora_config, metrics_callback, read_metrics
+from deepresearch.train.trainer import (
+    load_model,
+    lora_config,
+    metrics_callback,
+    read_metrics,
+    trainer_arguments,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -294,7 +300,6 @@ class RlResult:
 def run_rl(recipe: RlRecipe, settings: Settings, *, console: bool = True) -> RlResult:
     """Train ``recipe`` with TRL's GRPO, rollouts by our agent, reward by the judge ``settings`` name."""
     import datasets
-    import torch
     from transformers import PrinterCallback
     from trl.trainer.grpo_config import GRPOConfig
     from trl.trainer.grpo_trainer import GRPOTrainer
@@ -319,7 +324,7 @@ def run_rl(recipe: RlRecipe, settings: Settings, *, console: bool = True) -> RlR
     model = load_model(recipe.model, dtype=recipe.dtype, max_length=recipe.max_length)
     batch = recipe.num_generations * recipe.tasks_per_step
     args = GRPOConfig(
-        output_dir=str(out),
+        **trainer_arguments(recipe, out),
         learning_rate=recipe.learning_rate,
         max_steps=recipe.max_steps,
         per_device_train_batch_size=batch,
@@ -328,15 +333,6 @@ def run_rl(recipe: RlRecipe, settings: Settings, *, console: bool = True) -> RlR
         beta=recipe.beta,
         temperature=recipe.temperature,
         top_p=recipe.top_p,
-        seed=recipe.seed,
-        logging_steps=recipe.logging_steps,
-        save_strategy="no",
-        report_to="none",
-        bf16=recipe.bf16,
-        fp16=False,
-        activation_checkpointing=recipe.activation_checkpointing,
-        disable_tqdm=True,
-        dataloader_pin_memory=torch.accelerator.is_available(),
     )
     dataset = datasets.Dataset.from_list([{"prompt": task.prompt} for task in tasks])
     with PolicyServer(

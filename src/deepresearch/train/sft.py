@@ -23,7 +23,13 @@ from deepresearch.errors import ConfigError
 from deepresearch.train.format import IGNORE, Rendered, Skipped, load_tokenizer, render_file
 from deepresearch.train.recipe import RopeScaling, TrainRecipe, read_recipe, required_path, validate_recipe
 from deepresearch.train.tiny import resolve_model
-from deepresearch.train.trainer import load_model, lora_config, metrics_callback, read_metrics
+from deepresearch.train.trainer import (
+    load_model,
+    lora_config,
+    metrics_callback,
+    read_metrics,
+    trainer_arguments,
+)
 
 
 class SftRecipe(TrainRecipe):
@@ -116,7 +122,6 @@ def run_sft(recipe: SftRecipe, *, console: bool = True) -> SftResult:
     """Train ``recipe`` with TRL's SFTTrainer and save the model (or LoRA adapter) with its tokenizer
     to ``recipe.output_dir``; metrics go to ``metrics.jsonl`` there (started afresh each run)."""
     import datasets
-    import torch
     from transformers import PrinterCallback
     from trl.trainer.sft_config import SFTConfig
     from trl.trainer.sft_trainer import SFTTrainer
@@ -136,22 +141,13 @@ def run_sft(recipe: SftRecipe, *, console: bool = True) -> SftResult:
         recipe.model, dtype=recipe.dtype, rope_scaling=recipe.rope_scaling, max_length=recipe.max_length
     )
     args = SFTConfig(
-        output_dir=str(output_dir),
+        **trainer_arguments(recipe, output_dir),
         max_length=recipe.max_length,
         learning_rate=recipe.learning_rate,
         num_train_epochs=recipe.epochs,
         max_steps=recipe.max_steps or -1,
         per_device_train_batch_size=recipe.batch_size,
         gradient_accumulation_steps=recipe.gradient_accumulation,
-        seed=recipe.seed,
-        logging_steps=recipe.logging_steps,
-        save_strategy="no",  # one final save below; intermediate checkpoints are the user's choice
-        report_to="none",
-        bf16=recipe.bf16,
-        fp16=False,
-        activation_checkpointing=recipe.activation_checkpointing,
-        disable_tqdm=True,  # its bar reprints every log; the metrics callback prints one line instead
-        dataloader_pin_memory=torch.accelerator.is_available(),  # pinning without one only warns
     )
     trainer = SFTTrainer(
         model=model,

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from deepresearch.errors import ConfigError
-from deepresearch.train.recipe import LoraSettings, RopeScaling
+from deepresearch.train.recipe import LoraSettings, RopeScaling, TrainRecipe
 
 
 def metrics_callback(path: Path, console: bool) -> Any:
@@ -37,6 +37,24 @@ def _plain(value: Any) -> Any:
 
 def _short(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def trainer_arguments(recipe: TrainRecipe, output_dir: Path) -> dict[str, Any]:
+    """The TrainingArguments every trainer here shares, from the recipe's common fields."""
+    import torch
+
+    return {
+        "output_dir": str(output_dir),
+        "seed": recipe.seed,
+        "logging_steps": recipe.logging_steps,
+        "save_strategy": "no",  # one final save; intermediate checkpoints are the user's choice
+        "report_to": "none",
+        "bf16": recipe.bf16,
+        "fp16": False,
+        "activation_checkpointing": recipe.activation_checkpointing,
+        "disable_tqdm": True,  # its bar reprints every log; the metrics callback prints one line instead
+        "dataloader_pin_memory": torch.accelerator.is_available(),  # pinning without one only warns
+    }
 
 
 def load_model(
