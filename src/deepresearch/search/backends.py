@@ -152,11 +152,11 @@ def require_documents(index: LocalIndex) -> None:
     if not index.path.is_file():
         raise no_index(index.path)
     try:
-        documents = index.stats().documents
+        documents = index.has_documents()
     except BaseException:
         index.close()
         raise
-    if documents == 0:
+    if not documents:
         index.close()
         raise no_index(index.path, empty=True)
 

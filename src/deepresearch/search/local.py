@@ -394,6 +394,16 @@ class LocalIndex:
                 raise SearchError(f"could not read the local index at {self.path}: {exc}") from exc
         return [Path(path) for (path,) in rows]
 
+    def has_documents(self) -> bool:
+        """Whether the index holds any document: one row looked up, not the whole table counted
+        (``stats``), since every run checks it before it starts."""
+        with self._lock:
+            db = self._connect(create=False)
+            try:
+                return db.execute("SELECT 1 FROM documents LIMIT 1").fetchone() is not None
+            except sqlite3.Error as exc:
+                raise SearchError(f"could not read the local index at {self.path}: {exc}") from exc
+
     def stats(self) -> IndexStats:
         """Counts of documents, passages and source files, and the file size."""
         with self._lock:
