@@ -210,7 +210,7 @@ def test_grpo_with_our_agent_as_rollouts_records_rewards_and_changes_the_weights
     settings = Settings(judge_base_url=fake_llm.base_url, judge_model="judge", judge_api_key=SecretStr("k"))
     result = run_rl(recipe, settings, console=False)
 
-    assert result.steps == 2
+    assert result.steps == 2 and (result.rollouts, result.reported) == (4, 4)
     metrics = read_metrics(result.metrics_path)
     per_step = [line for line in metrics if "reward" in line]
     assert [line["step"] for line in per_step] == [1, 2]

@@ -136,3 +136,6 @@ def train_rl(
         say(f"error: {exc}", color="red")
         raise typer.Exit(1) from None
     typer.echo(result.describe())
+    if result.rollouts and not result.reported:  # every reward was the floor: nothing was learned
+        say(f"error: no rollout wrote a report; see {result.rollouts_path}", color="red")
+        raise typer.Exit(1)

@@ -145,10 +145,15 @@ class Rollouts:
     out: Path
     finished: list[Rollout] = field(default_factory=list)
     """This step's rollouts, in prompt order, until the reward function has scored them."""
+    total: int = 0
+    reported: int = 0
+    """Rollouts run, and those that wrote a report (a run where none did has taught nothing)."""
 
     def __call__(self, prompts: Sequence[Any], trainer: Any) -> dict[str, Any]:
         step = int(trainer.state.global_step) + 1
         self.finished = asyncio.run(self._run_all([str(prompt) for prompt in prompts], step))
+        self.total += len(self.finished)
+        self.reported += sum(1 for rollout in self.finished if (rollout.report or "").strip())
         prompt_ids, completion_ids, env_mask = [], [], []
         for rollout in self.finished:
             trajectory = self.server.trajectory(rollout.run_dir.name)
@@ -288,12 +293,16 @@ class RlResult:
     steps: int
     rewards: list[float]
     """The mean reward of each logged step."""
+    rollouts: int = 0
+    reported: int = 0
+    """Rollouts run, and those that wrote a report."""
 
     def describe(self) -> str:
         trend = ", ".join(f"{value:.3f}" for value in self.rewards[-5:]) or "none logged"
         return (
-            f"{self.steps} steps; mean reward per step (last 5): {trend}; model in {self.output_dir}; "
-            f"metrics in {self.metrics_path}; rollouts in {self.rollouts_path}"
+            f"{self.steps} steps, {self.reported} of {self.rollouts} rollouts wrote a report; mean reward "
+            f"per step (last 5): {trend}; model in {self.output_dir}; metrics in {self.metrics_path}; "
+            f"rollouts in {self.rollouts_path}"
         )
 
 
@@ -369,4 +378,5 @@ def run_rl(recipe: RlRecipe, settings: Settings, *, console: bool = True) -> RlR
         trainer.save_model(str(out))
         tokenizer.save_pretrained(str(out))
     rewards = [float(line["reward"]) for line in read_metrics(metrics_path) if "reward" in line]
-    return RlResult(out, metrics_path, rollouts_path, int(trainer.state.global_step), rewards)
+    steps = int(trainer.state.global_step)
+    return RlResult(out, metrics_path, rollouts_path, steps, rewards, rollouts.total, rollouts.reported)
