@@ -32,7 +32,7 @@ from urllib.parse import unquote, urlsplit
 from deepresearch.errors import FetchError
 from deepresearch.fetch.charset import declared_charset, decode_text
 from deepresearch.fetch.office import docx_to_markdown, markdown_table, markitdown_to_markdown, office_kind
-from deepresearch.lifecycle import freeze_long_lived
+from deepresearch.lifecycle import freeze_long_lived, is_one_shot
 
 if TYPE_CHECKING:
     from trafilatura.settings import Extractor
@@ -325,9 +325,13 @@ def warm_up() -> None:
 
 
 def warm_up_in_background() -> None:
-    """``warm_up`` once per process in a daemon thread, so it overlaps the first model call; a page
-    extracted meanwhile waits for it (``_extract_html`` joins the thread) instead of racing it."""
+    """``warm_up`` once in a daemon thread, so it overlaps the first model call; a page extracted
+    meanwhile waits for it (``_extract_html`` joins the thread) instead of racing it. Only in a
+    one-shot process (``lifecycle``): where many runs share a process (a server, a benchmark), the
+    one-time cost is paid by the first page, not by whatever runs happen to be starting."""
     global _warming
+    if not is_one_shot():
+        return
     with _warm_lock:
         if _warming is None:
             _warming = threading.Thread(target=warm_up, name="warm-extraction", daemon=True)
