@@ -37,6 +37,7 @@ from deepresearch.train.verl import reward as verl_reward
 from deepresearch.train.verl.prepare import prepare
 from tests.fakes.openai_server import FakeOpenAI, Reply
 from tests.judge.scripted_judge import ScriptedJudge
+from tests.judge.test_reward import ANSWERS, RUBRICS
 
 REPO = Path(__file__).resolve().parents[2]
 # Read at import: the autouse fixture clears DEEPRESEARCH_* from each test's environment.
@@ -45,21 +46,7 @@ REQUIRE_VERL = os.environ.get("DEEPRESEARCH_REQUIRE_VERL") == "1"
 TODAY = "2026-03-01"
 SECRET = "sk-judge-secret-123"
 
-RUBRICS = [
-    Rubric(criterion="Gives the size of the price drop", weight=4),
-    Rubric(criterion="Names the plants that closed", weight=2),
-    Rubric(criterion="Compares with US manufacturers", weight=2),
-    Rubric(criterion="Cites only one source for key numbers", weight=-3),
-    Rubric(criterion="Invents statistics", weight=-1),
-]
-ANSWERS = {
-    "Gives the size of the price drop": "Satisfied",
-    "Names the plants that closed": "Partially Satisfied",
-    "Compares with US manufacturers": "Not Satisfied",
-    "Cites only one source for key numbers": "partially_present",
-    "Invents statistics": "absent",
-}
-GRADED = 1 / 8  # strict: (4 − 3) / (4 + 2 + 2)
+GRADED = 1 / 8  # strict, for test_reward's rubrics and answers: (4 − 3) / (4 + 2 + 2)
 WORST = (0 - 3 - 1) / 8  # nothing satisfied, every flaw present
 QUESTION = "Why did EU solar makers struggle in 2024?"
 REPORT = "European module makers lost ground in 2024 as prices halved [1]."
