@@ -33,7 +33,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from deepresearch.llm.textmode import parse_tool_calls
+from deepresearch.llm.textmode import parse_tool_calls, used_call_ids
 from deepresearch.train.format import FormatError, chat_text, template_messages
 
 Generate = Callable[[list[int], int], list[int]]
@@ -228,7 +228,7 @@ class PolicyServer:
         raw = self.tokenizer.decode(new, skip_special_tokens=False)
         for token in self._special:  # the end of the turn is not part of the reply
             raw = raw.replace(token, "")
-        content, calls = parse_tool_calls(raw, taken_ids=_call_ids(body["messages"]))
+        content, calls = parse_tool_calls(raw, taken_ids=used_call_ids(body["messages"]))
         reply: dict[str, Any] = {"role": "assistant", "content": content}
         if calls:
             reply["tool_calls"] = [
@@ -290,15 +290,6 @@ def _readable(call: Mapping[str, Any]) -> dict[str, Any]:
     if not _is_json(function.get("arguments")):
         function["arguments"] = json.dumps({"raw": function["arguments"]}, ensure_ascii=False)
     return {**call, "function": function}
-
-
-def _call_ids(messages: Sequence[Mapping[str, Any]]) -> set[str]:
-    return {
-        str(call.get("id"))
-        for message in messages
-        for call in message.get("tool_calls") or []
-        if isinstance(call, Mapping)
-    }
 
 
 class _Overflow(Exception):

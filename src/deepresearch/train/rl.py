@@ -107,7 +107,7 @@ class Rollout:
     """One finished rollout, as `rollouts.jsonl` records it."""
 
     step: int
-    task_id: str
+    task: Task
     run_dir: Path
     report: str | None
     status: str
@@ -121,7 +121,7 @@ class Rollout:
     def to_dict(self) -> dict[str, Any]:
         return {
             "step": self.step,
-            "task_id": self.task_id,
+            "task_id": self.task.task_id,
             "run_dir": str(self.run_dir),
             "status": self.status,
             "reward": self.reward,
@@ -205,7 +205,7 @@ class Rollouts:
             error = f"{type(exc).__name__}: {exc}"
             logger.info("rollout %s ended without a report: %s", run_dir, error)
         report = RunDir.open(run_dir).report() if run_dir.exists() else None
-        return Rollout(step, task.task_id, run_dir, report, status, 0, 0, 0, False, error=error)
+        return Rollout(step, task, run_dir, report, status, 0, 0, 0, False, error=error)
 
     def _task(self, prompt: str) -> Task:
         task = self.tasks.get(prompt)
@@ -244,13 +244,10 @@ class JudgeReward:
 
     __name__ = "judge_reward"
 
-    def __init__(
-        self, rollouts: Rollouts, judge: Any, tasks: dict[str, Task], log: Path, *, group_size: int
-    ) -> None:
+    def __init__(self, rollouts: Rollouts, judge: Any, log: Path, *, group_size: int) -> None:
         self.rollouts = rollouts
         self.group_size = group_size
         self.judge = judge
-        self.tasks = tasks
         self.log = log
 
     def __call__(
@@ -276,7 +273,7 @@ class JudgeReward:
         from deepresearch.judge.reward import reward
         from deepresearch.report import strip_references
 
-        task = next(task for task in self.tasks.values() if task.task_id == rollout.task_id)
+        task = rollout.task
         body = strip_references(rollout.report or "").strip()
         if not body:
             return floor_reward(task)
@@ -356,9 +353,7 @@ def run_rl(recipe: RlRecipe, settings: Settings, *, console: bool = True) -> RlR
             warnings.filterwarnings("ignore", message=".*rollout_func.*experimental", category=UserWarning)
             trainer = GRPOTrainer(
                 model=model,
-                reward_funcs=[
-                    JudgeReward(rollouts, judge, by_prompt, rollouts_path, group_size=recipe.num_generations)
-                ],
+                reward_funcs=[JudgeReward(rollouts, judge, rollouts_path, group_size=recipe.num_generations)],
                 args=args,
                 train_dataset=dataset,
                 processing_class=tokenizer,
