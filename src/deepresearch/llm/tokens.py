@@ -77,7 +77,7 @@ TAIL_SAMPLE_CHARS = 2048
 ESTIMATE_SAMPLES = 64
 ESTIMATE_SAMPLE_CHARS = 4096
 """``estimate_tokens`` judges a text longer than these slices together by the slices alone."""
-_MERGE_CACHE_LIMIT = 100_000
+_PIECE_CACHE_LIMIT = 100_000
 _RECENT_MAX_CHARS = 64 * 1024  # the recent-texts cache keeps no megabyte strings alive
 _NO_RANK = 1 << 62
 _CJK = re.compile(r"[\u3000-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
@@ -127,7 +127,6 @@ class O200kCounter:
 
         self._ranks = ranks
         self._split = regex.compile(O200K_SPLIT).findall
-        self._merged: dict[bytes, int] = {}
         self._pieces: dict[str, int] = {}
         """Counts of pre-tokens seen before, by text: most pieces of a run repeat, and looking them up
         with ``map`` in C is several times faster than encoding and looking up each one."""
@@ -152,7 +151,7 @@ class O200kCounter:
         for piece, count in zip(pieces, counts, strict=True):
             if count is None:
                 count = self._long_piece_count(piece)
-                if len(known) < _MERGE_CACHE_LIMIT:
+                if len(known) < _PIECE_CACHE_LIMIT:
                     known[piece] = count
             total += count
         return total
@@ -167,14 +166,7 @@ class O200kCounter:
 
     def _piece_count(self, piece: str) -> int:
         data = piece.encode("utf-8")
-        if data in self._ranks:
-            return 1
-        count = self._merged.get(data)
-        if count is None:
-            count = self._merge_count(data)
-            if len(self._merged) < _MERGE_CACHE_LIMIT:
-                self._merged[data] = count
-        return count
+        return 1 if data in self._ranks else self._merge_count(data)
 
     def _merge_count(self, data: bytes) -> int:
         """Byte-pair merge, lowest rank first (leftmost on ties), as the encoding defines it."""
