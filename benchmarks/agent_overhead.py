@@ -26,6 +26,10 @@ median of the later open steps).
     .venv/bin/python benchmarks/agent_overhead.py            # 30 and 50 steps, 3 repeats (~2.5 min)
     .venv/bin/python benchmarks/agent_overhead.py --quick    # 10 steps, once (< 1 min)
 
+Two switches look inside the agent's process (the numbers of such a run are not comparable):
+``BENCH_PROFILE=FILE`` writes a cProfile of it, ``BENCH_TRACEMALLOC=FILE`` a ``tracemalloc`` snapshot
+of what is alive at its end (``BENCH_TRACEMALLOC_FRAMES``: frames per allocation, 1 by default).
+
 The last two lines are ``cpu_ratio_vs_floor=X`` (agent / floor 2, CPU per step, median, at the
 largest step count) and ``late_early=Y`` (the agent's, at that count).
 """

@@ -26,6 +26,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -52,15 +53,6 @@ def mark(kind: str, **extra: Any) -> None:
         return
     record = {"kind": kind, "t": time.monotonic(), "cpu": time.process_time(), "rss_mb": _rss_mb(), **extra}
     os.write(_FD, (json.dumps(record) + "\n").encode())
-
-
-def _rss_mb() -> float:
-    """Resident memory now (``/proc/self/statm``), to see where the peak falls."""
-    try:
-        with open("/proc/self/statm", "rb") as statm:
-            return round(int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
-    except (OSError, ValueError, IndexError):
-        return 0.0
 
 
 def _rss_mb() -> float:
@@ -181,6 +173,21 @@ def run_cli(argv: list[str]) -> None:
 
         lifecycle.exit_now = dump_then_leave  # type: ignore[assignment]
         profiler.enable()
+    memory_to = os.environ.get("BENCH_TRACEMALLOC")
+    if memory_to:  # what Python objects are alive at the end, by the line that allocated them
+        import tracemalloc
+
+        import deepresearch.lifecycle as lifecycle
+
+        tracemalloc.start(int(os.environ.get("BENCH_TRACEMALLOC_FRAMES", "1")))
+        leave_process = lifecycle.exit_now
+
+        def snapshot_then_leave(code: int) -> None:
+            tracemalloc.take_snapshot().dump(memory_to)
+            Path(memory_to + ".modules").write_text("\n".join(sorted(sys.modules)))
+            leave_process(code)
+
+        lifecycle.exit_now = snapshot_then_leave  # type: ignore[assignment]
     from deepresearch.cli import main
 
     main()

@@ -63,3 +63,11 @@ def test_a_research_process_exits_fast_with_its_output_and_run_whole(
     messages = json.loads((run / "messages.json").read_text())
     assert messages[-1]["role"] == "assistant" and (run / "report.md").is_file()
     assert json.loads((run / "run.json").read_text())["status"] == "done"
+
+
+def test_importing_deepresearch_keeps_httpx_from_loading_its_command_line_client() -> None:
+    """httpx imports click, pygments and rich (~6 MB) for its CLI whenever they are installed."""
+    probe = "import deepresearch, httpx, sys; print(sorted({'rich', 'pygments', 'click'} & set(sys.modules)))"
+    shown = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert shown.stdout.strip() == "[]"
+    assert callable(__import__("httpx").main)  # the stub httpx puts in its place

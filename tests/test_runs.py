@@ -192,3 +192,40 @@ def test_the_conversation_files_are_rewritten_every_few_steps_not_every_step(tmp
     recorder.checkpoint(state)  # the end of the run (or a cancel) writes everything now
     assert len(json.loads((store.path / MESSAGES).read_text())) == 3 * SNAPSHOT_EVERY + 2
     store.close()
+
+
+def test_an_event_line_is_pydantics_json_and_leaves_its_strings_as_they_were():
+    """pydantic-core reads a string through CPython's UTF-8 view, which a non-ASCII string then keeps
+    (its ``sys.getsizeof`` grows by the UTF-8 copy) for as long as it lives; the log line must not."""
+    import sys
+
+    from deepresearch.events import event_json
+
+    content = "Kathodenmaterial – Energiedichte ≈ 270 Wh/kg, 研究 " * 200
+    event = ToolResultEvent(
+        step=3,
+        call_id="c1",
+        name="batch_open",
+        content=content,
+        data={"nan": float("nan"), "inf": float("-inf"), "n": 2, "nested": {"é": [1.5, None, True]}},
+        sources=[{"id": "web_1", "text": content}],
+    )
+    size = sys.getsizeof(content)
+    line = event_json(event)
+    assert sys.getsizeof(content) == size
+    assert line == event.model_dump_json(exclude_none=True)
+    assert sys.getsizeof(content) > size  # what pydantic's own dump does to it
+    for event in (
+        RunStarted(
+            run_id="r",
+            question="q?",
+            model="m",
+            search="s",
+            language="en",
+            tool_mode="native",
+            tools=["a"],
+            messages=[{"role": "system", "content": "ß"}],
+        ),
+        LLMCall(step=1, message={"role": "assistant", "content": None}, usage={"cost": 0.5}),
+    ):
+        assert event_json(event) == event.model_dump_json(exclude_none=True)

@@ -11,8 +11,15 @@ Names are imported on first use, so ``import deepresearch`` (and the CLI's start
 
 from __future__ import annotations
 
+import sys
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
+
+# httpx imports its command-line client, and with it click, pygments and rich (~100 modules, ~6 MB
+# resident), whenever those are installed, which ours are. Nothing in this process runs httpx's
+# command line (its own ``httpx`` script is another process), so that one import is blocked: a
+# ``None`` entry makes it raise ImportError, which httpx answers with a stub ``main``.
+sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 
 if TYPE_CHECKING:
     from deepresearch.config import Settings, load_settings

@@ -36,7 +36,7 @@ from typing import IO, Any, Literal, NoReturn, Protocol
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from deepresearch.errors import RunCorrupted, RunStoreError
-from deepresearch.events import Event, RunFinished, parse_event
+from deepresearch.events import Event, RunFinished, event_json, parse_event
 from deepresearch.sources import Source
 
 logger = logging.getLogger(__name__)
@@ -211,7 +211,7 @@ class RunStore:
     def append(self, event: Event) -> None:
         """Append one event as one line, written straight to the OS (it survives ``kill -9``; ``sync``
         makes it survive power loss). A failed write is cut back to the last complete line."""
-        line = (event.model_dump_json(exclude_none=True) + "\n").encode("utf-8")
+        line = (event_json(event) + "\n").encode("utf-8")
         log = self._open_log()
         end = os.lseek(log, 0, os.SEEK_END)
         try:

@@ -177,3 +177,10 @@ def test_a_compact_form_is_counted_by_scaling_the_full_result_not_tokenised_agai
     compact_chars, full_chars = len(words(100, "head")), len(full)
     assert history.view_tokens == -(-400 * compact_chars // full_chars) + 4
     assert history.entries[0].compact_tokens <= history.entries[0].tokens
+
+
+def test_a_message_that_is_sent_as_recorded_is_held_once():
+    history = History(tokens)
+    history.append({"role": "tool", "tool_call_id": "c1", "content": "evidence " * 500})
+    [entry] = history.entries
+    assert entry.wire is entry.record  # the same string object, not an equal copy

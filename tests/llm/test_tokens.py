@@ -182,3 +182,24 @@ def test_an_unwritable_cache_folder_still_counts(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     assert same_ranks(cached_ranks(blocker / "sub"), load_ranks(_rank_file()))
+
+
+def test_the_rank_copy_is_mapped_not_read_and_an_empty_or_short_one_is_replaced(tmp_path: Path) -> None:
+    import hashlib
+    import mmap
+
+    from deepresearch.llm.tokens import RANK_CACHE_PREFIX, _rank_file, cached_ranks, load_ranks
+
+    cached_ranks(tmp_path)
+    mapped = cached_ranks(tmp_path)
+    assert isinstance(mapped._data, mmap.mmap)  # pages come in as lookups need them
+    shipped = load_ranks(_rank_file())
+    assert same_ranks(mapped, shipped)
+
+    for bad in (b"", b"\x00" * 9):  # mmap refuses an empty file; a short one does not describe a table
+        for old in tmp_path.glob("*.bin"):
+            old.unlink()
+        (tmp_path / f"{RANK_CACHE_PREFIX}{hashlib.sha256(bad).hexdigest()}.bin").write_bytes(bad)
+        assert same_ranks(cached_ranks(tmp_path), shipped)
+        [copy] = tmp_path.glob("*.bin")
+        assert copy.stat().st_size > 1_000_000

@@ -112,11 +112,11 @@ class History:
         if message["role"] == "assistant":
             self._last_assistant = index
         cycle = self._last_assistant if message["role"] == "tool" else index
-        record = _encode(message)
+        record = Encoded(_encode(message))  # one string for both: wrapping it later copies it
         entry = Entry(
             message=message,
             record=record,
-            wire=Encoded(record if wire_message is message else _encode(wire_message)),
+            wire=record if wire_message is message else Encoded(_encode(wire_message)),
             tokens=-1,
             cycle=cycle,
         )

@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from deepresearch.agent.stops import StopRequested
 from deepresearch.config import Settings
 from deepresearch.errors import ConfigError, RunStoreError
-from deepresearch.events import Event
+from deepresearch.events import Event, event_json
 from deepresearch.migrations import Migrations, connect
 from deepresearch.runs import RunDir
 from deepresearch.tools.registry import Registry
@@ -220,7 +220,7 @@ class _Feed:
 
     def publish(self, event: Event) -> None:
         self.seq += 1
-        item = JobEvent(self.seq, event.type, event.model_dump_json(exclude_none=True))
+        item = JobEvent(self.seq, event.type, event_json(event))
         for queue in self.subscribers:
             queue.put_nowait(item)
 
@@ -356,7 +356,7 @@ class JobManager:
             for seq, event in enumerate(_logged(Path(job.run_dir)), start=1):
                 if seq > last:
                     last = seq
-                    yield JobEvent(seq, event.type, event.model_dump_json(exclude_none=True))
+                    yield JobEvent(seq, event.type, event_json(event))
             while True:
                 if feed is None:  # not running in this process: wait until it runs or ends
                     job = self.store.get(job_id)
@@ -369,7 +369,7 @@ class JobManager:
                     for seq, event in enumerate(_logged(Path(job.run_dir)), start=1):
                         if seq > last:
                             last = seq
-                            yield JobEvent(seq, event.type, event.model_dump_json(exclude_none=True))
+                            yield JobEvent(seq, event.type, event_json(event))
                 item = await queue.get()
                 if item is None:  # the run ended in this process
                     feed.subscribers.discard(queue)
