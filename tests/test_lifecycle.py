@@ -71,3 +71,21 @@ def test_importing_deepresearch_keeps_httpx_from_loading_its_command_line_client
     shown = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert shown.stdout.strip() == "[]"
     assert callable(__import__("httpx").main)  # the stub httpx puts in its place
+
+
+def test_warm_up_loads_before_the_first_run_what_a_run_loads_on_first_use(tmp_path: Path) -> None:
+    """A process hosting many runs (the benchmark runner, a Ray worker) warms up once before launching
+    them, so its first runs do not all wait on the loop behind imports taken mid-step."""
+    probe = (
+        "import sys\n"
+        "from deepresearch.research import warm_up\n"
+        "from deepresearch.llm import tokens\n"
+        "from deepresearch import tls\n"
+        "warm_up()\n"
+        "wanted = {'trafilatura', 'lxml.html', 'markdown_it', 'deepresearch.fetch.http'}\n"
+        "loaded = wanted <= set(sys.modules)\n"
+        "print(loaded, tokens._counter.cache_info().currsize, tls.shared_ssl_context.cache_info().currsize)\n"
+    )
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
+    shown = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True)
+    assert shown.stdout.split() == ["True", "1", "1"], shown.stderr

@@ -183,6 +183,7 @@ def test_the_conversation_files_are_rewritten_every_few_steps_not_every_step(tmp
             state.step = step
             state.history.append({"role": "user", "content": f"message {step} " * 50})
             await recorder.save(state)
+            recorder.flush()  # the files are written behind the run: wait for them to read them
             if len(json.loads((store.path / MESSAGES).read_text())) == step:  # written at this step
                 rewritten.append(step)
             assert json.loads((store.path / RUN_INFO).read_text())["steps"] == step  # run.json: every step
@@ -229,3 +230,28 @@ def test_an_event_line_is_pydantics_json_and_leaves_its_strings_as_they_were():
         LLMCall(step=1, message={"role": "assistant", "content": None}, usage={"cost": 0.5}),
     ):
         assert event_json(event) == event.model_dump_json(exclude_none=True)
+
+
+def test_a_step_whose_files_fail_to_write_behind_the_run_fails_the_next_step(tmp_path):
+    import asyncio
+
+    from deepresearch.agent.history import History
+    from deepresearch.agent.state import RunState
+    from deepresearch.runs import RUN_INFO, Recorder
+
+    store = RunStore.create(tmp_path / "run")
+    recorder = Recorder(store, RunInfo(id="r", question="q"))
+    state = RunState(history=History(len))
+    (store.path / RUN_INFO).unlink(missing_ok=True)
+    (store.path / RUN_INFO / "blocker").mkdir(parents=True)  # run.json cannot be replaced now
+
+    async def steps() -> None:
+        state.step = 1
+        await recorder.save(state)  # returns: its write goes on behind the run, and fails
+        state.step = 2
+        with pytest.raises(RunStoreError, match=r"cannot write .*run\.json"):
+            await recorder.save(state)
+
+    asyncio.run(steps())
+    recorder.flush()  # what the last save started fails the same way: logged, not raised, here
+    store.close()

@@ -31,7 +31,7 @@ from pydantic import SecretStr
 
 from deepresearch.config import Settings
 from deepresearch.errors import ConfigError, RunStoreError
-from deepresearch.research import EventCallback, research, resume
+from deepresearch.research import EventCallback, research, resume, warm_up
 from deepresearch.runs import RunDir
 
 logger = logging.getLogger(__name__)
@@ -153,11 +153,18 @@ def _result(
 
 
 class LocalExecutor:
-    """Runs each job in this process's event loop."""
+    """Runs each job in this process's event loop; the first jobs wait for ``warm_up`` (in a thread,
+    once) rather than each stalling the loop on the first use of what it loads."""
 
     live_events = True
 
+    def __init__(self) -> None:
+        self._warm: asyncio.Future[None] | None = None
+
     async def run(self, job: Job, on_event: EventCallback | None) -> JobResult:
+        if self._warm is None:
+            self._warm = asyncio.ensure_future(asyncio.to_thread(warm_up))
+        await asyncio.shield(self._warm)
         return await execute_job(job, on_event)
 
     async def aclose(self) -> None:
@@ -212,6 +219,9 @@ class BenchWorker:
     Runs wait on the network, so one process can host many, as the local executor does; a Ray task per
     run would instead start a Python process (imports, token ranks: about a second of CPU) per slot.
     """
+
+    def __init__(self) -> None:
+        warm_up()  # before the actor takes jobs: see ``LocalExecutor``
 
     async def run(self, payload: dict[str, Any]) -> JobResult:
         return await execute_job(job_from_payload(payload), include_report=True)
