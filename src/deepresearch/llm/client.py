@@ -159,10 +159,10 @@ class ChatClient:
             transport=transport,
             trust_env=not loopback,  # HTTP_PROXY must not capture a server on this machine
             verify=shared_ssl_context(),
-            # llama.cpp's server closes kept-alive connections on its own terms (idle 5 s, a few
-            # requests each), and a request sent on one it just closed fails ("Server disconnected").
-            # On loopback a new connection per request costs nothing.
-            limits=httpx.Limits(max_keepalive_connections=0 if loopback else 20),
+            # Connections are kept alive, loopback too: a new one per request cost a tenth of a
+            # benchmark runner's event-loop time. llama.cpp's server drops a kept-alive connection
+            # after some requests without saying so; ``_attempt`` sends again on a new connection.
+            limits=httpx.Limits(max_keepalive_connections=20),
         )
         fields: dict[str, Any] = {"model": config.model, "stream": config.stream}
         if config.stream:
@@ -345,11 +345,22 @@ class ChatClient:
             raise LLMTimeout(f"no complete reply within {self.config.timeout:g}s") from exc
 
     async def _attempt(self, payload: bytes) -> RawReply:
+        try:
+            return await self._exchange(payload, resend=True)
+        except _DroppedConnection:
+            # The server closed a kept-alive connection before answering on it (llama.cpp does,
+            # after a few requests, with no ``Connection: close``): the request got no reply at all,
+            # so it is sent once more, on a new connection, as part of the same attempt.
+            logger.debug("%s: the connection was dropped before any reply; sending again", self._where)
+            return await self._exchange(payload, resend=False)
+
+    async def _exchange(self, payload: bytes, *, resend: bool) -> RawReply:
         import httpx
 
+        replied = False
         try:
             async with self._http.stream("POST", self._url, content=payload) as response:
-                self._answered = True
+                replied = self._answered = True
                 if not response.is_success:
                     await response.aread()
                     raise _status_error(response.status_code, response.content, response.headers)
@@ -369,6 +380,10 @@ class ChatClient:
                 raise LLMError(
                     "connection refused: no server is listening there (is it running, and is the URL right?)"
                 ) from exc
+            raise LLMError(f"request failed: {type(exc).__name__}: {exc}") from exc
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+            if resend and not replied:
+                raise _DroppedConnection from exc
             raise LLMError(f"request failed: {type(exc).__name__}: {exc}") from exc
         except httpx.HTTPError as exc:
             raise LLMError(f"request failed: {type(exc).__name__}: {exc}") from exc
@@ -465,6 +480,10 @@ class ChatClient:
         if self._secret and any(self._secret in str(arg) for arg in error.args):
             error.args = tuple(self._redact(str(arg)) for arg in error.args)
         return error
+
+
+class _DroppedConnection(Exception):
+    """The connection closed before any byte of a reply (see ``ChatClient._attempt``)."""
 
 
 def _is_retryable(error: LLMError) -> bool:
