@@ -21,10 +21,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
+import sys
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
+from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the fakes live in tests/
 from tests.fakes.serve import ThreadedServer
 
 from deepresearch.fetch.http import DEFAULT_HOST_BURST, DEFAULT_HOST_DELAY_S, FetchConfig, HttpFetcher

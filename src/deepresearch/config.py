@@ -226,9 +226,10 @@ class Settings(BaseModel):
     """Let ``batch_open`` reach every loopback and private address (intranets). Off: SSRF guard."""
     fetch_allowlist: list[str] = Field(default_factory=list)
     """Hosts, addresses or CIDR ranges the SSRF guard lets through (comma-separated in the env twin)."""
-    fetch_host_delay: float = 0.5
-    """Politeness: seconds between two requests to the same host, on average, beyond the burst."""
-    fetch_host_burst: int = Field(default=3, ge=1)
+    fetch_host_delay: float = 0.1
+    """Politeness: seconds between two requests to the same host, on average, beyond the burst. A host
+    that answers 429 or 503 is left alone as long as it asks and then gets at most one a second."""
+    fetch_host_burst: int = Field(default=4, ge=1)
     """Politeness: requests to one host that may start at once before ``fetch_host_delay`` paces the
     rest (a token bucket refilled at that pace, kept for the whole run)."""
     fetch_cache: Path | None = None

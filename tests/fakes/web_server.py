@@ -319,6 +319,12 @@ class FakeWebSite:
                 await responder.send(503, b"busy, try again", "text/plain")
             else:
                 await responder.send(200, b"Recovered\n\nThe second attempt worked.", "text/plain")
+        elif path == "/busy":  # 429 for the first ``times`` hits, with ``Retry-After`` when given
+            if self.hits[path] <= int(query.get("times", "1")):
+                headers = [("retry-after", query["retry_after"])] if "retry_after" in query else []
+                await responder.send(429, b"slow down", "text/plain", headers)
+            else:
+                await responder.send(200, b"Served\n\nThe host answered at last.", "text/plain")
         elif path == "/slots":
             await self._slots(responder, float(query.get("hold", "0.1")))
         else:

@@ -18,7 +18,7 @@ import pytest
 
 from deepresearch.errors import ContentTooLarge, FetchError, FetchTimeout, URLBlocked
 from deepresearch.fetch import Fetcher, Page
-from deepresearch.fetch.http import FetchConfig, HttpFetcher
+from deepresearch.fetch.http import DEFAULT_BACKOFF_S, FetchConfig, HttpFetcher
 from tests.fakes.web_server import (
     ARTICLE_TITLE,
     CP1252_TEXT,
@@ -258,12 +258,14 @@ def test_503_is_retried_once_after_the_backoff(site: FakeWebSite, config: FetchC
     page = fetch(site.url("/flaky/one"), patient, time=time)
     assert page.text.startswith("Recovered")
     assert site.hits["/flaky/one"] == 2
-    assert time.waits == [0.5]  # one pause, as configured, before the one retry
+    # one pause, as configured, before the one retry; then the rest of the time a host that pushed
+    # back without a Retry-After is left alone (DEFAULT_BACKOFF_S)
+    assert time.waits == [0.5, DEFAULT_BACKOFF_S - 0.5]
     time = VirtualTime()
     with pytest.raises(FetchError, match="HTTP 503 Service Unavailable"):
         fetch(site.url("/status/503"), patient, time=time)
     assert site.hits["/status/503"] == 2
-    assert time.waits == [0.5]
+    assert time.waits == [0.5, DEFAULT_BACKOFF_S - 0.5]
 
 
 def test_connection_error_is_retried_once_then_reported() -> None:

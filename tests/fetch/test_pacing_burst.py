@@ -24,8 +24,8 @@ async def gather(fetcher: HttpFetcher, urls: list[str]) -> None:
     await asyncio.gather(*(fetcher.fetch(url) for url in urls))
 
 
-def test_the_default_burst_is_three_and_must_be_positive() -> None:
-    assert FetchConfig().host_burst == DEFAULT_HOST_BURST == 3
+def test_the_default_burst_is_four_and_must_be_positive() -> None:
+    assert FetchConfig().host_burst == DEFAULT_HOST_BURST == 4 == FetchConfig().per_host_concurrency
     with pytest.raises(ValueError):
         FetchConfig(host_burst=0)
 
@@ -131,3 +131,70 @@ def test_the_per_host_cap_still_holds_within_a_burst(site: FakeWebSite, config: 
     assert site.hits["/slots"] == 3
     assert site.max_in_flight == 1  # the burst lets them start at once; the cap still queues them
     assert time.waits == []
+
+
+def test_a_step_of_four_pages_of_one_site_loads_them_together_by_default(
+    site: FakeWebSite, config: FetchConfig
+) -> None:
+    """A run whose pages share one host is as fast as one spread over many: the default burst and
+    per-host cap let a step's pages of one site start at once, as a browser would load them."""
+    defaults = FetchConfig()
+    polite = config.model_copy(
+        update={
+            "host_delay_s": defaults.host_delay_s,
+            "host_burst": defaults.host_burst,
+            "per_host_concurrency": defaults.per_host_concurrency,
+        }
+    )
+    time = VirtualTime()
+    sent = Stamped(time)
+
+    async def steps() -> None:
+        async with time.fetcher(polite, sent) as fetcher:
+            for step in range(3):
+                await gather(fetcher, [site.url(f"/slots?s{step}={i}&hold=0.01") for i in range(4)])
+                time.now += 0.5  # the model thinks, the bucket refills
+
+    asyncio.run(steps())
+    assert site.hits["/slots"] == 12 and time.waits == []
+    assert site.max_in_flight == 4
+
+
+def test_a_host_that_answers_429_is_left_alone_as_long_as_it_asks_then_slowed(
+    site: FakeWebSite, config: FetchConfig
+) -> None:
+    other = start_fake_web_server()
+    try:
+        time = VirtualTime()
+        sent = Stamped(time)
+
+        async def pushed_back() -> None:
+            async with time.fetcher(bursty(config), sent) as fetcher:
+                page = await fetcher.fetch(site.url("/busy?retry_after=3"))  # 429, then served
+                assert page.text.startswith("Served")
+                await gather(fetcher, [site.url(f"/counter?n={i}") for i in range(3)])
+                await gather(fetcher, [other.url(f"/counter?n={i}") for i in range(3)])
+
+        asyncio.run(pushed_back())
+        assert site.hits["/busy"] == 2
+        [retried] = sent.times(site.url("/busy"))[1:]
+        assert retried == 3.0  # not before the Retry-After, whatever the retry's own pause
+        # from then on one a second, no burst; the other host keeps its burst
+        assert sent.times(site.url("/counter")) == [4.0, 5.0, 6.0]
+        assert sent.times(other.url("/counter")) == [6.0, 6.0, 6.0]
+    finally:
+        other.stop()
+
+
+def test_a_retry_after_beyond_the_ceiling_is_bounded(site: FakeWebSite, config: FetchConfig) -> None:
+    from deepresearch.fetch.http import MAX_BACKOFF_S
+
+    time = VirtualTime()
+    sent = Stamped(time)
+
+    async def one() -> None:
+        async with time.fetcher(bursty(config), sent) as fetcher:
+            await fetcher.fetch(site.url("/busy?retry_after=3600"))
+
+    asyncio.run(one())
+    assert sent.times(site.url("/busy")) == [0.0, MAX_BACKOFF_S]

@@ -47,6 +47,7 @@ from deepresearch.fetch import Page
 from deepresearch.fetch.cache import FetchCache
 from deepresearch.fetch.extract import extract_document
 from deepresearch.fetch.guard import Allowlist, Resolver, Vetted, vet_host, vet_url
+from deepresearch.retry import parse_retry_after
 from deepresearch.tls import shared_ssl_context
 
 logger = logging.getLogger(__name__)
@@ -56,12 +57,20 @@ DEFAULT_USER_AGENT = (
     "Chrome/131.0.0.0 Safari/537.36"
 )
 DEFAULT_ACCEPT = "text/html,application/xhtml+xml,application/pdf;q=0.9,text/plain;q=0.8,*/*;q=0.5"
-RETRY_STATUSES = frozenset({502, 503, 504})
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+PUSHBACK_STATUSES = frozenset({429, 503})
+"""A host that answers one of these is slowed down for the rest of the run (``_HostPacer.back_off``)."""
 # We decode bodies ourselves (to cap their decompressed size), so we only ask for codings zlib reads.
 _ACCEPT_ENCODING = "gzip, deflate"
 _GZIP_MAGIC = b"\x1f\x8b"
-DEFAULT_HOST_DELAY_S = 0.5
-DEFAULT_HOST_BURST = 3
+DEFAULT_HOST_DELAY_S = 0.1
+DEFAULT_HOST_BURST = 4
+PUSHED_BACK_DELAY_S = 1.0
+"""A host that pushed back (429/503) gets at most one request a second from then on, one at a time."""
+DEFAULT_BACKOFF_S = 2.0
+"""How long a host that pushed back without a ``Retry-After`` is left alone."""
+MAX_BACKOFF_S = 10.0
+"""The longest ``Retry-After`` honoured: a page that must wait longer fails rather than stall a step."""
 DEFAULT_CACHE_TTL_S = 7 * 24 * 3600.0
 
 
@@ -88,8 +97,9 @@ class FetchConfig(BaseModel):
     """Sent as ``User-Agent``; a desktop browser's, because many sites refuse unknown clients."""
     max_concurrency: int = Field(default=8, ge=1)
     """Requests in flight at once, across all hosts."""
-    per_host_concurrency: int = Field(default=2, ge=1)
-    """Requests in flight at once to one host (host and port)."""
+    per_host_concurrency: int = Field(default=4, ge=1)
+    """Requests in flight at once to one host (host and port): a step's pages of one site load
+    together, as a browser's would (it opens six)."""
     retry_backoff_s: float = Field(default=0.5, ge=0)
     """Pause before the single retry after a connection error or a 502/503/504."""
     host_delay_s: float = Field(default=DEFAULT_HOST_DELAY_S, ge=0)
@@ -121,7 +131,12 @@ class _Body:
 
 
 class _Transient(FetchError):
-    """A failure worth one more try (connection trouble, 502/503/504); never leaves this module."""
+    """A failure worth one more try (connection trouble, 429/502/503/504); never leaves this module."""
+
+    def __init__(self, message: str, *, pushed_back: float | None = None) -> None:
+        super().__init__(message)
+        self.pushed_back = pushed_back
+        """For a 429/503: how long the host asked to be left alone (``Retry-After``, bounded)."""
 
 
 class HttpFetcher:
@@ -296,6 +311,11 @@ class HttpFetcher:
                 await self._slots.acquire()
             try:
                 return await self._request(url, vetted)
+            except _Transient as exc:
+                if exc.pushed_back is not None:
+                    logger.info("%s pushed back: slowing down, next request in %.1fs", host, exc.pushed_back)
+                    self._pacer.back_off(host, exc.pushed_back)
+                raise
             finally:
                 self._slots.release()
 
@@ -312,9 +332,13 @@ class HttpFetcher:
                     return str(response.url.join(response.headers["location"]))
                 status = response.status_code
                 if status >= 400:
-                    error = _Transient if status in RETRY_STATUSES else FetchError
                     reason = f" {response.reason_phrase}" if response.reason_phrase else ""
-                    raise error(f"HTTP {status}{reason} for {url}")
+                    message = f"HTTP {status}{reason} for {url}"
+                    if status in PUSHBACK_STATUSES:
+                        asked = parse_retry_after(response.headers)
+                        wait = DEFAULT_BACKOFF_S if asked is None else min(asked, MAX_BACKOFF_S)
+                        raise _Transient(message, pushed_back=wait)
+                    raise (_Transient if status in RETRY_STATUSES else FetchError)(message)
                 data = await _read_capped(response, self._config.max_bytes, url)
             finally:
                 await response.aclose()
@@ -536,7 +560,11 @@ class _HostPacer:
     Why a bucket rather than a fixed gap: an agent step that opens three pages of one site would
     otherwise wait two gaps for pages a browser would load together, every step; the bucket lets that
     burst through and refills while the model thinks, so a run whose pages share a host is no slower
-    than one spread over many, as long as it asks for no more than the host's rate on average.
+    than one spread over many, as long as it asks for no more than the host's rate on average. The
+    default rate (ten a second beyond the burst, four in flight) is well below what a browser asks
+    of a site for one page with its images and scripts; a host that says it is too much (429, 503)
+    is left alone for as long as it asks (``Retry-After``, up to ``MAX_BACKOFF_S``) and from then
+    on gets one request at a time, at most one a second (``back_off``).
 
     A request takes its host's turn (a per-host lock, held only while it waits to start, so requests
     to one host start in arrival order), sleeps until the bucket holds a whole token, takes a global
@@ -561,20 +589,38 @@ class _HostPacer:
         self._locks: dict[str, asyncio.Lock] = {}
         self._buckets: dict[str, tuple[float, float]] = {}
         """host → (tokens, clock reading they were counted at); a host not here has a full bucket."""
+        self._pushed_back: dict[str, float] = {}
+        """host → the clock reading before which it gets no request (it answered 429 or 503)."""
+
+    def _pace(self, host: str) -> tuple[float, int]:
+        """The host's (delay, burst): the configured ones, or the slow ones once it pushed back."""
+        if host in self._pushed_back:
+            return max(self._delay, PUSHED_BACK_DELAY_S), 1
+        return self._delay, self._burst
 
     def _tokens(self, host: str, now: float) -> float:
-        """The host's tokens at ``now``: what was left plus one per ``delay`` since, at most ``burst``."""
-        tokens, counted_at = self._buckets.get(host, (float(self._burst), now))
-        return min(float(self._burst), tokens + max(0.0, now - counted_at) / self._delay)
+        """The host's tokens at ``now``: what was left plus one per delay since, at most its burst."""
+        delay, burst = self._pace(host)
+        tokens, counted_at = self._buckets.get(host, (float(burst), now))
+        return min(float(burst), tokens + max(0.0, now - counted_at) / delay)
+
+    def back_off(self, host: str, wait: float) -> None:
+        """``host`` answered 429 or 503: no request to it for ``wait`` seconds, and from then on at
+        most one a second (``PUSHED_BACK_DELAY_S``), with no burst."""
+        now = self._clock()
+        self._pushed_back[host] = max(self._pushed_back.get(host, 0.0), now + wait)
+        self._buckets[host] = (0.0, now + wait)
 
     @contextlib.asynccontextmanager
     async def turn(self, host: str) -> AsyncIterator[None]:
-        if self._delay <= 0:
+        if self._delay <= 0 and host not in self._pushed_back:
             yield
             return
         lock = self._locks.setdefault(host, asyncio.Lock())
         async with lock:
-            wait = (1.0 - self._tokens(host, self._clock())) * self._delay
+            now = self._clock()
+            delay, _ = self._pace(host)
+            wait = max((1.0 - self._tokens(host, now)) * delay, self._pushed_back.get(host, now) - now)
             if wait > 0:
                 logger.debug("waiting %.2fs before the next request to %s", wait, host)
                 await self._sleep(wait)
@@ -589,6 +635,6 @@ class _HostPacer:
         """Drop hosts whose bucket is full again: forgetting them changes nothing."""
         now = self._clock()
         for host, lock in list(self._locks.items()):
-            if not lock.locked() and self._tokens(host, now) >= self._burst:
+            if not lock.locked() and host not in self._pushed_back and self._tokens(host, now) >= self._burst:
                 del self._locks[host]
                 self._buckets.pop(host, None)
