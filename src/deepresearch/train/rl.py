@@ -312,6 +312,7 @@ def run_rl(recipe: RlRecipe, settings: Settings, *, console: bool = True) -> RlR
 
     from deepresearch.judge.commands import judge_client
     from deepresearch.judge.grader import Judge
+    from deepresearch.judge.reward import _run_in_background
     from deepresearch.train.format import load_tokenizer
     from deepresearch.train.policy import PolicyServer, model_generator
 
@@ -348,7 +349,8 @@ def run_rl(recipe: RlRecipe, settings: Settings, *, console: bool = True) -> RlR
         max_new_tokens=recipe.max_new_tokens,
     ) as server:
         rollouts = Rollouts(server, rollout_settings(settings, recipe, server), recipe, by_prompt, out)
-        judge = Judge(judge_client(settings))
+        client = judge_client(settings)
+        judge = Judge(client)
         with warnings.catch_warnings():  # rollout_func is "experimental": known, and TRL is pinned
             warnings.filterwarnings("ignore", message=".*rollout_func.*experimental", category=UserWarning)
             trainer = GRPOTrainer(
@@ -366,9 +368,12 @@ def run_rl(recipe: RlRecipe, settings: Settings, *, console: bool = True) -> RlR
             trainer.model, tokenizer, temperature=recipe.temperature, top_p=recipe.top_p
         )
         trainer.remove_callback(PrinterCallback)
-        with warnings.catch_warnings():  # TRL 1.16 still calls transformers' old checkpointing names
-            warnings.filterwarnings("ignore", message=".*will be removed in v6.*", category=FutureWarning)
-            trainer.train()
+        try:
+            with warnings.catch_warnings():  # TRL 1.16 still calls transformers' old checkpointing names
+                warnings.filterwarnings("ignore", message=".*will be removed in v6.*", category=FutureWarning)
+                trainer.train()
+        finally:  # the judge's connections live on the rewards' loop: closed there
+            _run_in_background(client.aclose())
     if recipe.save:
         trainer.save_model(str(out))
         tokenizer.save_pretrained(str(out))
