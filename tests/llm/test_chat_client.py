@@ -4,9 +4,11 @@ an in-process httpx transport. Backoff sleeps that a test looks at are recorded 
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import socket
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -877,3 +879,18 @@ def test_a_server_that_drops_every_request_is_not_sent_it_forever() -> None:
     with pytest.raises(LLMError, match=r"RemoteProtocolError.*gave up after 2 attempts"):
         asyncio.run(call())
     assert server.connections == 4  # each attempt: the request, then once more on a new connection
+
+
+def test_a_client_called_from_one_event_loop_after_another_still_answers(fake_llm: FakeOpenAI) -> None:
+    """Kept-alive connections belong to the loop that opened them: one ``asyncio.run`` per call (a
+    synchronous caller) gets a new pool each time instead of "Event loop is closed"."""
+    fake_llm.enqueue(*(Reply(content=f"reply {i}") for i in range(3)))
+    client = ChatClient(make_config(fake_llm, max_retries=0))
+    with warnings.catch_warnings():  # the first loop's idle connection is closed by the collector
+        warnings.simplefilter("ignore", ResourceWarning)
+        answers = [asyncio.run(client.complete(USER)).content for _ in range(3)]
+        asyncio.run(client.aclose())
+        del client
+        gc.collect()
+    assert answers == ["reply 0", "reply 1", "reply 2"]
+    assert len(set(fake_llm.request_peers)) == 3  # after the first loop, no connection is kept

@@ -153,17 +153,20 @@ class ChatClient:
         if self._secret:
             headers["Authorization"] = f"Bearer {self._secret}"
         loopback = urlsplit(config.base_url).hostname in ("127.0.0.1", "localhost", "::1")
-        self._http = httpx.AsyncClient(
-            headers=headers,
-            timeout=httpx.Timeout(config.timeout, connect=min(config.timeout, _CONNECT_TIMEOUT)),
-            transport=transport,
-            trust_env=not loopback,  # HTTP_PROXY must not capture a server on this machine
-            verify=shared_ssl_context(),
+        self._http_options: dict[str, Any] = {
+            "headers": headers,
+            "timeout": httpx.Timeout(config.timeout, connect=min(config.timeout, _CONNECT_TIMEOUT)),
+            "transport": transport,
+            "trust_env": not loopback,  # HTTP_PROXY must not capture a server on this machine
+            "verify": shared_ssl_context(),
             # Connections are kept alive, loopback too: a new one per request cost a tenth of a
             # benchmark runner's event-loop time. llama.cpp's server drops a kept-alive connection
             # after some requests without saying so; ``_attempt`` sends again on a new connection.
-            limits=httpx.Limits(max_keepalive_connections=20),
-        )
+            "limits": httpx.Limits(max_keepalive_connections=20),
+        }
+        self._http = httpx.AsyncClient(**self._http_options)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        """The event loop the pool's connections belong to (set by the first call)."""
         fields: dict[str, Any] = {"model": config.model, "stream": config.stream}
         if config.stream:
             fields["stream_options"] = {"include_usage": True}
@@ -190,8 +193,26 @@ class ChatClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the connection pool."""
-        await self._http.aclose()
+        """Close the connection pool (unless its loop has gone, and its connections with it)."""
+        if self._loop is None or self._loop is asyncio.get_running_loop():
+            await self._http.aclose()
+
+    def _pool(self) -> httpx.AsyncClient:
+        """The connection pool of the running event loop. Kept-alive connections belong to the loop
+        that opened them, so a client called from a new loop (a synchronous caller running each call
+        in its own ``asyncio.run``) gets a new pool, one that keeps no connection: whatever it kept
+        would be left behind with its loop too. (The first loop's idle connection is closed when the
+        collector frees it.)"""
+        import httpx
+
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            if self._loop is not None:
+                logger.debug("%s: called from another event loop; connections are not kept", self._where)
+                options = self._http_options | {"limits": httpx.Limits(max_keepalive_connections=0)}
+                self._http = httpx.AsyncClient(**options)
+            self._loop = loop
+        return self._http
 
     async def complete(
         self,
@@ -359,7 +380,7 @@ class ChatClient:
 
         replied = False
         try:
-            async with self._http.stream("POST", self._url, content=payload) as response:
+            async with self._pool().stream("POST", self._url, content=payload) as response:
                 replied = self._answered = True
                 if not response.is_success:
                     await response.aread()
