@@ -217,16 +217,7 @@ def test_an_event_line_is_pydantics_json_and_leaves_its_strings_as_they_were():
     assert line == event.model_dump_json(exclude_none=True)
     assert sys.getsizeof(content) > size  # what pydantic's own dump does to it
     for event in (
-        RunStarted(
-            run_id="r",
-            question="q?",
-            model="m",
-            search="s",
-            language="en",
-            tool_mode="native",
-            tools=["a"],
-            messages=[{"role": "system", "content": "ß"}],
-        ),
+        started(),
         LLMCall(step=1, message={"role": "assistant", "content": None}, usage={"cost": 0.5}),
     ):
         assert event_json(event) == event.model_dump_json(exclude_none=True)
