@@ -473,12 +473,13 @@ class Recorder:
     run, the next ``save`` (or the end of the run) waits for it, and its error surfaces there. A step
     waited ~10 ms for it (p50; 20 at p90) when 16 runs shared a process, for a guarantee that only a
     power cut tests: what is appended is in the OS the moment it is recorded, whatever happens to the
-    process. The files derived
-    from the whole conversation — ``messages.json``, ``sources.json``, ``todo.json`` — are rewritten
-    every ``SNAPSHOT_EVERY`` steps, when the run ends (report, failure, cancel) and when it is resumed,
-    not at every step: rewriting them each step made a run's disk writes grow with the square of its
-    length, and the event log already makes the run recoverable. So during a run they may lag the log
-    by a few steps; ``resume`` rebuilds them from it.
+    process.
+
+    The files derived from the whole conversation — ``messages.json``, ``sources.json``,
+    ``todo.json`` — are rewritten every ``SNAPSHOT_EVERY`` steps, when the run ends (report, failure,
+    cancel) and when it is resumed, not at every step: rewriting them each step made a run's disk
+    writes grow with the square of its length, and the event log already makes the run recoverable.
+    So during a run they may lag the log by a few steps; ``resume`` rebuilds them from it.
     """
 
     def __init__(self, store: RunStore, info: RunInfo, on_event: EventCallback | None = None) -> None:

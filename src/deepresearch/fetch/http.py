@@ -66,7 +66,7 @@ _GZIP_MAGIC = b"\x1f\x8b"
 DEFAULT_HOST_DELAY_S = 0.1
 DEFAULT_HOST_BURST = 4
 PUSHED_BACK_DELAY_S = 1.0
-"""A host that pushed back (429/503) gets at most one request a second from then on, one at a time."""
+"""A host that pushed back (429/503) gets at most one request a second from then on, with no burst."""
 DEFAULT_BACKOFF_S = 2.0
 """How long a host that pushed back without a ``Retry-After`` is left alone."""
 MAX_BACKOFF_S = 10.0
@@ -101,7 +101,8 @@ class FetchConfig(BaseModel):
     """Requests in flight at once to one host (host and port): a step's pages of one site load
     together, as a browser's would (it opens six)."""
     retry_backoff_s: float = Field(default=0.5, ge=0)
-    """Pause before the single retry after a connection error or a 502/503/504."""
+    """Pause before the single retry after a connection error or a 429/502/503/504 (a 429 or 503 also
+    waits out the host's ``Retry-After``: see ``_HostPacer.back_off``)."""
     host_delay_s: float = Field(default=DEFAULT_HOST_DELAY_S, ge=0)
     """Politeness: on average, seconds between the starts of two requests to the same host (host and
     port), beyond a burst of ``host_burst``; 0 turns it off. Requests to other hosts are not held back."""
@@ -564,7 +565,7 @@ class _HostPacer:
     default rate (ten a second beyond the burst, four in flight) is well below what a browser asks
     of a site for one page with its images and scripts; a host that says it is too much (429, 503)
     is left alone for as long as it asks (``Retry-After``, up to ``MAX_BACKOFF_S``) and from then
-    on gets one request at a time, at most one a second (``back_off``).
+    on gets at most one request a second, with no burst (``back_off``).
 
     A request takes its host's turn (a per-host lock, held only while it waits to start, so requests
     to one host start in arrival order), sleeps until the bucket holds a whole token, takes a global
