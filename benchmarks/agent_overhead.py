@@ -31,7 +31,10 @@ Two switches look inside the agent's process (the numbers of such a run are not 
 of what is alive at its end (``BENCH_TRACEMALLOC_FRAMES``: frames per allocation, 1 by default).
 
 The last two lines are ``cpu_ratio_vs_floor=X`` (agent / floor 2, CPU per step, median, at the
-largest step count) and ``late_early=Y`` (the agent's, at that count).
+largest step count) and ``late_early=Y`` (the agent's, at that count). A ratio to the early steps also
+rises when only the early steps get cheaper, so each table is followed by the growth itself, late −
+early in milliseconds, for the agent and both floors (the floors' grows with the request bodies they
+send, which are the agent's own).
 """
 
 from __future__ import annotations
@@ -557,6 +560,11 @@ def report(results: dict[int, dict[str, list[Run]]], elapsed: float) -> tuple[fl
         ratio = agent / f2
         io = {n: (by_system[n][0].searches, by_system[n][0].pages) for n in ("agent", "floor2")}
         print(f"agent CPU per step / floor1 {agent / f1:.2f}, / floor2 {ratio:.2f}")
+        growth = {n: statistics.median(r.late_step - r.early_step for r in by_system[n]) for n in SYSTEMS}
+        print(  # a ratio to the early steps also rises when only the early steps get cheaper
+            f"growth over the run, late − early CPU per step (ms): agent {1000 * growth['agent']:.1f}, "
+            f"floor1 {1000 * growth['floor1']:.1f}, floor2 {1000 * growth['floor2']:.1f}"
+        )
         print(
             f"I/O per run (search requests, page GETs): agent {io['agent']}, floor2 {io['floor2']}"
             + ("" if io["agent"] == io["floor2"] else "  <-- MISMATCH: floor 2 did not do the same I/O")
