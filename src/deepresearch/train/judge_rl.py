@@ -22,7 +22,6 @@ paths from its folder, ``model = "tiny"`` for the built-in test model, unknown k
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,16 +118,13 @@ def reward_functions(adjacent_credit: float = 0.5) -> list[RewardFunction]:
 def load_prompts(path: Path) -> list[dict[str, Any]]:
     """GRPO rows from a `train judge-data` file: ``prompt`` (the grader's messages, without the
     teacher's answer) and ``verdict`` (the teacher's label). Lines without both are refused."""
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the data ({exc.strerror or exc})") from exc
+    from deepresearch.synth.engine import read_jsonl
+
     rows = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
+    for number, sample in read_jsonl(Path(path)):
         try:
-            sample = json.loads(line)
+            if isinstance(sample, ValueError):
+                raise sample
             messages, verdict = sample["messages"], sample["meta"]["verdict"]
         except (ValueError, KeyError, TypeError) as exc:
             raise ConfigError(f"{path}:{number}: not a judge-data sample ({exc})") from exc
