@@ -26,12 +26,12 @@ import logging
 import os
 import re
 import secrets
-import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
 from typing import IO, Any, Literal, NoReturn, Protocol
 
@@ -450,18 +450,13 @@ class RunSnapshot(Protocol):
 
 SNAPSHOT_EVERY = 10
 """Steps between rewrites of ``messages.json``/``sources.json``/``todo.json`` during a run."""
-_writers: ThreadPoolExecutor | None = None
-_writers_lock = threading.Lock()
 
 
+@cache
 def _writer() -> ThreadPoolExecutor:
     """The threads that write runs' files behind them, shared by the runs of a process (their own,
     so a burst of writes never queues behind other work sent to the loop's default executor)."""
-    global _writers
-    with _writers_lock:
-        if _writers is None:
-            _writers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="run-writes")
-        return _writers
+    return ThreadPoolExecutor(max_workers=4, thread_name_prefix="run-writes")
 
 
 class Recorder:
